@@ -1,0 +1,169 @@
+package transport
+
+import (
+	"context"
+	"time"
+
+	"github.com/kombu-go/kombu/entity"
+)
+
+// Backend is the storage and I/O a virtual transport runs on: Kombu's
+// virtual.Channel methods _put, _get, _size, _purge, _delete, _queue_bind,
+// get_table, plus the ack records of Kombu's Redis QoS.
+//
+// Everything else (the envelope, routing, exchange types, prefetch, the
+// consumer loop, restore on close) lives once in this package. A Backend is
+// shared by all channels of a Transport and must be safe for concurrent use.
+//
+// Queue and priority: a backend keeps one FIFO list per queue and priority
+// step, and Get serves lists step-major (every queue's lowest step first),
+// so a lower priority number is consumed first, as on Kombu's Redis.
+type Backend interface {
+	// Put appends an envelope to the back of queue's list for priority
+	// (Redis: LPUSH).
+	Put(ctx context.Context, queue string, priority int, envelope []byte) error
+
+	// Get takes the next message from the first non-empty list of queues,
+	// step-major, without blocking. With ack set, the message is recorded as
+	// unacked (see Ack and Restore) atomically with the take, so no crash can
+	// lose it. It returns ErrEmpty when every list is empty.
+	//
+	// A backend that cannot read the delivery tag of an envelope must not
+	// drop it: it keeps the raw bytes (dead-letter storage) and returns a
+	// *MalformedError.
+	Get(ctx context.Context, queues []string, ack bool) (Delivery, error)
+
+	// Size returns the number of messages waiting in all of queue's lists.
+	Size(ctx context.Context, queue string) (int64, error)
+	// Purge removes every waiting message of queue and returns how many.
+	Purge(ctx context.Context, queue string) (int64, error)
+	// DeleteQueue removes all of queue's lists.
+	DeleteQueue(ctx context.Context, queue string) error
+	// QueueExists reports whether any of queue's lists is non-empty (Kombu:
+	// an empty queue does not exist).
+	QueueExists(ctx context.Context, queue string) (bool, error)
+
+	// Bindings returns the binding table of an exchange (Kombu's get_table).
+	// A missing table is empty, not an error.
+	Bindings(ctx context.Context, exchange string) ([]BindingRow, error)
+	// Bind adds a row to the exchange's table (Redis: SADD).
+	Bind(ctx context.Context, exchange string, row BindingRow) error
+	// Unbind removes a row from the exchange's table (Redis: SREM).
+	Unbind(ctx context.Context, exchange string, row BindingRow) error
+
+	// Ack deletes the unacked record of tag (Redis: ZREM + HDEL).
+	Ack(ctx context.Context, tag string) error
+	// Restore moves the unacked message of tag back to the queues route
+	// names, front (leftmost false, RPUSH: consumed next) or back (leftmost
+	// true, LPUSH), with the redelivered flags set (see MarkRedelivered),
+	// deleting the record in the same atomic step. A missing record is not
+	// an error: someone else restored or acked it.
+	Restore(ctx context.Context, tag string, leftmost bool, route RouteFunc) error
+	// RestoreExpired restores, front of queue, every unacked message
+	// recorded before deadline (Kombu's restore_visible), whoever owns it,
+	// and returns how many it restored.
+	RestoreExpired(ctx context.Context, deadline time.Time, route RouteFunc) (int, error)
+
+	// Close releases the backend's resources.
+	Close() error
+}
+
+// RouteFunc names the queues a message published to exchange with routingKey
+// goes to now. Restores re-route through it, as Kombu does.
+type RouteFunc func(ctx context.Context, exchange, routingKey string) ([]string, error)
+
+// BindingRow is one member of an exchange's binding table: Kombu's
+// (routing_key, pattern, queue) triple. Pattern is the stored topic regex,
+// empty for direct and fanout bindings.
+type BindingRow struct {
+	RoutingKey string
+	Pattern    string
+	Queue      string
+}
+
+// Delivery is a message taken from a backend.
+type Delivery struct {
+	// Queue the message was taken from.
+	Queue string
+	// Envelope is the raw envelope.
+	Envelope []byte
+	// Exchange is set for fanout deliveries: the exchange the message was
+	// published to.
+	Exchange string
+}
+
+// BlockingGetter is an optional Backend capability: a Get that waits up to
+// timeout for a message (Redis: BRPOP). Without it the consumer loop polls
+// Get every PollingInterval. It returns ErrEmpty when the wait ran out, and
+// must return promptly (within timeout) after ctx is cancelled without
+// losing a message it already took.
+type BlockingGetter interface {
+	GetWait(ctx context.Context, queues []string, ack bool, timeout time.Duration) (Delivery, error)
+}
+
+// Publisher is an optional Backend capability: route and put in one atomic,
+// ideally one-round-trip, step. Its routing must be Kombu's (see Route).
+// It returns the number of queues the message was put on. Without it the
+// core reads Bindings and calls Put for each queue.
+type Publisher interface {
+	Publish(ctx context.Context, exchange string, typ entity.ExchangeType, routingKey string, priority int, envelope []byte) (int, error)
+}
+
+// BatchPutter is an optional Backend capability: many puts in one round trip.
+type BatchPutter interface {
+	PutBatch(ctx context.Context, items []PutItem) error
+}
+
+// PutItem is one message of a batch put.
+type PutItem struct {
+	Queue    string
+	Priority int
+	Envelope []byte
+}
+
+// Fanout is an optional Backend capability: broadcast delivery for fanout
+// exchanges (Redis: PUBLISH and PSUBSCRIBE). Without it, declaring a fanout
+// exchange fails with ErrUnsupported.
+type Fanout interface {
+	// PublishFanout broadcasts envelope to every subscriber of exchange
+	// whose binding key matches routingKey.
+	PublishFanout(ctx context.Context, exchange, routingKey string, envelope []byte) error
+	// SubscribeFanout starts receiving broadcasts for subs. Deliveries carry
+	// the exchange in Delivery.Exchange.
+	SubscribeFanout(ctx context.Context, subs []FanoutSub) (Subscription, error)
+	// RecordUnacked writes the unacked record of a fanout delivery consumed
+	// with acks (Kombu does this too; restoring it re-routes it into lists).
+	RecordUnacked(ctx context.Context, tag string, envelope []byte, exchange, routingKey string) error
+}
+
+// FanoutSub is one fanout binding a consumer listens to.
+type FanoutSub struct {
+	Exchange   string
+	RoutingKey string
+	Queue      string
+}
+
+// Subscription is a live fanout subscription.
+type Subscription interface {
+	// C delivers broadcast messages; it is closed after Close.
+	C() <-chan Delivery
+	// Close ends the subscription.
+	Close() error
+}
+
+// Pinger is an optional Backend capability: check the connection.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// Opener opens a Backend from a parsed URL. Backends register one per URL
+// scheme with Register.
+type Opener interface {
+	Open(ctx context.Context, u *URL) (Backend, error)
+}
+
+// OpenerFunc adapts a function to Opener.
+type OpenerFunc func(ctx context.Context, u *URL) (Backend, error)
+
+// Open calls f.
+func (f OpenerFunc) Open(ctx context.Context, u *URL) (Backend, error) { return f(ctx, u) }

@@ -1,0 +1,636 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/kombu-go/kombu/entity"
+	"github.com/kombu-go/kombu/serialization"
+)
+
+// Channel is Kombu's virtual channel: it takes messages from the backend,
+// remembers the ones it delivered and that are not settled yet (Kombu's
+// QoS), settles them, and restores the unsettled ones when it closes. It is
+// safe for concurrent use. It implements entity.Acknowledger for the
+// messages it delivers.
+type Channel struct {
+	t *Transport
+
+	mu        sync.Mutex
+	seq       uint64
+	delivered map[*entity.Message]*pending
+	closed    bool
+}
+
+type pending struct {
+	seq     uint64
+	tag     string
+	release func()
+}
+
+// Channel opens a channel on the transport.
+func (t *Transport) Channel() (*Channel, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil, ErrClosed
+	}
+	c := &Channel{t: t, delivered: map[*entity.Message]*pending{}}
+	t.channels[c] = struct{}{}
+	return c, nil
+}
+
+// Transport returns the channel's transport.
+func (c *Channel) Transport() *Transport { return c.t }
+
+// Unacked returns how many messages the channel delivered with acks and has
+// not seen settled.
+func (c *Channel) Unacked() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.delivered)
+}
+
+// Close restores every message delivered and not settled to the front of
+// its queue, in delivery order (the first delivered is consumed first
+// again), then closes the channel. Kombu does the same on close
+// (restore_at_shutdown) but reverses the order within the batch.
+func (c *Channel) Close(ctx context.Context) error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	c.mu.Unlock()
+	err := c.restoreAll(ctx)
+	c.t.mu.Lock()
+	delete(c.t.channels, c)
+	c.t.mu.Unlock()
+	return err
+}
+
+// Recover restores every delivered, unsettled message (Kombu's
+// basic_recover(requeue=True)).
+func (c *Channel) Recover(ctx context.Context) error { return c.restoreAll(ctx) }
+
+func (c *Channel) restoreAll(ctx context.Context) error {
+	c.mu.Lock()
+	list := make([]*pending, 0, len(c.delivered))
+	for m, p := range c.delivered {
+		list = append(list, p)
+		delete(c.delivered, m)
+	}
+	c.mu.Unlock()
+	if len(list) == 0 {
+		return nil
+	}
+	// RPUSH puts each at the front; restoring the newest first leaves the
+	// oldest at the very front, so the original order is kept.
+	sort.Slice(list, func(i, j int) bool { return list[i].seq > list[j].seq })
+	c.t.opts.Logger.Info("kombu: restoring unacknowledged messages", "count", len(list))
+	var errs []error
+	for _, p := range list {
+		if err := c.t.backend.Restore(ctx, p.tag, false, c.t.routeFunc()); err != nil {
+			errs = append(errs, fmt.Errorf("kombu: restore %s: %w", p.tag, err))
+		}
+		if p.release != nil {
+			p.release()
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Ack acknowledges a message this channel delivered (entity.Acknowledger).
+func (c *Channel) Ack(ctx context.Context, m *entity.Message) error {
+	p, err := c.lookup(m)
+	if err != nil {
+		return err
+	}
+	if err := c.t.backend.Ack(ctx, p.tag); err != nil {
+		return err
+	}
+	c.forget(m, p)
+	return nil
+}
+
+// Reject drops the message, or with requeue puts it at the back of its
+// queue with the redelivered flags set (entity.Acknowledger). Unlike Kombu
+// up to 5.3.2 it sends no second ack after the requeue, which could delete
+// another consumer's fresh unacked record (Kombu issue #1800).
+func (c *Channel) Reject(ctx context.Context, m *entity.Message, requeue bool) error {
+	p, err := c.lookup(m)
+	if err != nil {
+		return err
+	}
+	if requeue {
+		err = c.t.backend.Restore(ctx, p.tag, true, c.t.routeFunc())
+	} else {
+		err = c.t.backend.Ack(ctx, p.tag)
+	}
+	if err != nil {
+		return err
+	}
+	c.forget(m, p)
+	return nil
+}
+
+func (c *Channel) lookup(m *entity.Message) (*pending, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.delivered[m]
+	if !ok {
+		if c.closed {
+			return nil, fmt.Errorf("%w: message %s was restored when the channel closed", ErrClosed, m.DeliveryTag)
+		}
+		return nil, fmt.Errorf("%w: message %s is not pending on this channel (restored at shutdown?)", ErrClosed, m.DeliveryTag)
+	}
+	return p, nil
+}
+
+func (c *Channel) forget(m *entity.Message, p *pending) {
+	c.mu.Lock()
+	_, still := c.delivered[m]
+	delete(c.delivered, m)
+	c.mu.Unlock()
+	if still && p.release != nil {
+		p.release()
+	}
+}
+
+// track records a message delivered with acks.
+func (c *Channel) track(m *entity.Message, release func()) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return ErrClosed
+	}
+	c.seq++
+	c.delivered[m] = &pending{seq: c.seq, tag: m.DeliveryTag, release: release}
+	m.Acknowledger = c
+	return nil
+}
+
+// Get takes one message from queue without waiting (Kombu's basic_get). It
+// returns ErrEmpty if there is none. Unless noAck, the message is recorded
+// as unacked and must be settled.
+func (c *Channel) Get(ctx context.Context, queue string, noAck bool, accept []string) (*entity.Message, error) {
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	d, err := c.t.backend.Get(ctx, []string{queue}, !noAck)
+	if err != nil {
+		return nil, err
+	}
+	m, err := c.buildMessage(d, accept, 0)
+	if err != nil {
+		c.badMessage(ctx, d, m, !noAck, "", err)
+		return nil, err
+	}
+	if !noAck {
+		if err := c.track(m, nil); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// DefaultBadMessageQueue is where a no-ack consumer puts messages it cannot
+// parse or may not decode when no dead-letter queue is configured.
+const DefaultBadMessageQueue = "kombu-go.bad-messages"
+
+// badMessage keeps a message that cannot be delivered: it goes to dlq if
+// set; otherwise, if it was recorded as unacked, it is left there (the
+// visibility timeout brings it back); otherwise it goes to
+// DefaultBadMessageQueue. Nothing is dropped.
+func (c *Channel) badMessage(ctx context.Context, d Delivery, m *entity.Message, recorded bool, dlq string, cause error) {
+	log := c.t.opts.Logger
+	tag := ""
+	if m != nil {
+		tag = m.DeliveryTag
+	}
+	if dlq == "" && recorded && tag != "" {
+		log.Warn("kombu: message cannot be delivered; left unacked", "queue", d.Queue, "tag", tag, "error", cause)
+		return
+	}
+	if dlq == "" {
+		dlq = DefaultBadMessageQueue
+	}
+	if err := c.t.backend.Put(ctx, dlq, 0, d.Envelope); err != nil {
+		log.Error("kombu: cannot move bad message to dead-letter queue; left unacked", "queue", d.Queue, "dead_letter_queue", dlq, "error", err)
+		return
+	}
+	if recorded && tag != "" {
+		if err := c.t.backend.Ack(ctx, tag); err != nil {
+			log.Error("kombu: bad message copied to dead-letter queue but its unacked record remains", "tag", tag, "error", err)
+		}
+	}
+	log.Warn("kombu: message cannot be delivered; moved to dead-letter queue", "queue", d.Queue, "dead_letter_queue", dlq, "error", cause)
+}
+
+// decoder implements entity.Decoder with a registry and an accept list.
+type decoder struct {
+	reg    *serialization.Registry
+	accept []string
+}
+
+func (d decoder) Decode(body []byte, ct, ce string) (any, error) {
+	return d.reg.Decode(body, ct, ce, d.accept)
+}
+
+func (d decoder) DecodeInto(body []byte, ct, ce string, v any) error {
+	return d.reg.DecodeInto(body, ct, ce, d.accept, v)
+}
+
+// buildMessage parses a delivery into a Message: the envelope is parsed,
+// the body decompressed, and the content type checked against accept (the
+// body itself is decoded lazily by Message.Payload or Decode). On error the
+// returned message, if not nil, carries what could be read.
+func (c *Channel) buildMessage(d Delivery, accept []string, maxBody int64) (*entity.Message, error) {
+	env, err := ParseEnvelope(d.Envelope)
+	if err != nil {
+		m := &entity.Message{Raw: d.Envelope}
+		if tag, ok := ExtractTag(d.Envelope); ok {
+			m.DeliveryTag = tag
+		}
+		return m, &MalformedError{Queue: d.Queue, Raw: d.Envelope, Err: err}
+	}
+	reg := c.t.opts.Serializers
+	m := &entity.Message{
+		Body:            env.Body,
+		ContentType:     env.ContentType,
+		ContentEncoding: env.ContentEncoding,
+		Headers:         env.Headers,
+		Properties:      env.Properties,
+		DeliveryInfo:    entity.DeliveryInfo{Exchange: env.Exchange, RoutingKey: env.RoutingKey, Queue: d.Queue},
+		DeliveryTag:     env.DeliveryTag,
+		Redelivered:     env.Redelivered,
+		Raw:             d.Envelope,
+		Decoder:         decoder{reg: reg, accept: accept},
+	}
+	if env.Compression != "" {
+		body, err := reg.DecompressLimit(env.Compression, env.Body, maxBody)
+		if err != nil {
+			return m, err
+		}
+		m.Body = body
+	} else if maxBody > 0 && int64(len(m.Body)) > maxBody {
+		return m, fmt.Errorf("%w: body of %d bytes exceeds the limit of %d", serialization.ErrTooLarge, len(m.Body), maxBody)
+	}
+	if err := reg.Check(m.ContentType, accept); err != nil {
+		return m, err
+	}
+	return m, nil
+}
+
+// Handler processes one delivered message. It settles the message with
+// m.Ack, m.Reject or m.Requeue (now or later, from any goroutine).
+type Handler func(ctx context.Context, m *entity.Message)
+
+// ConsumeOptions configure Channel.Consume. The zero value works except
+// for Queues.
+type ConsumeOptions struct {
+	// Queues to consume from. Queues bound (by this process) to a fanout
+	// exchange are served through the backend's Fanout subscription.
+	Queues []string
+	// NoAck delivers messages without recording them as unacked (Kombu's
+	// no_ack): a crash loses what was taken.
+	NoAck bool
+	// Prefetch is the most messages delivered and not yet settled (Kombu's
+	// prefetch_count). Zero means no limit beyond Concurrency handlers plus
+	// Concurrency buffered messages.
+	Prefetch int
+	// Concurrency is the number of handler goroutines; zero means 1.
+	Concurrency int
+	// ConsumerTag names the consumer in DeliveryInfo.
+	ConsumerTag string
+	// Accept lists accepted serializer names or content types; nil means
+	// the registry's default (json, raw and text; never pickle).
+	Accept []string
+	// ShutdownTimeout is how long handlers in flight may run after ctx is
+	// cancelled before their messages are restored; zero means 30 s.
+	ShutdownTimeout time.Duration
+	// OnError receives errors the loop survives: backend errors (the loop
+	// retries with backoff), malformed and refused messages (see
+	// DeadLetterQueue), handler panics (the message is requeued).
+	OnError func(error)
+	// DeadLetterQueue receives messages that cannot be delivered (malformed
+	// envelopes, refused content types, undecompressable or oversized
+	// bodies). Empty means: left unacked when consumed with acks (the
+	// visibility timeout brings them back), else DefaultBadMessageQueue.
+	DeadLetterQueue string
+	// MaxBodySize refuses bodies larger than this many bytes (after
+	// decompression); zero means no limit.
+	MaxBodySize int64
+}
+
+// Consume delivers messages from opts.Queues to handler until ctx is
+// cancelled or the channel closes. On cancellation it stops taking
+// messages, gives handlers in flight opts.ShutdownTimeout, then restores
+// every message it delivered that is not settled (to the front of its
+// queue, in order). It returns nil after a cancellation and ErrClosed if the
+// channel was closed.
+func (c *Channel) Consume(ctx context.Context, opts ConsumeOptions, handler Handler) error {
+	if len(opts.Queues) == 0 {
+		return fmt.Errorf("%w: Consume needs at least one queue", entity.ErrInvalid)
+	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = 1
+	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = 30 * time.Second
+	}
+	if opts.OnError == nil {
+		opts.OnError = func(err error) { c.t.opts.Logger.Error("kombu: consumer", "error", err) }
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	c.mu.Unlock()
+
+	// Slots bound the messages delivered and not settled (prefetch).
+	var slots chan struct{}
+	if opts.Prefetch > 0 {
+		slots = make(chan struct{}, opts.Prefetch)
+	}
+	bufSize := opts.Prefetch
+	if bufSize <= 0 {
+		bufSize = opts.Concurrency
+	}
+	work := make(chan *entity.Message, bufSize)
+	handlerCtx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHandlers()
+
+	var workers sync.WaitGroup
+	for i := 0; i < opts.Concurrency; i++ {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for ctx.Err() == nil {
+				select {
+				case <-ctx.Done():
+					return
+				case m, ok := <-work:
+					if !ok {
+						return
+					}
+					c.runHandler(handlerCtx, handler, m, opts)
+				}
+			}
+		}()
+	}
+
+	subs, listQueues := c.t.fanoutSubs(opts.Queues)
+	var fetchers sync.WaitGroup
+	if len(subs) > 0 {
+		f, ok := c.t.backend.(Fanout)
+		if !ok {
+			return fmt.Errorf("kombu: fanout queues: %w", ErrUnsupported)
+		}
+		sub, err := f.SubscribeFanout(ctx, subs)
+		if err != nil {
+			return err
+		}
+		fetchers.Add(1)
+		go func() {
+			defer fetchers.Done()
+			defer sub.Close()
+			c.fanoutLoop(ctx, sub, subs, work, opts)
+		}()
+	}
+	if len(listQueues) > 0 {
+		fetchers.Add(1)
+		go func() {
+			defer fetchers.Done()
+			c.fetchLoop(ctx, listQueues, slots, work, opts)
+		}()
+	}
+	fetchers.Wait()
+
+	// Give handlers in flight their grace period, then cut them off.
+	done := make(chan struct{})
+	go func() { workers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(opts.ShutdownTimeout):
+		cancelHandlers()
+		c.t.opts.Logger.Warn("kombu: handlers still running after the shutdown timeout; restoring their messages")
+	}
+	// Messages still buffered were never handled: they are restored below
+	// with everything else that is unsettled.
+	restoreCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := c.restoreAll(restoreCtx); err != nil {
+		opts.OnError(err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil
+	}
+	return ErrClosed
+}
+
+func (c *Channel) runHandler(ctx context.Context, h Handler, m *entity.Message, opts ConsumeOptions) {
+	defer func() {
+		if r := recover(); r != nil {
+			err := fmt.Errorf("kombu: handler panic on message %s: %v\n%s", m.DeliveryTag, r, debug.Stack())
+			opts.OnError(err)
+			if !opts.NoAck && !m.Acknowledged() {
+				if rerr := m.Requeue(context.WithoutCancel(ctx)); rerr != nil {
+					opts.OnError(rerr)
+				}
+			}
+		}
+	}()
+	h(ctx, m)
+}
+
+// fetchLoop takes messages from the list queues while prefetch allows.
+func (c *Channel) fetchLoop(ctx context.Context, queues []string, slots chan struct{}, work chan<- *entity.Message, opts ConsumeOptions) {
+	order := append([]string(nil), queues...)
+	if c.t.opts.QueueOrder == SortedOrder {
+		sort.Strings(order)
+	}
+	bg, blocking := c.t.backend.(BlockingGetter)
+	poll := c.t.opts.PollingInterval
+	var lastRestore time.Time
+	backoff := time.Duration(0)
+	for ctx.Err() == nil {
+		if now := c.t.opts.Clock.Now(); now.Sub(lastRestore) >= c.t.opts.RestoreInterval || now.Before(lastRestore) {
+			lastRestore = now
+			c.restoreExpired(ctx, opts)
+		}
+		if slots != nil {
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+		}
+		release := func() {
+			if slots != nil {
+				<-slots
+			}
+		}
+		var d Delivery
+		var err error
+		if blocking {
+			d, err = bg.GetWait(ctx, order, !opts.NoAck, poll)
+		} else {
+			d, err = c.t.backend.Get(ctx, order, !opts.NoAck)
+		}
+		if err != nil {
+			release()
+			var mal *MalformedError
+			switch {
+			case errors.Is(err, ErrEmpty):
+				backoff = 0
+				if !blocking {
+					sleepCtx(ctx, poll)
+				}
+			case errors.As(err, &mal):
+				opts.OnError(err)
+			case ctx.Err() != nil:
+				return
+			default:
+				opts.OnError(fmt.Errorf("kombu: get from %v: %w", order, err))
+				backoff = nextBackoff(backoff)
+				sleepCtx(ctx, backoff)
+			}
+			continue
+		}
+		backoff = 0
+		if c.t.opts.QueueOrder == RoundRobin {
+			rotate(order, d.Queue)
+		}
+		c.deliver(ctx, d, work, release, opts)
+	}
+}
+
+// deliver builds and hands one message to the workers. The message is
+// tracked before the hand-off so that a shutdown restores it even if no
+// worker ever takes it.
+func (c *Channel) deliver(ctx context.Context, d Delivery, work chan<- *entity.Message, release func(), opts ConsumeOptions) {
+	m, err := c.buildMessage(d, opts.Accept, opts.MaxBodySize)
+	if err != nil {
+		release()
+		opts.OnError(err)
+		c.badMessage(context.WithoutCancel(ctx), d, m, !opts.NoAck, opts.DeadLetterQueue, err)
+		return
+	}
+	m.DeliveryInfo.ConsumerTag = opts.ConsumerTag
+	if opts.NoAck {
+		// A no-ack message frees its slot when a worker takes it; it has no
+		// acknowledger, so settling it is a no-op.
+		select {
+		case work <- m:
+			release()
+		case <-ctx.Done():
+			release()
+			// Already taken from the broker: put it back rather than lose it.
+			if err := c.t.backend.Put(context.WithoutCancel(ctx), d.Queue, m.Properties.Priority, d.Envelope); err != nil {
+				opts.OnError(fmt.Errorf("kombu: no-ack message %s taken during shutdown could not be put back: %w", m.DeliveryTag, err))
+			}
+		}
+		return
+	}
+	if err := c.track(m, release); err != nil {
+		release()
+		opts.OnError(err)
+		return
+	}
+	select {
+	case work <- m:
+	case <-ctx.Done():
+		// Tracked: restored at shutdown.
+	}
+}
+
+// fanoutLoop delivers broadcast messages. Like Kombu, fanout deliveries are
+// not held back by prefetch.
+func (c *Channel) fanoutLoop(ctx context.Context, sub Subscription, subs []FanoutSub, work chan<- *entity.Message, opts ConsumeOptions) {
+	queueOf := map[string]string{}
+	for _, s := range subs {
+		queueOf[s.Exchange] = s.Queue // Kombu: the last queue registered wins
+	}
+	f := c.t.backend.(Fanout)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case d, ok := <-sub.C():
+			if !ok {
+				return
+			}
+			q, known := queueOf[d.Exchange]
+			if !known {
+				continue
+			}
+			d.Queue = q
+			if !opts.NoAck {
+				tag, ex, rk, err := EnvelopeRoute(d.Envelope)
+				if err != nil {
+					opts.OnError(&MalformedError{Queue: q, Raw: d.Envelope, Err: err})
+					c.badMessage(context.WithoutCancel(ctx), d, nil, false, opts.DeadLetterQueue, err)
+					continue
+				}
+				if err := f.RecordUnacked(ctx, tag, d.Envelope, ex, rk); err != nil {
+					opts.OnError(fmt.Errorf("kombu: fanout message %s: unacked record: %w", tag, err))
+					continue
+				}
+			}
+			c.deliver(ctx, d, work, func() {}, opts)
+		}
+	}
+}
+
+func (c *Channel) restoreExpired(ctx context.Context, opts ConsumeOptions) {
+	deadline := c.t.opts.Clock.Now().Add(-c.t.opts.VisibilityTimeout)
+	n, err := c.t.backend.RestoreExpired(ctx, deadline, c.t.routeFunc())
+	if err != nil && ctx.Err() == nil {
+		opts.OnError(fmt.Errorf("kombu: restore of expired unacked messages: %w", err))
+	}
+	if n > 0 {
+		c.t.opts.Logger.Info("kombu: restored messages whose visibility timeout expired", "count", n)
+	}
+}
+
+// rotate moves q to the end of order (Kombu's round_robin cycle).
+func rotate(order []string, q string) {
+	for i, x := range order {
+		if x == q {
+			copy(order[i:], order[i+1:])
+			order[len(order)-1] = q
+			return
+		}
+	}
+}
+
+func nextBackoff(d time.Duration) time.Duration {
+	if d == 0 {
+		return 100 * time.Millisecond
+	}
+	d *= 2
+	if d > 5*time.Second {
+		d = 5 * time.Second
+	}
+	return d
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

@@ -1,0 +1,442 @@
+package transport
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/kombu-go/kombu/entity"
+	"github.com/kombu-go/kombu/internal/pyjson"
+)
+
+// Envelope is the JSON object Kombu stores in a queue list, sends by
+// PUBLISH and keeps in the unacked hash (wire spec §3).
+type Envelope struct {
+	// Body is the payload after body_encoding was undone; still compressed
+	// if Headers say so.
+	Body []byte
+	// ContentType and ContentEncoding are the serializer's MIME type and
+	// charset. Empty means JSON null on the wire.
+	ContentType, ContentEncoding string
+	// Headers are the application headers. On encode they are written in
+	// sorted key order, followed by "compression" when Compression is set.
+	Headers map[string]any
+	// Compression is the headers.compression value ("application/x-gzip").
+	Compression string
+	// Properties are the message properties (priority, correlation id, ...).
+	Properties entity.Properties
+	// Exchange and RoutingKey are properties.delivery_info.
+	Exchange, RoutingKey string
+	// Redelivered is delivery_info.redelivered (or headers.redelivered).
+	Redelivered bool
+	// BodyEncoding is properties.body_encoding; "base64" by default.
+	BodyEncoding string
+	// DeliveryTag is properties.delivery_tag, a uuid4 string.
+	DeliveryTag string
+}
+
+// Kombu's property names that Envelope maps to fields; anything else found
+// in "properties" lands in Properties.Extra.
+var knownProps = map[string]bool{
+	"correlation_id": true, "reply_to": true, "delivery_mode": true,
+	"expiration": true, "delivery_info": true, "priority": true,
+	"body_encoding": true, "delivery_tag": true,
+}
+
+// Marshal returns the envelope as Kombu writes it, byte for byte: top-level
+// keys body, content-encoding, content-type, headers, properties; properties
+// in Kombu's order (user properties, delivery_mode, expiration,
+// delivery_info, priority, body_encoding, delivery_tag); Python's json.dumps
+// spacing and escaping.
+func (e *Envelope) Marshal() ([]byte, error) {
+	return e.AppendMarshal(make([]byte, 0, 320+base64.StdEncoding.EncodedLen(len(e.Body))))
+}
+
+// AppendMarshal appends the envelope's encoding (see Marshal) to dst.
+func (e *Envelope) AppendMarshal(dst []byte) ([]byte, error) {
+	var err error
+	enc := e.BodyEncoding
+	if enc == "" {
+		enc = "base64"
+	}
+	dst = append(dst, `{"body": `...)
+	switch enc {
+	case "base64":
+		dst = append(dst, '"')
+		dst = base64.StdEncoding.AppendEncode(dst, e.Body)
+		dst = append(dst, '"')
+	default:
+		dst = pyjson.AppendString(dst, string(e.Body))
+	}
+	dst = append(dst, `, "content-encoding": `...)
+	dst = appendNullableString(dst, e.ContentEncoding)
+	dst = append(dst, `, "content-type": `...)
+	dst = appendNullableString(dst, e.ContentType)
+	dst = append(dst, `, "headers": {`...)
+	n := 0
+	for _, k := range sortedKeys(e.Headers) {
+		if k == "compression" && e.Compression != "" {
+			continue
+		}
+		if dst, err = appendMember(dst, n, k, e.Headers[k]); err != nil {
+			return nil, fmt.Errorf("kombu: header %q: %w", k, err)
+		}
+		n++
+	}
+	if e.Compression != "" {
+		dst, _ = appendMember(dst, n, "compression", e.Compression)
+	}
+	dst = append(dst, `}, "properties": {`...)
+	n = 0
+	p := &e.Properties
+	if p.CorrelationID != "" {
+		dst, _ = appendMember(dst, n, "correlation_id", p.CorrelationID)
+		n++
+	}
+	if p.ReplyTo != "" {
+		dst, _ = appendMember(dst, n, "reply_to", p.ReplyTo)
+		n++
+	}
+	for _, k := range sortedKeys(p.Extra) {
+		if knownProps[k] {
+			continue
+		}
+		if dst, err = appendMember(dst, n, k, p.Extra[k]); err != nil {
+			return nil, fmt.Errorf("kombu: property %q: %w", k, err)
+		}
+		n++
+	}
+	mode := p.DeliveryMode
+	if mode == 0 {
+		mode = entity.Persistent
+	}
+	dst = appendSep(dst, n)
+	dst = append(dst, `"delivery_mode": `...)
+	dst = strconv.AppendInt(dst, int64(mode), 10)
+	if p.Expiration != "" {
+		dst = append(dst, `, "expiration": `...)
+		dst = pyjson.AppendString(dst, p.Expiration)
+	}
+	dst = append(dst, `, "delivery_info": {"exchange": `...)
+	dst = pyjson.AppendString(dst, e.Exchange)
+	dst = append(dst, `, "routing_key": `...)
+	dst = pyjson.AppendString(dst, e.RoutingKey)
+	if e.Redelivered {
+		dst = append(dst, `, "redelivered": true`...)
+	}
+	dst = append(dst, `}, "priority": `...)
+	dst = strconv.AppendInt(dst, int64(p.Priority), 10)
+	dst = append(dst, `, "body_encoding": `...)
+	dst = pyjson.AppendString(dst, enc)
+	dst = append(dst, `, "delivery_tag": `...)
+	dst = pyjson.AppendString(dst, e.DeliveryTag)
+	dst = append(dst, "}}"...)
+	return dst, nil
+}
+
+func appendNullableString(dst []byte, s string) []byte {
+	if s == "" {
+		return append(dst, "null"...)
+	}
+	return pyjson.AppendString(dst, s)
+}
+
+func appendSep(dst []byte, n int) []byte {
+	if n > 0 {
+		dst = append(dst, ", "...)
+	}
+	return dst
+}
+
+func appendMember(dst []byte, n int, k string, v any) ([]byte, error) {
+	dst = appendSep(dst, n)
+	dst = pyjson.AppendString(dst, k)
+	dst = append(dst, ": "...)
+	return pyjson.Append(dst, v)
+}
+
+func sortedKeys(m map[string]any) []string {
+	if len(m) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// ParseEnvelope reads an envelope written by any Kombu version or by this
+// package. It accepts any key order and extra keys, a missing or null
+// body_encoding and "utf-8" (the body is then plain text), padded or
+// unpadded standard base64, and a missing delivery_info (empty exchange and
+// routing key). It fails with an error wrapping ErrMalformed when the text
+// is not a JSON object, the body cannot be decoded, or the delivery tag is
+// missing.
+func ParseEnvelope(raw []byte) (*Envelope, error) {
+	v, err := pyjson.Unmarshal(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	top, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("%w: envelope is not a JSON object", ErrMalformed)
+	}
+	e := &Envelope{}
+	e.ContentType, _ = top["content-type"].(string)
+	e.ContentEncoding, _ = top["content-encoding"].(string)
+	if h, ok := top["headers"].(map[string]any); ok {
+		e.Headers = h
+		if c, ok := h["compression"].(string); ok {
+			e.Compression = c
+		}
+		if r, ok := h["redelivered"].(bool); ok && r {
+			e.Redelivered = true
+		}
+	}
+	props, _ := top["properties"].(map[string]any)
+	for k, pv := range props {
+		switch k {
+		case "correlation_id":
+			e.Properties.CorrelationID = anyString(pv)
+		case "reply_to":
+			e.Properties.ReplyTo = anyString(pv)
+		case "delivery_mode":
+			e.Properties.DeliveryMode = entity.DeliveryMode(anyInt(pv))
+		case "expiration":
+			e.Properties.Expiration = anyString(pv)
+		case "priority":
+			e.Properties.Priority = anyInt(pv)
+		case "body_encoding":
+			e.BodyEncoding, _ = pv.(string)
+		case "delivery_tag":
+			e.DeliveryTag = anyString(pv)
+		case "delivery_info":
+			if di, ok := pv.(map[string]any); ok {
+				e.Exchange = anyString(di["exchange"])
+				e.RoutingKey = anyString(di["routing_key"])
+				if r, ok := di["redelivered"].(bool); ok && r {
+					e.Redelivered = true
+				}
+			}
+		default:
+			if e.Properties.Extra == nil {
+				e.Properties.Extra = map[string]any{}
+			}
+			e.Properties.Extra[k] = pv
+		}
+	}
+	body, hasBody := top["body"]
+	switch b := body.(type) {
+	case string:
+		switch e.BodyEncoding {
+		case "base64":
+			if e.Body, err = decodeBase64(b); err != nil {
+				return nil, fmt.Errorf("%w: body_encoding base64: %w", ErrMalformed, err)
+			}
+		case "", "utf-8", "utf8":
+			e.Body = []byte(b)
+		default:
+			return nil, fmt.Errorf("%w: unknown body_encoding %q", ErrMalformed, e.BodyEncoding)
+		}
+	case nil:
+		if !hasBody {
+			return nil, fmt.Errorf("%w: envelope has no body", ErrMalformed)
+		}
+	default:
+		// A JSON value where Kombu writes a string: keep its JSON text.
+		if e.Body, err = pyjson.Marshal(b); err != nil {
+			return nil, fmt.Errorf("%w: body: %w", ErrMalformed, err)
+		}
+	}
+	if e.DeliveryTag == "" {
+		return nil, fmt.Errorf("%w: envelope has no properties.delivery_tag", ErrMalformed)
+	}
+	return e, nil
+}
+
+func decodeBase64(s string) ([]byte, error) {
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err == nil {
+		return b, nil
+	}
+	if b, err2 := base64.RawStdEncoding.DecodeString(s); err2 == nil {
+		return b, nil
+	}
+	return nil, err
+}
+
+func anyString(v any) string {
+	switch s := v.(type) {
+	case string:
+		return s
+	case nil:
+		return ""
+	case json.Number:
+		return s.String()
+	default:
+		b, _ := pyjson.Marshal(v)
+		return string(b)
+	}
+}
+
+func anyInt(v any) int {
+	switch n := v.(type) {
+	case json.Number:
+		if i, err := n.Int64(); err == nil {
+			return clampInt(i)
+		}
+		if f, err := n.Float64(); err == nil && !math.IsNaN(f) && !math.IsInf(f, 0) {
+			return clampInt(int64(f))
+		}
+	case float64:
+		return clampInt(int64(n))
+	case int:
+		return n
+	case int64:
+		return clampInt(n)
+	case string:
+		// Python's int() accepts digit strings with surrounding spaces.
+		if i, err := strconv.ParseInt(strings.TrimSpace(n), 10, 64); err == nil {
+			return clampInt(i)
+		}
+	}
+	return 0
+}
+
+func clampInt(i int64) int {
+	if i > math.MaxInt32 {
+		return math.MaxInt32
+	}
+	if i < math.MinInt32 {
+		return math.MinInt32
+	}
+	return int(i)
+}
+
+// Priority returns properties.priority clamped to 0..9, as Kombu's Redis
+// transport does when it picks a priority list.
+func (e *Envelope) Priority() int { return ClampPriority(e.Properties.Priority) }
+
+// ClampPriority clamps p to Kombu's 0..9.
+func ClampPriority(p int) int {
+	if p < 0 {
+		return 0
+	}
+	if p > 9 {
+		return 9
+	}
+	return p
+}
+
+// MarkRedelivered returns raw with headers.redelivered and
+// properties.delivery_info.redelivered set to true, every other byte laid
+// out as Python's json.dumps would after json.loads (key order kept), as
+// Kombu's restore does. Where Kombu would crash and lose the message
+// (headers null) the headers become {"redelivered": true}; where headers are
+// missing nothing is marked, and where delivery_info is missing only the
+// header is, as in Kombu.
+func MarkRedelivered(raw []byte) ([]byte, error) {
+	v, err := pyjson.UnmarshalOrdered(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	top, ok := v.(pyjson.Object)
+	if !ok {
+		return nil, fmt.Errorf("%w: envelope is not a JSON object", ErrMalformed)
+	}
+	h, present := top.Get("headers")
+	if !present {
+		// Kombu: KeyError on headers, neither flag is set.
+		return pyjson.Marshal(top)
+	}
+	hdr, _ := h.(pyjson.Object)
+	hdr.Set("redelivered", true)
+	top.Set("headers", hdr)
+	p, _ := top.Get("properties")
+	props, ok := p.(pyjson.Object)
+	if !ok {
+		return nil, errors.Join(ErrMalformed, errors.New("kombu: envelope has no properties object"))
+	}
+	di, present := props.Get("delivery_info")
+	dinfo, ok := di.(pyjson.Object)
+	if !present || !ok {
+		// Kombu: KeyError on delivery_info, only the header flag is set.
+		return pyjson.Marshal(top)
+	}
+	dinfo.Set("redelivered", true)
+	props.Set("delivery_info", dinfo)
+	top.Set("properties", props)
+	return pyjson.Marshal(top)
+}
+
+// EnvelopeRoute returns the exchange and routing key of a raw envelope
+// (properties.delivery_info) and its delivery tag, as the unacked record
+// needs them.
+func EnvelopeRoute(raw []byte) (tag, exchange, routingKey string, err error) {
+	e, err := ParseEnvelope(raw)
+	if err != nil {
+		return "", "", "", err
+	}
+	return e.DeliveryTag, e.Exchange, e.RoutingKey, nil
+}
+
+// UnackedValue returns the value Kombu stores in the unacked hash for a
+// delivered message: the JSON array [envelope, exchange, routing_key], the
+// envelope's bytes kept as they were popped.
+func UnackedValue(envelope []byte, exchange, routingKey string) []byte {
+	dst := make([]byte, 0, len(envelope)+len(exchange)+len(routingKey)+10)
+	dst = append(dst, '[')
+	dst = append(dst, envelope...)
+	dst = append(dst, ", "...)
+	dst = pyjson.AppendString(dst, exchange)
+	dst = append(dst, ", "...)
+	dst = pyjson.AppendString(dst, routingKey)
+	return append(dst, ']')
+}
+
+// ParseUnackedValue splits an unacked hash value into the envelope and the
+// exchange and routing key stored beside it.
+func ParseUnackedValue(v []byte) (envelope []byte, exchange, routingKey string, err error) {
+	arr, err := pyjson.UnmarshalOrdered(v)
+	if err != nil {
+		return nil, "", "", fmt.Errorf("%w: unacked record: %w", ErrMalformed, err)
+	}
+	a, ok := arr.([]any)
+	if !ok || len(a) < 3 {
+		return nil, "", "", fmt.Errorf("%w: unacked record is not [envelope, exchange, routing_key]", ErrMalformed)
+	}
+	if envelope, err = pyjson.Marshal(a[0]); err != nil {
+		return nil, "", "", err
+	}
+	return envelope, anyString(a[1]), anyString(a[2]), nil
+}
+
+// ExtractTag finds properties.delivery_tag in a raw envelope that may not
+// parse as a whole, so a malformed message can still be settled.
+func ExtractTag(raw []byte) (string, bool) {
+	if v, err := pyjson.Unmarshal(raw); err == nil {
+		if top, ok := v.(map[string]any); ok {
+			if p, ok := top["properties"].(map[string]any); ok {
+				if tag, ok := p["delivery_tag"].(string); ok && tag != "" {
+					return tag, true
+				}
+			}
+		}
+		return "", false
+	}
+	m := tagRe.FindSubmatch(raw)
+	if m == nil {
+		return "", false
+	}
+	return string(m[1]), true
+}
+
+var tagRe = regexp.MustCompile(`"delivery_tag"\s*:\s*"([0-9A-Za-z_.:-]{1,128})"`)

@@ -1,0 +1,605 @@
+// Package transport is kombu-go's virtual transport: the logic Kombu's
+// kombu.transport.virtual shares between backends, written once.
+//
+// A backend (package redis, package memory) implements the small Backend
+// interface: put, get, size, purge, delete, binding table, ack records.
+// Optional capabilities (BlockingGetter, Publisher, BatchPutter, Fanout,
+// Pinger) are found by type assertion, each with a fallback here. This
+// package owns the Kombu JSON envelope, routing tables and exchange types
+// (direct, topic with Kombu's regex translation, fanout), queue and exchange
+// declaration, prefetch (QoS), the consumer loop, ack emulation and restore
+// on close.
+//
+// Backends register themselves for URL schemes with Register, as
+// database/sql drivers do; the root package kombu opens them by URL.
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/kombu-go/kombu/entity"
+	"github.com/kombu-go/kombu/serialization"
+)
+
+// QueueOrder is Kombu's queue_order_strategy: how a consumer of several
+// queues orders them within one priority step.
+type QueueOrder string
+
+const (
+	// RoundRobin moves a queue to the end of the order after a message is
+	// taken from it (Kombu's default).
+	RoundRobin QueueOrder = "round_robin"
+	// PriorityOrder keeps the order fixed: the first queue starves the rest.
+	PriorityOrder QueueOrder = "priority"
+	// SortedOrder orders the queues alphabetically.
+	SortedOrder QueueOrder = "sorted"
+)
+
+// Options configure a Transport. The zero value works: every field has a
+// Kombu default, filled in by New.
+type Options struct {
+	// Serializers is the codec registry; nil means serialization.Default.
+	Serializers *serialization.Registry
+	// Clock tells the time for unacked records and visibility timeouts.
+	Clock Clock
+	// Logger receives the transport's logs; nil discards them.
+	Logger *slog.Logger
+	// VisibilityTimeout is how long an unacked message may stay unacked
+	// before any consumer restores it (Kombu: visibility_timeout, 3600 s).
+	VisibilityTimeout time.Duration
+	// RestoreInterval is how often a consumer looks for expired unacked
+	// messages (Kombu scans about every 10 s in a plain drain loop).
+	RestoreInterval time.Duration
+	// PollingInterval is the sleep between empty polls for backends without
+	// BlockingGetter, and the blocking-get timeout for those with it
+	// (Kombu: 1 s BRPOP timeout; polling_interval in 5.6+).
+	PollingInterval time.Duration
+	// DeadLetterQueue receives messages published to a direct or fanout
+	// exchange that match no binding (Kombu: deadletter_queue). Empty means
+	// such messages are dropped, as in Kombu.
+	DeadLetterQueue string
+	// QueueOrder is Kombu's queue_order_strategy; zero means RoundRobin.
+	QueueOrder QueueOrder
+}
+
+// CoreOptionNames are the Kombu transport options this package handles
+// itself; backends must not reject them when they parse a URL.
+var CoreOptionNames = []string{"visibility_timeout", "polling_interval", "deadletter_queue", "queue_order_strategy", "unacked_restore_interval"}
+
+// ApplyURLOptions sets o's fields from the Kombu transport options in m that
+// this package owns (see CoreOptionNames), and deletes them from m.
+func (o *Options) ApplyURLOptions(m map[string]string) error {
+	for _, name := range CoreOptionNames {
+		v, ok := m[name]
+		if !ok {
+			continue
+		}
+		delete(m, name)
+		switch name {
+		case "visibility_timeout", "polling_interval", "unacked_restore_interval":
+			d, err := ParseSeconds(v)
+			if err != nil {
+				return fmt.Errorf("%w: %s: %w", ErrBadURL, name, err)
+			}
+			switch name {
+			case "visibility_timeout":
+				o.VisibilityTimeout = d
+			case "polling_interval":
+				o.PollingInterval = d
+			default:
+				o.RestoreInterval = d
+			}
+		case "deadletter_queue":
+			o.DeadLetterQueue = v
+		case "queue_order_strategy":
+			switch QueueOrder(v) {
+			case RoundRobin, PriorityOrder, SortedOrder:
+				o.QueueOrder = QueueOrder(v)
+			default:
+				return fmt.Errorf("%w: queue_order_strategy %q (want round_robin, priority or sorted)", ErrBadURL, v)
+			}
+		}
+	}
+	return nil
+}
+
+// ParseSeconds parses a Kombu duration option: a number of seconds (float
+// allowed, as Python does) or a Go duration string ("1m30s").
+func ParseSeconds(v string) (time.Duration, error) {
+	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		if f < 0 {
+			return 0, fmt.Errorf("negative duration %q", v)
+		}
+		return time.Duration(f * float64(time.Second)), nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("%q is neither seconds nor a duration", v)
+	}
+	if d < 0 {
+		return 0, fmt.Errorf("negative duration %q", v)
+	}
+	return d, nil
+}
+
+func (o *Options) setDefaults() {
+	if o.Serializers == nil {
+		o.Serializers = serialization.Default
+	}
+	if o.Clock == nil {
+		o.Clock = SystemClock{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.VisibilityTimeout == 0 {
+		o.VisibilityTimeout = time.Hour
+	}
+	if o.RestoreInterval == 0 {
+		o.RestoreInterval = 10 * time.Second
+	}
+	if o.PollingInterval == 0 {
+		o.PollingInterval = time.Second
+	}
+	if o.QueueOrder == "" {
+		o.QueueOrder = RoundRobin
+	}
+}
+
+// Transport is one connection's virtual transport: a Backend plus the
+// in-process broker state Kombu keeps in memory (declared exchanges and
+// their types, bindings made by this process). It is safe for concurrent
+// use. Create channels with Channel.
+type Transport struct {
+	backend Backend
+	opts    Options
+
+	mu        sync.RWMutex
+	exchanges map[string]entity.Exchange
+	bound     map[bindKey]BindingRow // bindings this process made
+	fanoutQ   map[string]fanoutBinding
+	closed    bool
+	channels  map[*Channel]struct{}
+}
+
+type bindKey struct{ queue, exchange, routingKey string }
+
+type fanoutBinding struct{ exchange, routingKey string }
+
+// New returns a Transport over backend. The Transport owns the backend:
+// Close closes it.
+func New(backend Backend, opts Options) *Transport {
+	opts.setDefaults()
+	return &Transport{
+		backend:   backend,
+		opts:      opts,
+		exchanges: map[string]entity.Exchange{},
+		bound:     map[bindKey]BindingRow{},
+		fanoutQ:   map[string]fanoutBinding{},
+		channels:  map[*Channel]struct{}{},
+	}
+}
+
+// Backend returns the backend the transport runs on.
+func (t *Transport) Backend() Backend { return t.backend }
+
+// Options returns the transport's options with defaults filled in.
+func (t *Transport) Options() Options { return t.opts }
+
+// Logger returns the transport's logger.
+func (t *Transport) Logger() *slog.Logger { return t.opts.Logger }
+
+// Close closes every open channel (restoring what they had not acked) and
+// then the backend.
+func (t *Transport) Close(ctx context.Context) error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil
+	}
+	t.closed = true
+	chans := make([]*Channel, 0, len(t.channels))
+	for c := range t.channels {
+		chans = append(chans, c)
+	}
+	t.mu.Unlock()
+	var errs []error
+	for _, c := range chans {
+		errs = append(errs, c.Close(ctx))
+	}
+	errs = append(errs, t.backend.Close())
+	return errors.Join(errs...)
+}
+
+// DeclareExchange records the exchange and its type in this process, as
+// Kombu's exchange_declare does; nothing is written to the backend. A fanout
+// exchange needs the backend's Fanout capability. Redeclaring with another
+// type fails with ErrExchangeType.
+func (t *Transport) DeclareExchange(ctx context.Context, ex entity.Exchange) error {
+	if ex.Name == "" {
+		return nil
+	}
+	if err := ex.Validate(); err != nil {
+		return err
+	}
+	ex.Type = ex.Type.Normalize()
+	if ex.Type == entity.Fanout {
+		if _, ok := t.backend.(Fanout); !ok {
+			return fmt.Errorf("kombu: fanout exchange %q: backend has no fanout: %w", ex.Name, ErrUnsupported)
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if old, ok := t.exchanges[ex.Name]; ok && old.Type != ex.Type {
+		return fmt.Errorf("%w: exchange %q declared as %s, now %s", ErrExchangeType, ex.Name, old.Type, ex.Type)
+	}
+	t.exchanges[ex.Name] = ex
+	return nil
+}
+
+// ExchangeType returns the type this process declared for the exchange;
+// undeclared exchanges count as direct, as in Kombu.
+func (t *Transport) ExchangeType(name string) entity.ExchangeType {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if ex, ok := t.exchanges[name]; ok {
+		return ex.Type
+	}
+	return entity.Direct
+}
+
+// DeleteExchange deletes, for each queue bound to the exchange, the queues
+// this process bound and that are empty (Kombu's exchange_delete), then
+// forgets the exchange.
+func (t *Transport) DeleteExchange(ctx context.Context, name string) error {
+	rows, err := t.backend.Bindings(ctx, name)
+	if err != nil {
+		return err
+	}
+	for _, r := range rows {
+		if err := t.DeleteQueue(ctx, r.Queue, true); err != nil {
+			return err
+		}
+	}
+	t.mu.Lock()
+	delete(t.exchanges, name)
+	t.mu.Unlock()
+	return nil
+}
+
+// QueueInfo is the result of DeclareQueue.
+type QueueInfo struct {
+	Name         string
+	MessageCount int64
+}
+
+// DeclareQueue declares every exchange the queue is bound to, binds it, and
+// returns its message count (Kombu's Queue.declare). Nothing is created in
+// the backend for the queue itself: a Kombu queue exists while it has
+// messages.
+func (t *Transport) DeclareQueue(ctx context.Context, q entity.Queue) (QueueInfo, error) {
+	if err := q.Validate(); err != nil {
+		return QueueInfo{}, err
+	}
+	for _, b := range q.AllBindings() {
+		if err := t.DeclareExchange(ctx, b.Exchange); err != nil {
+			return QueueInfo{}, err
+		}
+	}
+	n, err := t.backend.Size(ctx, q.Name)
+	if err != nil {
+		return QueueInfo{}, err
+	}
+	for _, b := range q.AllBindings() {
+		if err := t.BindQueue(ctx, q.Name, b.Exchange.Name, b.RoutingKey); err != nil {
+			return QueueInfo{}, err
+		}
+	}
+	return QueueInfo{Name: q.Name, MessageCount: n}, nil
+}
+
+// DeclareQueuePassive returns the queue's message count, or ErrNotFound if
+// it has no messages (Kombu's passive declare: an empty queue does not exist).
+func (t *Transport) DeclareQueuePassive(ctx context.Context, name string) (QueueInfo, error) {
+	ok, err := t.backend.QueueExists(ctx, name)
+	if err != nil {
+		return QueueInfo{}, err
+	}
+	if !ok {
+		return QueueInfo{}, fmt.Errorf("%w: queue %q", ErrNotFound, name)
+	}
+	n, err := t.backend.Size(ctx, name)
+	return QueueInfo{Name: name, MessageCount: n}, err
+}
+
+// BindQueue binds queue to exchange with routingKey: one row added to the
+// exchange's table, the first time this process makes that binding. The row
+// carries Kombu's topic pattern if this process declared the exchange as
+// topic.
+func (t *Transport) BindQueue(ctx context.Context, queue, exchange, routingKey string) error {
+	if exchange == "" {
+		return fmt.Errorf("%w: cannot bind queue %q to the default exchange", entity.ErrInvalid, queue)
+	}
+	k := bindKey{queue, exchange, routingKey}
+	typ := t.ExchangeType(exchange)
+	row := BindingRow{RoutingKey: routingKey, Queue: queue}
+	if typ == entity.Topic {
+		row.Pattern = KeyToPattern(routingKey)
+	}
+	t.mu.RLock()
+	_, done := t.bound[k]
+	t.mu.RUnlock()
+	if !done {
+		if err := t.backend.Bind(ctx, exchange, row); err != nil {
+			return err
+		}
+	}
+	t.mu.Lock()
+	t.bound[k] = row
+	if typ == entity.Fanout {
+		t.fanoutQ[queue] = fanoutBinding{exchange, routingKey}
+	}
+	t.mu.Unlock()
+	return nil
+}
+
+// UnbindQueue forgets the binding in this process, and removes its row from
+// the exchange's table. (Kombu's queue_unbind changes only its memory and
+// leaves the row in Redis, a known Kombu bug; removing it is what the user
+// asked for, and Python peers read the table fresh on every publish.)
+func (t *Transport) UnbindQueue(ctx context.Context, queue, exchange, routingKey string) error {
+	k := bindKey{queue, exchange, routingKey}
+	t.mu.Lock()
+	row, ok := t.bound[k]
+	delete(t.bound, k)
+	if fb, isFan := t.fanoutQ[queue]; isFan && fb.exchange == exchange && fb.routingKey == routingKey {
+		delete(t.fanoutQ, queue)
+	}
+	t.mu.Unlock()
+	if !ok {
+		row = BindingRow{RoutingKey: routingKey, Queue: queue}
+		if t.ExchangeType(exchange) == entity.Topic {
+			row.Pattern = KeyToPattern(routingKey)
+		}
+	}
+	return t.backend.Unbind(ctx, exchange, row)
+}
+
+// DeleteQueue removes the bindings this process made for the queue and all
+// its messages (Kombu's queue_delete). With ifEmpty it does nothing when the
+// queue has messages.
+func (t *Transport) DeleteQueue(ctx context.Context, queue string, ifEmpty bool) error {
+	if ifEmpty {
+		n, err := t.backend.Size(ctx, queue)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			return nil
+		}
+	}
+	t.mu.Lock()
+	var rows []struct {
+		exchange string
+		row      BindingRow
+	}
+	for k, r := range t.bound {
+		if k.queue == queue {
+			rows = append(rows, struct {
+				exchange string
+				row      BindingRow
+			}{k.exchange, r})
+			delete(t.bound, k)
+		}
+	}
+	delete(t.fanoutQ, queue)
+	t.mu.Unlock()
+	for _, r := range rows {
+		if err := t.backend.Unbind(ctx, r.exchange, r.row); err != nil {
+			return err
+		}
+	}
+	return t.backend.DeleteQueue(ctx, queue)
+}
+
+// PurgeQueue removes the queue's waiting messages and returns how many.
+func (t *Transport) PurgeQueue(ctx context.Context, queue string) (int64, error) {
+	return t.backend.Purge(ctx, queue)
+}
+
+// QueueSize returns the number of waiting messages (unacked ones excluded).
+func (t *Transport) QueueSize(ctx context.Context, queue string) (int64, error) {
+	return t.backend.Size(ctx, queue)
+}
+
+// Route returns the queues a publish to exchange with routingKey goes to now,
+// as Kombu's _lookup does: the default exchange names the queue directly;
+// otherwise the backend's binding table is matched by the exchange type
+// this process declared (direct when undeclared). With no match it returns
+// the dead-letter queue if one is configured (never for topic exchanges),
+// else nothing.
+func (t *Transport) Route(ctx context.Context, exchange, routingKey string) ([]string, error) {
+	if exchange == "" {
+		return []string{routingKey}, nil
+	}
+	table, err := t.backend.Bindings(ctx, exchange)
+	if err != nil {
+		return nil, err
+	}
+	typ := t.ExchangeType(exchange)
+	qs, err := Lookup(table, string(typ), routingKey, t.opts.DeadLetterQueue)
+	if err != nil {
+		return nil, err
+	}
+	if len(qs) == 0 && t.opts.DeadLetterQueue != "" && typ != entity.Topic {
+		t.opts.Logger.Warn("kombu: message has no route, sent to the dead-letter queue",
+			"exchange", exchange, "routing_key", routingKey, "queue", t.opts.DeadLetterQueue)
+		qs = []string{t.opts.DeadLetterQueue}
+	}
+	return qs, nil
+}
+
+func (t *Transport) routeFunc() RouteFunc { return t.Route }
+
+// NewDeliveryTag returns a fresh delivery tag: a uuid4 string, as Kombu's
+// basic_publish makes one per publish.
+func NewDeliveryTag() string { return uuid.NewString() }
+
+// Publish sends one envelope to exchange with routingKey, as Kombu's
+// basic_publish does. It sets the envelope's delivery_info and a fresh
+// delivery tag unless one is set. It returns the number of queues the
+// message was put on (for fanout, 1 when it was broadcast); a message that
+// matched nothing is dropped silently, as in Kombu, and mandatory turns
+// that into a *NoRouteError.
+func (t *Transport) Publish(ctx context.Context, exchange, routingKey string, env *Envelope, mandatory bool) (int, error) {
+	env.Exchange, env.RoutingKey = exchange, routingKey
+	if env.DeliveryTag == "" {
+		env.DeliveryTag = NewDeliveryTag()
+	}
+	raw, err := env.Marshal()
+	if err != nil {
+		return 0, err
+	}
+	return t.PublishRaw(ctx, exchange, routingKey, env.Priority(), raw, mandatory)
+}
+
+// PublishRaw routes and puts an already encoded envelope (see Publish).
+func (t *Transport) PublishRaw(ctx context.Context, exchange, routingKey string, priority int, raw []byte, mandatory bool) (int, error) {
+	if t.isClosed() {
+		return 0, ErrClosed
+	}
+	if exchange == "" {
+		return 1, t.backend.Put(ctx, routingKey, priority, raw)
+	}
+	typ := t.ExchangeType(exchange)
+	var n int
+	switch {
+	case typ == entity.Fanout:
+		f, ok := t.backend.(Fanout)
+		if !ok {
+			return 0, fmt.Errorf("kombu: fanout publish: %w", ErrUnsupported)
+		}
+		return 1, f.PublishFanout(ctx, exchange, routingKey, raw)
+	case t.opts.DeadLetterQueue == "":
+		if p, ok := t.backend.(Publisher); ok {
+			var err error
+			if n, err = p.Publish(ctx, exchange, typ, routingKey, priority, raw); err != nil {
+				return n, err
+			}
+			break
+		}
+		fallthrough
+	default:
+		qs, err := t.Route(ctx, exchange, routingKey)
+		if err != nil {
+			return 0, err
+		}
+		if bp, ok := t.backend.(BatchPutter); ok && len(qs) > 1 {
+			items := make([]PutItem, len(qs))
+			for i, q := range qs {
+				items[i] = PutItem{Queue: q, Priority: priority, Envelope: raw}
+			}
+			if err := bp.PutBatch(ctx, items); err != nil {
+				return 0, err
+			}
+		} else {
+			for i, q := range qs {
+				if err := t.backend.Put(ctx, q, priority, raw); err != nil {
+					return i, err
+				}
+			}
+		}
+		n = len(qs)
+	}
+	if n == 0 && mandatory {
+		return 0, &NoRouteError{Exchange: exchange, RoutingKey: routingKey}
+	}
+	return n, nil
+}
+
+func (t *Transport) isClosed() bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.closed
+}
+
+// fanoutSubs returns the fanout bindings of the given queues.
+func (t *Transport) fanoutSubs(queues []string) (subs []FanoutSub, rest []string) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for _, q := range queues {
+		if fb, ok := t.fanoutQ[q]; ok {
+			subs = append(subs, FanoutSub{Exchange: fb.exchange, RoutingKey: fb.routingKey, Queue: q})
+		} else {
+			rest = append(rest, q)
+		}
+	}
+	return subs, rest
+}
+
+// IsFanoutQueue reports whether this process bound the queue to a fanout
+// exchange.
+func (t *Transport) IsFanoutQueue(queue string) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	_, ok := t.fanoutQ[queue]
+	return ok
+}
+
+// PriorityKey returns Kombu's list name for queue at priority with the
+// given steps and separator: the largest step not above the clamped
+// priority (the last step if the priority is below the first, as Python's
+// bisect with a negative index does), the bare queue name for step 0, else
+// queue + sep + step.
+func PriorityKey(queue string, priority int, steps []int, sep string) string {
+	s := PriorityStep(priority, steps)
+	if s == 0 {
+		return queue
+	}
+	return queue + sep + strconv.Itoa(s)
+}
+
+// PriorityStep returns the step a priority falls in (see PriorityKey).
+func PriorityStep(priority int, steps []int) int {
+	if len(steps) == 0 {
+		return 0
+	}
+	p := ClampPriority(priority)
+	// bisect_right(steps, p) - 1
+	i := 0
+	for i < len(steps) && steps[i] <= p {
+		i++
+	}
+	i--
+	if i < 0 {
+		i = len(steps) - 1
+	}
+	return steps[i]
+}
+
+// QueueFromKey recovers the queue name from a priority list key (prefix
+// already removed): everything before the last sep, or the whole key.
+func QueueFromKey(key, sep string) string {
+	if sep == "" {
+		return key
+	}
+	if i := strings.LastIndex(key, sep); i >= 0 {
+		return key[:i]
+	}
+	return key
+}
+
+// DefaultPrioritySteps are Kombu's priority_steps.
+var DefaultPrioritySteps = []int{0, 3, 6, 9}
+
+// DefaultSep is Kombu's default separator, "\x06\x16".
+const DefaultSep = "\x06\x16"
