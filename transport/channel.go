@@ -190,6 +190,12 @@ func (c *Channel) Get(ctx context.Context, queue string, noAck bool, accept []st
 	if err != nil {
 		return nil, err
 	}
+	return c.receive(ctx, d, noAck, accept)
+}
+
+// receive turns a delivery from Get or GetWait into a tracked message, or
+// keeps it as a bad message (see badMessage) and returns the error.
+func (c *Channel) receive(ctx context.Context, d Delivery, noAck bool, accept []string) (*entity.Message, error) {
 	m, err := c.buildMessage(d, accept, 0)
 	if err != nil {
 		c.badMessage(ctx, d, m, !noAck, "", err)
@@ -632,5 +638,44 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	select {
 	case <-ctx.Done():
 	case <-t.C:
+	}
+}
+
+// GetWait is Get, waiting up to timeout for a message: with the backend's
+// BlockingGetter if it has one, else by polling every PollingInterval. It
+// returns ErrEmpty when the time runs out.
+func (c *Channel) GetWait(ctx context.Context, queue string, noAck bool, accept []string, timeout time.Duration) (*entity.Message, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		c.mu.Lock()
+		closed := c.closed
+		c.mu.Unlock()
+		if closed {
+			return nil, ErrClosed
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil, ErrEmpty
+		}
+		var d Delivery
+		var err error
+		if bg, ok := c.t.backend.(BlockingGetter); ok {
+			d, err = bg.GetWait(ctx, []string{queue}, !noAck, min(left, c.t.opts.PollingInterval))
+		} else {
+			d, err = c.t.backend.Get(ctx, []string{queue}, !noAck)
+			if errors.Is(err, ErrEmpty) {
+				sleepCtx(ctx, min(left, c.t.opts.PollingInterval))
+			}
+		}
+		if errors.Is(err, ErrEmpty) {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return c.receive(ctx, d, noAck, accept)
 	}
 }

@@ -42,20 +42,25 @@ func Schemes() []string {
 	return out
 }
 
-// OpenURL parses rawURL and opens a backend with the opener registered for
-// its scheme.
+// Open opens a backend with the opener registered for u's scheme. It fails
+// with ErrUnknownScheme ("forgotten import?") when there is none.
+func Open(ctx context.Context, u *URL) (Backend, error) {
+	registryMu.RLock()
+	opener := registry[u.Scheme]
+	registryMu.RUnlock()
+	if opener == nil {
+		return nil, fmt.Errorf("%w %q (forgotten import?)", ErrUnknownScheme, u.Scheme)
+	}
+	return opener.Open(ctx, u)
+}
+
+// OpenURL parses rawURL and opens a backend for it (see Open).
 func OpenURL(ctx context.Context, rawURL string) (Backend, *URL, error) {
 	u, err := ParseURL(rawURL)
 	if err != nil {
 		return nil, nil, err
 	}
-	registryMu.RLock()
-	opener := registry[u.Scheme]
-	registryMu.RUnlock()
-	if opener == nil {
-		return nil, nil, fmt.Errorf("%w %q (forgotten import?)", ErrUnknownScheme, u.Scheme)
-	}
-	b, err := opener.Open(ctx, u)
+	b, err := Open(ctx, u)
 	if err != nil {
 		return nil, nil, err
 	}

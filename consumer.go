@@ -1,0 +1,158 @@
+package kombu
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/kombu-go/kombu/entity"
+	"github.com/kombu-go/kombu/transport"
+)
+
+// Handler processes one message. Unless the consumer was made with
+// WithManualAck or WithNoAck, the message is settled when the handler
+// returns, if the handler did not settle it itself: nil acks it, an error
+// wrapping ErrReject rejects (drops) it, any other error requeues it (to the
+// back of its queue, redelivered) and goes to the error handler.
+type Handler func(ctx context.Context, m *Message) error
+
+// ConsumerOption configures a Consumer.
+type ConsumerOption func(*consumerOptions)
+
+type consumerOptions struct {
+	transport.ConsumeOptions
+	manualAck bool
+	noDeclare bool
+}
+
+// WithPrefetch sets how many messages may be delivered and not yet settled
+// (Kombu's prefetch_count). The default is 4 × concurrency, Celery's
+// multiplier.
+func WithPrefetch(n int) ConsumerOption { return func(o *consumerOptions) { o.Prefetch = n } }
+
+// WithConcurrency sets the number of handler goroutines (default 1).
+func WithConcurrency(n int) ConsumerOption { return func(o *consumerOptions) { o.Concurrency = n } }
+
+// WithNoAck consumes without acknowledgements (Kombu's no_ack): messages are
+// not recorded as unacked, so a crash loses what was taken.
+func WithNoAck() ConsumerOption { return func(o *consumerOptions) { o.NoAck = true } }
+
+// WithManualAck leaves settling entirely to the handler (Kombu's style:
+// message.ack()). Messages it does not settle stay unacked, count against
+// prefetch, and are restored when the consumer stops.
+func WithManualAck() ConsumerOption { return func(o *consumerOptions) { o.manualAck = true } }
+
+// WithAccept sets the accepted serializer names or content types (Kombu's
+// accept). Messages of other types are not delivered: the error handler
+// sees a *serialization.ContentDisallowedError and the message is kept
+// (see WithDeadLetterQueue).
+func WithAccept(accept ...string) ConsumerOption {
+	return func(o *consumerOptions) { o.Accept = accept }
+}
+
+// WithConsumerTag names the consumer.
+func WithConsumerTag(tag string) ConsumerOption {
+	return func(o *consumerOptions) { o.ConsumerTag = tag }
+}
+
+// WithShutdownTimeout sets how long handlers in flight may run after the
+// context is cancelled before their messages are restored (default 30 s).
+func WithShutdownTimeout(d time.Duration) ConsumerOption {
+	return func(o *consumerOptions) { o.ShutdownTimeout = d }
+}
+
+// WithErrorHandler receives the errors the consumer survives.
+func WithErrorHandler(f func(error)) ConsumerOption {
+	return func(o *consumerOptions) { o.OnError = f }
+}
+
+// WithDeadLetterQueue names the list that receives messages that cannot be
+// delivered (malformed, refused content type, too large). Without it they
+// stay unacked and come back after the visibility timeout.
+func WithDeadLetterQueue(q string) ConsumerOption {
+	return func(o *consumerOptions) { o.DeadLetterQueue = q }
+}
+
+// WithMaxBodySize refuses message bodies above n bytes after decompression.
+func WithMaxBodySize(n int64) ConsumerOption { return func(o *consumerOptions) { o.MaxBodySize = n } }
+
+// WithoutDeclare skips declaring the queues before consuming.
+func WithoutDeclare() ConsumerOption { return func(o *consumerOptions) { o.noDeclare = true } }
+
+// Consumer consumes from queues with a handler, like kombu.Consumer.
+type Consumer struct {
+	conn   *Connection
+	queues []Queue
+	opts   consumerOptions
+}
+
+// Consumer returns a consumer of the given queues.
+func (c *Connection) Consumer(queues []Queue, opts ...ConsumerOption) *Consumer {
+	cons := &Consumer{conn: c, queues: append([]Queue(nil), queues...)}
+	for _, f := range opts {
+		f(&cons.opts)
+	}
+	if cons.opts.Concurrency <= 0 {
+		cons.opts.Concurrency = 1
+	}
+	if cons.opts.Prefetch == 0 {
+		cons.opts.Prefetch = 4 * cons.opts.Concurrency
+	}
+	return cons
+}
+
+// Consume declares the queues and delivers their messages to h until ctx is
+// cancelled. Then it stops taking messages, lets handlers in flight finish
+// (up to the shutdown timeout), restores every message not settled to the
+// front of its queue, and returns nil. It returns an error if declaring
+// fails or the connection is closed.
+func (c *Consumer) Consume(ctx context.Context, h Handler) error {
+	t := c.conn.t
+	names := make([]string, len(c.queues))
+	for i, q := range c.queues {
+		names[i] = q.Name
+		if !c.opts.noDeclare {
+			if _, err := t.DeclareQueue(ctx, q); err != nil {
+				return err
+			}
+		}
+	}
+	ch, err := t.Channel()
+	if err != nil {
+		return err
+	}
+	defer ch.Close(context.WithoutCancel(ctx))
+	opts := c.opts.ConsumeOptions
+	opts.Queues = names
+	onError := opts.OnError
+	if onError == nil {
+		log := t.Logger()
+		onError = func(err error) { log.Error("kombu: consumer", "error", err) }
+		opts.OnError = onError
+	}
+	auto := !c.opts.manualAck && !c.opts.NoAck
+	return ch.Consume(ctx, opts, func(ctx context.Context, m *entity.Message) {
+		err := h(ctx, m)
+		if !auto || m.Acknowledged() {
+			if err != nil {
+				onError(err)
+			}
+			return
+		}
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		var serr error
+		switch {
+		case err == nil:
+			serr = m.Ack(sctx)
+		case errors.Is(err, ErrReject):
+			serr = m.Reject(sctx)
+		default:
+			onError(err)
+			serr = m.Requeue(sctx)
+		}
+		if serr != nil {
+			onError(serr)
+		}
+	})
+}
