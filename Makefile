@@ -1,0 +1,33 @@
+# kombu-go: a Go peer of Python Kombu's Redis transport.
+GO ?= go
+
+.PHONY: demo test bench fmt lint vet deps fuzz
+
+## demo: a real producer and consumer over the Redis transport on an embedded miniredis
+demo:
+	$(GO) run ./examples/demo
+
+## test: everything: gofmt, vet, go test -race (unit, integration on a private redis-server, interop with Python Kombu/Celery), short fuzzing
+test:
+	bash scripts/test.sh
+
+## bench: side-by-side benchmark against redis-benchmark and Python Kombu
+bench:
+	bash scripts/bench.sh
+
+## deps: install redis-server and Debian's python3-kombu/celery/redis (apt-get)
+deps:
+	bash scripts/deps.sh
+
+## fuzz: run every fuzz target for 60s
+fuzz:
+	bash scripts/fuzz.sh 60s
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+vet:
+	$(GO) vet ./...
+
+lint: vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi

@@ -1,0 +1,176 @@
+// Package testenv gives tests the outside world they need: a real
+// redis-server and the Debian Python with Kombu and Celery.
+//
+// Under `make test` (which sets KOMBU_REQUIRE_INTEGRATION=1 and
+// KOMBU_TEST_REDIS_URL), a missing dependency fails the test with a message
+// saying how to install it. Under a plain `go test` without that variable,
+// such tests are skipped with the same message.
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Python is the interpreter interop tests run: Debian's, which has
+// python3-kombu and python3-celery, not a pyenv one.
+const Python = "/usr/bin/python3"
+
+// Required reports whether missing dependencies must fail tests.
+func Required() bool { return os.Getenv("KOMBU_REQUIRE_INTEGRATION") != "" }
+
+// Missing fails (under make test) or skips the test with a clear message.
+func Missing(t testing.TB, what, fix string) {
+	t.Helper()
+	msg := fmt.Sprintf("%s is missing: %s (make test installs it)", what, fix)
+	if Required() {
+		t.Fatal(msg)
+	}
+	t.Skip(msg + "; skipped because KOMBU_REQUIRE_INTEGRATION is not set")
+}
+
+// RedisURL returns the URL of the shared test redis-server started by make
+// test (KOMBU_TEST_REDIS_URL). Tests sharing it must isolate themselves by
+// fresh names or a fresh global_keyprefix (see Prefix), never by flushing.
+func RedisURL(t testing.TB) string {
+	t.Helper()
+	u := os.Getenv("KOMBU_TEST_REDIS_URL")
+	if u == "" {
+		Missing(t, "a test redis-server (KOMBU_TEST_REDIS_URL)", "run `make test`, which starts one")
+	}
+	return u
+}
+
+// Prefix returns a fresh key prefix for one test.
+func Prefix() string { return "t" + strings.ReplaceAll(uuid.NewString()[:13], "-", "") + ":" }
+
+// RequirePython checks that Debian's python3 can import the given modules
+// (for example "kombu", "celery", "redis") and returns its path.
+func RequirePython(t testing.TB, modules ...string) string {
+	t.Helper()
+	if _, err := os.Stat(Python); err != nil {
+		Missing(t, Python, "apt-get install python3")
+	}
+	if len(modules) > 0 {
+		cmd := exec.Command(Python, "-c", "import "+strings.Join(modules, ", "))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			pkgs := make([]string, len(modules))
+			for i, m := range modules {
+				pkgs[i] = "python3-" + m
+			}
+			Missing(t, "Python modules "+strings.Join(modules, ", ")+" ("+strings.TrimSpace(string(out))+")",
+				"apt-get install "+strings.Join(pkgs, " "))
+		}
+	}
+	return Python
+}
+
+// RunPython runs a Python script file with arguments and environment
+// additions, returning stdout; it fails the test with stderr on error.
+func RunPython(t testing.TB, ctx context.Context, script string, env []string, args ...string) []byte {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, Python, append([]string{script}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("python %s %v: %v\nstdout:\n%s\nstderr:\n%s", filepath.Base(script), args, err, stdout.String(), stderr.String())
+	}
+	return stdout.Bytes()
+}
+
+// FreePort returns a free TCP port on 127.0.0.1.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Server is a private redis-server for tests that must restart or
+// reconfigure it.
+type Server struct {
+	t    testing.TB
+	Port int
+	Dir  string
+	args []string
+	cmd  *exec.Cmd
+}
+
+// StartRedis starts a private redis-server on a free loopback port with
+// extra arguments (for example "--appendonly", "yes") and stops it when the
+// test ends.
+func StartRedis(t testing.TB, args ...string) *Server {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		Missing(t, "redis-server", "apt-get install redis-server")
+	}
+	_ = bin
+	s := &Server{t: t, Port: FreePort(t), Dir: t.TempDir(), args: args}
+	s.Start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// URL returns redis://127.0.0.1:port/db.
+func (s *Server) URL(db int) string { return fmt.Sprintf("redis://127.0.0.1:%d/%d", s.Port, db) }
+
+// Addr returns 127.0.0.1:port.
+func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.Port) }
+
+// Start starts the server (again) and waits until it answers.
+func (s *Server) Start() {
+	s.t.Helper()
+	args := append([]string{"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1", "--save", "", "--dir", s.Dir}, s.args...)
+	s.cmd = exec.Command("redis-server", args...)
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatalf("start redis-server: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := net.DialTimeout("tcp", s.Addr(), 200*time.Millisecond)
+		if err == nil {
+			c.Write([]byte("PING\r\n"))
+			buf := make([]byte, 64)
+			c.SetReadDeadline(time.Now().Add(time.Second))
+			n, _ := c.Read(buf)
+			c.Close()
+			if strings.HasPrefix(string(buf[:n]), "+PONG") {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.t.Fatalf("redis-server on port %d did not answer within 10s", s.Port)
+}
+
+// Stop kills the server (SIGKILL: an abrupt crash) and waits for it.
+func (s *Server) Stop() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	_, _ = s.cmd.Process.Wait()
+	s.cmd = nil
+}
+
+// Restart stops and starts the server on the same port and directory.
+func (s *Server) Restart() {
+	s.Stop()
+	s.Start()
+}
