@@ -25,6 +25,7 @@ type Channel struct {
 	seq       uint64
 	delivered map[*entity.Message]*pending
 	closed    bool
+	done      chan struct{} // closed by Close
 }
 
 type pending struct {
@@ -40,7 +41,7 @@ func (t *Transport) Channel() (*Channel, error) {
 	if t.closed {
 		return nil, ErrClosed
 	}
-	c := &Channel{t: t, delivered: map[*entity.Message]*pending{}}
+	c := &Channel{t: t, delivered: map[*entity.Message]*pending{}, done: make(chan struct{})}
 	t.channels[c] = struct{}{}
 	return c, nil
 }
@@ -67,6 +68,7 @@ func (c *Channel) Close(ctx context.Context) error {
 		return nil
 	}
 	c.closed = true
+	close(c.done)
 	c.mu.Unlock()
 	err := c.restoreAll(ctx)
 	c.t.mu.Lock()
@@ -363,6 +365,16 @@ func (c *Channel) Consume(ctx context.Context, opts ConsumeOptions, handler Hand
 		return ErrClosed
 	}
 	c.mu.Unlock()
+	parent := ctx
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		select {
+		case <-c.done: // Close stops the consumer too
+			stop()
+		case <-ctx.Done():
+		}
+	}()
 
 	// Slots bound the messages delivered and not settled (prefetch).
 	var slots chan struct{}
@@ -439,7 +451,7 @@ func (c *Channel) Consume(ctx context.Context, opts ConsumeOptions, handler Hand
 	if err := c.restoreAll(restoreCtx); err != nil {
 		opts.OnError(err)
 	}
-	if err := ctx.Err(); err != nil {
+	if parent.Err() != nil {
 		return nil
 	}
 	return ErrClosed
