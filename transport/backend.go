@@ -167,3 +167,38 @@ type OpenerFunc func(ctx context.Context, u *URL) (Backend, error)
 
 // Open calls f.
 func (f OpenerFunc) Open(ctx context.Context, u *URL) (Backend, error) { return f(ctx, u) }
+
+// Inspector is an optional Backend capability for operators' tools (the
+// kombu command): what is in the queues, which bindings exist, what is
+// unacked. None of its methods changes anything.
+type Inspector interface {
+	// QueueLengths returns the length of each of queue's priority lists,
+	// by step, every step present.
+	QueueLengths(ctx context.Context, queue string) ([]StepLength, error)
+	// Exchanges lists the exchanges that have a binding table.
+	Exchanges(ctx context.Context) ([]string, error)
+	// Unacked returns the number of unacked records and the time the
+	// oldest was recorded (zero if none).
+	Unacked(ctx context.Context) (count int64, oldest time.Time, err error)
+	// UnackedEntries returns up to limit unacked records, oldest first
+	// (limit <= 0: all).
+	UnackedEntries(ctx context.Context, limit int) ([]UnackedEntry, error)
+	// Peek returns up to n envelopes of queue in delivery order (every
+	// step-0 message first), without removing them.
+	Peek(ctx context.Context, queue string, n int) ([]Delivery, error)
+}
+
+// StepLength is the length of one priority list.
+type StepLength struct {
+	Step   int
+	Length int64
+}
+
+// UnackedEntry is one unacked record.
+type UnackedEntry struct {
+	Tag        string
+	Exchange   string
+	RoutingKey string
+	Envelope   []byte
+	Since      time.Time
+}
