@@ -92,6 +92,8 @@ type Options struct {
 	// (visibility_timeout, polling_interval, deadletter_queue,
 	// queue_order_strategy, and the backend's own), merged over the URL's.
 	TransportOptions map[string]string
+	// InferExchangeTypes: see transport.Options.InferExchangeTypes.
+	InferExchangeTypes bool
 }
 
 // Option changes Options.
@@ -108,6 +110,13 @@ func WithSerializers(r *serialization.Registry) Option {
 // WithClock sets the clock (for tests).
 func WithClock(c transport.Clock) Option { return func(o *Options) error { o.Clock = c; return nil } }
 
+// WithInferExchangeTypes routes restores through exchanges this process did
+// not declare by what their binding tables hold (topic patterns mean a topic
+// exchange) instead of as direct, as Kombu would.
+func WithInferExchangeTypes() Option {
+	return func(o *Options) error { o.InferExchangeTypes = true; return nil }
+}
+
 // WithTransportOption sets one Kombu transport option by name, as
 // Connection(transport_options={...}) does in Python.
 func WithTransportOption(name, value string) Option {
@@ -118,6 +127,10 @@ func WithTransportOption(name, value string) Option {
 		o.TransportOptions[name] = value
 		return nil
 	}
+}
+
+func (o *Options) transportOptions() transport.Options {
+	return transport.Options{Serializers: o.Serializers, Clock: o.Clock, Logger: o.Logger, InferExchangeTypes: o.InferExchangeTypes}
 }
 
 // Connection is a connection to a broker: a transport over one backend. It
@@ -146,7 +159,7 @@ func Dial(ctx context.Context, rawURL string, opts ...Option) (*Connection, erro
 		return nil, err
 	}
 	maps.Copy(u.Options, o.TransportOptions)
-	topts := transport.Options{Serializers: o.Serializers, Clock: o.Clock, Logger: o.Logger}
+	topts := o.transportOptions()
 	if err := topts.ApplyURLOptions(u.Options); err != nil {
 		return nil, err
 	}
@@ -167,7 +180,7 @@ func NewConnection(b transport.Backend, opts ...Option) (*Connection, error) {
 			return nil, err
 		}
 	}
-	topts := transport.Options{Serializers: o.Serializers, Clock: o.Clock, Logger: o.Logger}
+	topts := o.transportOptions()
 	m := maps.Clone(o.TransportOptions)
 	if m == nil {
 		m = map[string]string{}

@@ -69,6 +69,12 @@ type Options struct {
 	DeadLetterQueue string
 	// QueueOrder is Kombu's queue_order_strategy; zero means RoundRobin.
 	QueueOrder QueueOrder
+	// InferExchangeTypes routes through an exchange this process did not
+	// declare as a topic exchange when its binding table holds topic
+	// patterns. Kombu (and the default here) routes undeclared exchanges as
+	// direct; tools that restore or publish without knowing the exchanges,
+	// such as the kombu command, turn this on.
+	InferExchangeTypes bool
 }
 
 // CoreOptionNames are the Kombu transport options this package handles
@@ -436,6 +442,9 @@ func (t *Transport) Route(ctx context.Context, exchange, routingKey string) ([]s
 		return nil, err
 	}
 	typ := t.ExchangeType(exchange)
+	if t.opts.InferExchangeTypes && typ == entity.Direct && !t.isDeclared(exchange) && hasPatterns(table) {
+		typ = entity.Topic
+	}
 	qs, err := Lookup(table, string(typ), routingKey, t.opts.DeadLetterQueue)
 	if err != nil {
 		return nil, err
@@ -449,6 +458,24 @@ func (t *Transport) Route(ctx context.Context, exchange, routingKey string) ([]s
 }
 
 func (t *Transport) routeFunc() RouteFunc { return t.Route }
+
+func (t *Transport) isDeclared(exchange string) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	_, ok := t.exchanges[exchange]
+	return ok
+}
+
+// hasPatterns reports whether a binding table has topic patterns: only
+// topic bindings store one.
+func hasPatterns(table []BindingRow) bool {
+	for _, r := range table {
+		if r.Pattern != "" {
+			return true
+		}
+	}
+	return false
+}
 
 // NewDeliveryTag returns a fresh delivery tag: a uuid4 string, as Kombu's
 // basic_publish makes one per publish.
