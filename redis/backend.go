@@ -1,0 +1,637 @@
+package redis
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/kombu-go/kombu/entity"
+	"github.com/kombu-go/kombu/internal/pyjson"
+	"github.com/kombu-go/kombu/transport"
+)
+
+// Backend is a transport.Backend over Redis with Python Kombu's key layout.
+// It is safe for concurrent use.
+type Backend struct {
+	client goredis.UniversalClient
+	owned  bool // created by Open: Close closes it
+	opts   Options
+	k      keys
+	log    *slog.Logger
+
+	hub *waitHub
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var (
+	_ transport.Backend        = (*Backend)(nil)
+	_ transport.BlockingGetter = (*Backend)(nil)
+	_ transport.Publisher      = (*Backend)(nil)
+	_ transport.BatchPutter    = (*Backend)(nil)
+	_ transport.Fanout         = (*Backend)(nil)
+	_ transport.Pinger         = (*Backend)(nil)
+)
+
+// maxRestoreAttempts bounds the retries of a restore transaction that lost
+// its WATCH to a concurrent writer of the unacked hash.
+const maxRestoreAttempts = 16
+
+// New returns a Backend on client. The backend never closes client: Close
+// releases only what the backend started. Options start from
+// DefaultOptions.
+//
+// The client should not have ContextTimeoutEnabled set if it is shared with
+// code that cancels contexts around blocking commands; the backend itself
+// never sends a command whose loss on cancellation could lose a message (see
+// the package documentation).
+func New(client goredis.UniversalClient, opts ...Option) (*Backend, error) {
+	if client == nil {
+		return nil, fmt.Errorf("%w: nil client", ErrBadOption)
+	}
+	o := DefaultOptions()
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	return newBackend(client, false, o)
+}
+
+func newBackend(client goredis.UniversalClient, owned bool, o Options) (*Backend, error) {
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	db := o.DB
+	if db < 0 {
+		db = 0
+		if c, ok := client.(*goredis.Client); ok {
+			db = c.Options().DB
+		}
+	}
+	k, err := newKeys(&o, db)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadOption, err)
+	}
+	b := &Backend{client: client, owned: owned, opts: o, k: k, log: o.Logger}
+	b.hub = newWaitHub(b, o.WaitConnections)
+	return b, nil
+}
+
+// Options returns the backend's options.
+func (b *Backend) Options() Options { return b.opts }
+
+// LoadScripts loads the backend's Lua scripts into the server's script
+// cache. Scripts are also loaded on first use; Open calls this.
+func (b *Backend) LoadScripts(ctx context.Context) error {
+	for _, s := range allScripts {
+		if err := s.Load(ctx, b.client).Err(); err != nil {
+			return fmt.Errorf("kombu: redis: load script: %w", err)
+		}
+	}
+	return nil
+}
+
+func (b *Backend) checkOpen() error {
+	if b.closed.Load() {
+		return transport.ErrClosed
+	}
+	return nil
+}
+
+// wrap gives a Redis error the package's context; redis.Nil never leaks.
+func wrap(op string, err error) error {
+	if err == nil || errors.Is(err, goredis.Nil) {
+		return nil
+	}
+	return fmt.Errorf("kombu: redis: %s: %w", op, err)
+}
+
+// Close stops the backend's blocked waits and, if the backend opened its
+// client itself (Open), closes it. A client handed to New is left open.
+func (b *Backend) Close() error {
+	b.closeOnce.Do(func() {
+		b.closed.Store(true)
+		b.hub.close()
+		if b.owned {
+			b.closeErr = wrap("close", b.client.Close())
+		}
+		b.hub.wait()
+	})
+	return b.closeErr
+}
+
+// Ping checks the connection (transport.Pinger).
+func (b *Backend) Ping(ctx context.Context) error {
+	if err := b.checkOpen(); err != nil {
+		return err
+	}
+	return wrap("ping", b.client.Ping(ctx).Err())
+}
+
+// Put LPUSHes envelope to queue's list for priority (Kombu's _put).
+func (b *Backend) Put(ctx context.Context, queue string, priority int, envelope []byte) error {
+	if err := b.checkOpen(); err != nil {
+		return err
+	}
+	return wrap("put", b.client.LPush(ctx, b.k.queueKey(queue, priority), envelope).Err())
+}
+
+// PutBatch LPUSHes many envelopes in one MULTI/EXEC round trip
+// (transport.BatchPutter).
+func (b *Backend) PutBatch(ctx context.Context, items []transport.PutItem) error {
+	if err := b.checkOpen(); err != nil {
+		return err
+	}
+	if len(items) == 0 {
+		return nil
+	}
+	_, err := b.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+		for _, it := range items {
+			p.LPush(ctx, b.k.queueKey(it.Queue, it.Priority), it.Envelope)
+		}
+		return nil
+	})
+	return wrap("put batch", err)
+}
+
+// Get takes the next message of queues without blocking, step-major, and
+// with ack records it as unacked in the same atomic step (scripts/get.lua).
+// A message that is not JSON or has no delivery tag is moved to the
+// malformed list and reported as a *transport.MalformedError.
+func (b *Backend) Get(ctx context.Context, queues []string, ack bool) (transport.Delivery, error) {
+	if err := b.checkOpen(); err != nil {
+		return transport.Delivery{}, err
+	}
+	if len(queues) == 0 {
+		return transport.Delivery{}, transport.ErrEmpty
+	}
+	lists, owners := b.k.consumeKeys(queues)
+	return b.get(ctx, lists, owners, ack)
+}
+
+func (b *Backend) get(ctx context.Context, lists, owners []string, ack bool) (transport.Delivery, error) {
+	keys := make([]string, 0, 3+len(lists))
+	keys = append(keys, b.k.unacked, b.k.unackedIndex, b.k.malformed)
+	keys = append(keys, lists...)
+	args := make([]any, 0, 2+len(owners))
+	flag := "0"
+	if ack {
+		flag = "1"
+	}
+	args = append(args, flag, formatScore(b.opts.Clock.Now()))
+	for _, q := range owners {
+		args = append(args, q)
+	}
+	// The script pops: never let a cancelled context cut its reply off.
+	res, err := getScript.Run(context.WithoutCancel(ctx), b.client, keys, args...).Result()
+	if errors.Is(err, goredis.Nil) {
+		return transport.Delivery{}, transport.ErrEmpty
+	}
+	if err != nil {
+		return transport.Delivery{}, wrap("get", err)
+	}
+	arr, ok := res.([]any)
+	if !ok || len(arr) != 3 {
+		return transport.Delivery{}, fmt.Errorf("kombu: redis: get: unexpected script reply %v", res)
+	}
+	status, _ := arr[0].(int64)
+	idx, _ := arr[1].(int64)
+	msg, _ := arr[2].(string)
+	if idx < 1 || int(idx) > len(owners) {
+		return transport.Delivery{}, fmt.Errorf("kombu: redis: get: script reply names list %d of %d", idx, len(owners))
+	}
+	queue := owners[idx-1]
+	switch status {
+	case 1:
+		return transport.Delivery{Queue: queue, Envelope: []byte(msg)}, nil
+	case 2:
+		b.log.Warn("kombu: redis: malformed message moved to the dead-letter list",
+			"queue", queue, "list", lists[idx-1], "dead_letter", b.k.malformed)
+		return transport.Delivery{}, &transport.MalformedError{
+			Queue: queue,
+			Raw:   []byte(msg),
+			Where: b.k.malformed,
+			Err:   errors.New("not a JSON envelope with properties.delivery_tag"),
+		}
+	default:
+		return transport.Delivery{}, fmt.Errorf("kombu: redis: get: unexpected script status %d", status)
+	}
+}
+
+// formatScore writes t as Unix float seconds with the shortest digits that
+// round-trip, as Python's repr(time()) does.
+func formatScore(t time.Time) string {
+	return strconv.FormatFloat(transport.UnixSeconds(t), 'f', -1, 64)
+}
+
+// Size is the number of waiting messages in all of queue's lists: one
+// MULTI of LLENs (Kombu's _size).
+func (b *Backend) Size(ctx context.Context, queue string) (int64, error) {
+	if err := b.checkOpen(); err != nil {
+		return 0, err
+	}
+	var cmds []*goredis.IntCmd
+	_, err := b.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+		for _, k := range b.k.queueKeys(queue) {
+			cmds = append(cmds, p.LLen(ctx, k))
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, wrap("size", err)
+	}
+	var n int64
+	for _, c := range cmds {
+		n += c.Val()
+	}
+	return n, nil
+}
+
+// Purge deletes queue's waiting messages and returns how many there were:
+// one MULTI of LLEN, DEL per list (Kombu's _purge).
+func (b *Backend) Purge(ctx context.Context, queue string) (int64, error) {
+	if err := b.checkOpen(); err != nil {
+		return 0, err
+	}
+	var cmds []*goredis.IntCmd
+	_, err := b.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+		for _, k := range b.k.queueKeys(queue) {
+			cmds = append(cmds, p.LLen(ctx, k))
+			p.Del(ctx, k)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, wrap("purge", err)
+	}
+	var n int64
+	for _, c := range cmds {
+		n += c.Val()
+	}
+	return n, nil
+}
+
+// DeleteQueue deletes all of queue's lists in one MULTI (the DEL half of
+// Kombu's _delete; the core removes the bindings).
+func (b *Backend) DeleteQueue(ctx context.Context, queue string) error {
+	if err := b.checkOpen(); err != nil {
+		return err
+	}
+	_, err := b.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+		for _, k := range b.k.queueKeys(queue) {
+			p.Del(ctx, k)
+		}
+		return nil
+	})
+	return wrap("delete queue", err)
+}
+
+// QueueExists reports whether any of queue's lists exists (is non-empty).
+// Unlike Kombu, whose EXISTS is never prefixed (so a passive declare always
+// fails when global_keyprefix is set), the names checked carry the prefix.
+func (b *Backend) QueueExists(ctx context.Context, queue string) (bool, error) {
+	if err := b.checkOpen(); err != nil {
+		return false, err
+	}
+	n, err := b.client.Exists(ctx, b.k.queueKeys(queue)...).Result()
+	if err != nil {
+		return false, wrap("queue exists", err)
+	}
+	return n > 0, nil
+}
+
+// Bindings returns the exchange's binding table (Kombu's get_table). A
+// member that does not split into three parts is skipped and logged.
+func (b *Backend) Bindings(ctx context.Context, exchange string) ([]transport.BindingRow, error) {
+	if err := b.checkOpen(); err != nil {
+		return nil, err
+	}
+	members, err := b.client.SMembers(ctx, b.k.bindingKey(exchange)).Result()
+	if err != nil && !errors.Is(err, goredis.Nil) {
+		return nil, wrap("bindings", err)
+	}
+	rows := make([]transport.BindingRow, 0, len(members))
+	for _, m := range members {
+		row, ok := b.k.parseMember(m)
+		if !ok {
+			b.log.Warn("kombu: redis: skipping binding member that does not have three parts",
+				"key", b.k.bindingKey(exchange), "member", m)
+			continue
+		}
+		rows = append(rows, row)
+	}
+	return rows, nil
+}
+
+// Bind SADDs the binding member (Kombu's _queue_bind).
+func (b *Backend) Bind(ctx context.Context, exchange string, row transport.BindingRow) error {
+	if err := b.checkOpen(); err != nil {
+		return err
+	}
+	return wrap("bind", b.client.SAdd(ctx, b.k.bindingKey(exchange), b.k.bindingMember(row)).Err())
+}
+
+// Unbind SREMs the binding member (as Kombu's queue_delete does).
+func (b *Backend) Unbind(ctx context.Context, exchange string, row transport.BindingRow) error {
+	if err := b.checkOpen(); err != nil {
+		return err
+	}
+	return wrap("unbind", b.client.SRem(ctx, b.k.bindingKey(exchange), b.k.bindingMember(row)).Err())
+}
+
+// Publish routes a message through the exchange's binding table and
+// LPUSHes it to every matching queue in one script (transport.Publisher).
+// When a stored topic pattern is outside what the script's matcher
+// understands, it routes with transport.Lookup and LPUSHes in one MULTI.
+func (b *Backend) Publish(ctx context.Context, exchange string, typ entity.ExchangeType, routingKey string, priority int, envelope []byte) (int, error) {
+	if err := b.checkOpen(); err != nil {
+		return 0, err
+	}
+	typ = typ.Normalize()
+	suffix := b.k.listSuffix(priority)
+	res, err := publishScript.Run(ctx, b.client, []string{b.k.bindingKey(exchange)},
+		string(typ), routingKey, envelope, b.k.prefix, b.k.sep, suffix).Int64Slice()
+	if err != nil {
+		return 0, wrap("publish", err)
+	}
+	if len(res) != 2 {
+		return 0, fmt.Errorf("kombu: redis: publish: unexpected script reply %v", res)
+	}
+	if res[1] > 0 {
+		b.log.Warn("kombu: redis: skipped binding members that do not have three parts",
+			"key", b.k.bindingKey(exchange), "count", res[1])
+	}
+	if res[0] >= 0 {
+		return int(res[0]), nil
+	}
+	// Fallback: a stored pattern the Lua matcher does not cover.
+	table, err := b.Bindings(ctx, exchange)
+	if err != nil {
+		return 0, err
+	}
+	queues, err := transport.Lookup(table, string(typ), routingKey, "")
+	if err != nil {
+		return 0, fmt.Errorf("kombu: redis: publish to %q: %w", exchange, err)
+	}
+	if len(queues) == 0 {
+		return 0, nil
+	}
+	items := make([]transport.PutItem, len(queues))
+	for i, q := range queues {
+		items[i] = transport.PutItem{Queue: q, Priority: priority, Envelope: envelope}
+	}
+	if err := b.PutBatch(ctx, items); err != nil {
+		return 0, err
+	}
+	return len(queues), nil
+}
+
+// Ack deletes the unacked record of tag: MULTI, ZREM unacked_index, HDEL
+// unacked, EXEC (Kombu's basic_ack).
+func (b *Backend) Ack(ctx context.Context, tag string) error {
+	if err := b.checkOpen(); err != nil {
+		return err
+	}
+	_, err := b.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+		p.ZRem(ctx, b.k.unackedIndex, tag)
+		p.HDel(ctx, b.k.unacked, tag)
+		return nil
+	})
+	return wrap("ack", err)
+}
+
+// RecordUnacked writes the unacked record of a message delivered outside
+// Get (fanout): MULTI, ZADD unacked_index now tag, HSET unacked tag
+// [envelope, exchange, routing_key], EXEC (Kombu's QoS.append).
+func (b *Backend) RecordUnacked(ctx context.Context, tag string, envelope []byte, exchange, routingKey string) error {
+	if err := b.checkOpen(); err != nil {
+		return err
+	}
+	_, err := b.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+		p.ZAdd(ctx, b.k.unackedIndex, goredis.Z{Score: transport.UnixSeconds(b.opts.Clock.Now()), Member: tag})
+		p.HSet(ctx, b.k.unacked, tag, transport.UnackedValue(envelope, exchange, routingKey))
+		return nil
+	})
+	return wrap("record unacked", err)
+}
+
+// Restore moves the unacked message of tag back to the queues route names
+// (Kombu's restore transaction): WATCH unacked, HGET, then MULTI, ZREM,
+// HDEL, LPUSH (leftmost) or RPUSH to each queue, EXEC, retried when the
+// WATCH fails. A missing record only removes the index entry. The message
+// gets the redelivered flags and goes to its own priority list or the base
+// list (Options.RestorePriority). A record that cannot be parsed, and a
+// message that routes nowhere (Kombu drops those), are moved to the
+// malformed list instead of being lost.
+func (b *Backend) Restore(ctx context.Context, tag string, leftmost bool, route transport.RouteFunc) error {
+	if err := b.checkOpen(); err != nil {
+		return err
+	}
+	_, err := b.restore(ctx, tag, leftmost, route)
+	return err
+}
+
+func (b *Backend) restore(ctx context.Context, tag string, leftmost bool, route transport.RouteFunc) (bool, error) {
+	for attempt := 0; attempt < maxRestoreAttempts; attempt++ {
+		var restored bool
+		var malformed *transport.MalformedError
+		err := b.client.Watch(ctx, func(tx *goredis.Tx) error {
+			restored, malformed = false, nil
+			raw, err := tx.HGet(ctx, b.k.unacked, tag).Bytes()
+			if err != nil && !errors.Is(err, goredis.Nil) {
+				return err
+			}
+			var lists []string
+			var payload, dead []byte
+			if len(raw) > 0 {
+				payload, lists, dead, malformed, err = b.restorePlan(ctx, tag, raw, route)
+				if err != nil {
+					return err
+				}
+			}
+			_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+				p.ZRem(ctx, b.k.unackedIndex, tag)
+				p.HDel(ctx, b.k.unacked, tag)
+				for _, l := range lists {
+					if leftmost {
+						p.LPush(ctx, l, payload)
+					} else {
+						p.RPush(ctx, l, payload)
+					}
+				}
+				if dead != nil {
+					p.LPush(ctx, b.k.malformed, dead)
+				}
+				return nil
+			})
+			restored = len(lists) > 0
+			return err
+		}, b.k.unacked)
+		if errors.Is(err, goredis.TxFailedErr) {
+			continue
+		}
+		if err != nil {
+			return false, wrap("restore "+tag, err)
+		}
+		if malformed != nil {
+			return false, malformed
+		}
+		return restored, nil
+	}
+	return false, fmt.Errorf("kombu: redis: restore %s: the unacked hash kept changing (%d attempts)", tag, maxRestoreAttempts)
+}
+
+// restorePlan decides what a restore pushes where: the marked envelope and
+// the lists, or (dead) bytes for the malformed list.
+func (b *Backend) restorePlan(ctx context.Context, tag string, raw []byte, route transport.RouteFunc) (payload []byte, lists []string, dead []byte, mal *transport.MalformedError, err error) {
+	env, exchange, rk, perr := transport.ParseUnackedValue(raw)
+	if perr == nil {
+		payload, perr = transport.MarkRedelivered(env)
+	}
+	if perr != nil {
+		b.log.Error("kombu: redis: unacked record cannot be parsed; moved to the dead-letter list",
+			"tag", tag, "dead_letter", b.k.malformed, "error", perr)
+		return nil, nil, raw, &transport.MalformedError{Raw: raw, Where: b.k.malformed, Err: perr}, nil
+	}
+	queues, err := route(ctx, exchange, rk)
+	if err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("route exchange %q routing key %q: %w", exchange, rk, err)
+	}
+	if len(queues) == 0 {
+		b.log.Warn("kombu: redis: restored message routes to no queue; moved to the dead-letter list (Kombu drops it)",
+			"tag", tag, "exchange", exchange, "routing_key", rk, "dead_letter", b.k.malformed)
+		return nil, nil, payload, nil, nil
+	}
+	prio := 0
+	if b.opts.RestorePriority == RestoreOwn {
+		prio = envelopePriority(payload)
+	}
+	lists = make([]string, len(queues))
+	for i, q := range queues {
+		if b.opts.RestorePriority == RestoreOwn {
+			lists[i] = b.k.queueKey(q, prio)
+		} else {
+			lists[i] = b.k.stepKey(q, 0)
+		}
+	}
+	return payload, lists, nil, nil, nil
+}
+
+// envelopePriority reads properties.priority as Kombu's
+// _get_message_priority does: int() of the value (numbers, numeric
+// strings, booleans), clamped to 0..9; anything else is 0.
+func envelopePriority(raw []byte) int {
+	v, err := pyjson.Unmarshal(raw)
+	if err != nil {
+		return 0
+	}
+	top, _ := v.(map[string]any)
+	props, _ := top["properties"].(map[string]any)
+	var p float64
+	switch x := props["priority"].(type) {
+	case json.Number:
+		f, err := x.Float64()
+		if err != nil {
+			return 0
+		}
+		p = f
+	case float64:
+		p = x
+	case bool:
+		if x {
+			p = 1
+		}
+	case string:
+		i, err := strconv.ParseInt(strings.TrimSpace(x), 10, 64)
+		if err != nil {
+			return 0
+		}
+		p = float64(i)
+	default:
+		return 0
+	}
+	if math.IsNaN(p) || math.IsInf(p, 0) {
+		return 0
+	}
+	return transport.ClampPriority(int(math.Max(-1e9, math.Min(1e9, math.Trunc(p)))))
+}
+
+// RestoreExpired restores, to the front of their queues, the unacked
+// messages received before deadline (Kombu's restore_visible): SET
+// unacked_mutex <token> PX <expire> NX (if someone holds it, nothing is
+// done), ZREVRANGEBYSCORE unacked_index deadline 0 WITHSCORES [LIMIT],
+// one restore transaction per tag, then the mutex is released with
+// redis-py's compare-and-delete script.
+func (b *Backend) RestoreExpired(ctx context.Context, deadline time.Time, route transport.RouteFunc) (int, error) {
+	if err := b.checkOpen(); err != nil {
+		return 0, err
+	}
+	token, err := newToken()
+	if err != nil {
+		return 0, err
+	}
+	err = b.client.Do(ctx, "SET", b.k.unackedMutex, token, "PX",
+		strconv.FormatInt(b.opts.UnackedMutexExpire.Milliseconds(), 10), "NX").Err()
+	if errors.Is(err, goredis.Nil) {
+		return 0, nil // held elsewhere
+	}
+	if err != nil {
+		return 0, wrap("restore: take mutex", err)
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := releaseLockScript.Run(rctx, b.client, []string{b.k.unackedMutex}, token).Err(); err != nil && !errors.Is(err, goredis.Nil) {
+			b.log.Warn("kombu: redis: cannot release the restore mutex (it expires by itself)", "error", err)
+		}
+	}()
+	by := &goredis.ZRangeBy{Max: formatScore(deadline), Min: "0"}
+	if b.opts.UnackedRestoreLimit > 0 {
+		by.Count = int64(b.opts.UnackedRestoreLimit)
+	}
+	zs, err := b.client.ZRevRangeByScoreWithScores(ctx, b.k.unackedIndex, by).Result()
+	if err != nil {
+		return 0, wrap("restore: scan unacked_index", err)
+	}
+	n := 0
+	var errs []error
+	for _, z := range zs {
+		tag, _ := z.Member.(string)
+		ok, err := b.restore(ctx, tag, false, route)
+		if err != nil {
+			errs = append(errs, err)
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		if ok {
+			n++
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+// newToken returns 32 hex characters, the shape of redis-py's lock tokens.
+func newToken() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("kombu: redis: lock token: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}

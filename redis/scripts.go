@@ -1,0 +1,39 @@
+package redis
+
+import (
+	_ "embed"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// Each Lua script is one atomic operation in scripts/<op>.lua, with its
+// KEYS, ARGV and return values described at the top of the file.
+
+//go:embed scripts/get.lua
+var getLua string
+
+//go:embed scripts/topic_match.lua
+var topicMatchLua string
+
+//go:embed scripts/publish.lua
+var publishLua string
+
+// releaseLockLua is redis-py's Lock release script, byte for byte (so its
+// SHA1 is c3f8721cbb97f72bc19e972846bd7aaf91901658, the EVALSHA Python
+// Kombu sends, and both share one cached script). It carries no header
+// comment for that reason:
+//
+//	KEYS[1]  the lock key (P+unacked_mutex)
+//	ARGV[1]  the token the lock was taken with
+//	returns  1 if the key held the token and was deleted, else 0
+//
+//go:embed scripts/release_lock.lua
+var releaseLockLua string
+
+var (
+	getScript         = goredis.NewScript(getLua)
+	publishScript     = goredis.NewScript(topicMatchLua + "\n" + publishLua)
+	releaseLockScript = goredis.NewScript(releaseLockLua)
+
+	allScripts = []*goredis.Script{getScript, publishScript, releaseLockScript}
+)

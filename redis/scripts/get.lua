@@ -1,0 +1,129 @@
+-- get.lua: take the next message, step-major, and record it as unacked in
+-- the same atomic step (Kombu's BRPOP/RPOP followed by QoS.append, without
+-- the window in which a crash loses the popped message).
+--
+-- KEYS[1]    P+unacked        (HASH: tag -> [envelope, exchange, routing_key])
+-- KEYS[2]    P+unacked_index  (ZSET: tag scored by receive time)
+-- KEYS[3]    P+malformed list (raw messages that cannot be recorded)
+-- KEYS[4..]  the priority lists to take from, step-major: every queue's
+--            step-0 list first, then every queue's next step, ...
+-- ARGV[1]    "1": record the message as unacked; "0": no_ack
+-- ARGV[2]    the receive time as Unix float seconds (text), the ZADD score
+-- ARGV[3..]  ARGV[i-1] is the queue name of KEYS[i] (i >= 4)
+--
+-- Returns nil when every list is empty, else {status, i, message}:
+--   status 1  message taken with RPOP from KEYS[i+3]; if ARGV[1] == "1",
+--             ZADD KEYS[2] ARGV[2] tag and HSET KEYS[1] tag
+--             [message, exchange, routing_key] were done, exactly as Kombu
+--             writes them (the message bytes untouched, the two strings
+--             escaped as Python's json.dumps does).
+--   status 2  the message is not a JSON object with a non-empty string
+--             properties.delivery_tag: it was LPUSHed, raw, to KEYS[3].
+-- exchange and routing_key come from properties.delivery_info; when that is
+-- missing or not two strings, "" and the queue name are recorded, which
+-- routes a restore back to the queue it was taken from.
+
+local function hex4(n)
+  return string.format('\\u%04x', n)
+end
+
+-- utf8_at decodes the character at byte i of s as Go's utf8.DecodeRune
+-- does: returns code point and size, or 0xFFFD and 1 for an invalid byte.
+local function utf8_at(s, i)
+  local c0 = string.byte(s, i)
+  local n = #s
+  local function cont(j, lo, hi)
+    if j > n then return nil end
+    local c = string.byte(s, j)
+    if c < lo or c > hi then return nil end
+    return c - 0x80
+  end
+  if c0 >= 0xC2 and c0 <= 0xDF then
+    local c1 = cont(i + 1, 0x80, 0xBF)
+    if c1 then return (c0 - 0xC0) * 64 + c1, 2 end
+  elseif c0 >= 0xE0 and c0 <= 0xEF then
+    local lo, hi = 0x80, 0xBF
+    if c0 == 0xE0 then lo = 0xA0 elseif c0 == 0xED then hi = 0x9F end
+    local c1 = cont(i + 1, lo, hi)
+    local c2 = c1 and cont(i + 2, 0x80, 0xBF)
+    if c2 then return (c0 - 0xE0) * 4096 + c1 * 64 + c2, 3 end
+  elseif c0 >= 0xF0 and c0 <= 0xF4 then
+    local lo, hi = 0x80, 0xBF
+    if c0 == 0xF0 then lo = 0x90 elseif c0 == 0xF4 then hi = 0x8F end
+    local c1 = cont(i + 1, lo, hi)
+    local c2 = c1 and cont(i + 2, 0x80, 0xBF)
+    local c3 = c2 and cont(i + 3, 0x80, 0xBF)
+    if c3 then return (c0 - 0xF0) * 262144 + c1 * 4096 + c2 * 64 + c3, 4 end
+  end
+  return 0xFFFD, 1
+end
+
+local short_escapes = {
+  [34] = '\\"', [92] = '\\\\', [10] = '\\n', [13] = '\\r',
+  [9] = '\\t', [8] = '\\b', [12] = '\\f',
+}
+
+-- pystr quotes s as Python's json.dumps (ensure_ascii) does.
+local function pystr(s)
+  local out = { '"' }
+  local i, n, start = 1, #s, 1
+  while i <= n do
+    local c = string.byte(s, i)
+    if c >= 0x20 and c < 0x7F and c ~= 34 and c ~= 92 then
+      i = i + 1
+    else
+      if start < i then out[#out + 1] = string.sub(s, start, i - 1) end
+      if c < 0x80 then
+        out[#out + 1] = short_escapes[c] or hex4(c)
+        i = i + 1
+      else
+        local cp, size = utf8_at(s, i)
+        if cp >= 0x10000 then
+          cp = cp - 0x10000
+          out[#out + 1] = hex4(0xD800 + math.floor(cp / 1024))
+          out[#out + 1] = hex4(0xDC00 + cp % 1024)
+        else
+          out[#out + 1] = hex4(cp)
+        end
+        i = i + size
+      end
+      start = i
+    end
+  end
+  if start <= n then out[#out + 1] = string.sub(s, start) end
+  out[#out + 1] = '"'
+  return table.concat(out)
+end
+
+local record = ARGV[1] == '1'
+for i = 4, #KEYS do
+  local msg = redis.call('RPOP', KEYS[i])
+  if msg then
+    local queue = ARGV[i - 1]
+    local ok, env = pcall(cjson.decode, msg)
+    local tag, props
+    if ok and type(env) == 'table' then
+      props = env['properties']
+      if type(props) == 'table' then
+        tag = props['delivery_tag']
+      end
+    end
+    if type(tag) ~= 'string' or tag == '' then
+      redis.call('LPUSH', KEYS[3], msg)
+      return { 2, i - 3, msg }
+    end
+    if record then
+      local exchange, rk = '', queue
+      local di = props['delivery_info']
+      if type(di) == 'table' and type(di['exchange']) == 'string'
+          and type(di['routing_key']) == 'string' then
+        exchange, rk = di['exchange'], di['routing_key']
+      end
+      redis.call('ZADD', KEYS[2], ARGV[2], tag)
+      redis.call('HSET', KEYS[1], tag,
+        '[' .. msg .. ', ' .. pystr(exchange) .. ', ' .. pystr(rk) .. ']')
+    end
+    return { 1, i - 3, msg }
+  end
+end
+return nil

@@ -1,0 +1,179 @@
+-- topic_match.lua: a library chunk, not a script of its own. It is put in
+-- front of publish.lua (and of a test driver) and defines
+--
+--   topic_match(pattern, chars, cache) -> true | false | nil
+--
+-- which answers Python's re.match(pattern, key) for the regex subset Kombu's
+-- TopicExchange.key_to_pattern writes: "^" at the start, "$" at the end
+-- (which, as in Python, also matches before one final "\n"), literal
+-- characters, a backslash before an ASCII character that is not a letter or
+-- digit (that character), "\0" with up to two more octal digits (NUL and
+-- friends), ".", "[^\.]", and a "*" or "*?" after any of these. An empty
+-- pattern matches everything. nil means the pattern uses anything else (or
+-- is not valid UTF-8): the caller must then route in Go
+-- (transport.MatchTopic), which also reports Python's compile errors.
+--
+-- Matching works on characters, not bytes: chars is the routing key split
+-- by topic_chars, in which each invalid UTF-8 byte stands for U+FFFD as in
+-- Go's regexp. cache is a table the caller keeps for compiled patterns.
+
+-- utf8_chars splits s into its characters (valid UTF-8 sequences as Go's
+-- utf8.DecodeRune accepts them). An invalid byte becomes invalid_as (or
+-- makes the function return nil when invalid_as is nil).
+local function utf8_chars(s, invalid_as)
+  local out, i, n = {}, 1, #s
+  while i <= n do
+    local c0 = string.byte(s, i)
+    local size = 0
+    if c0 < 0x80 then
+      size = 1
+    else
+      local need, lo, hi = 0, 0x80, 0xBF
+      if c0 >= 0xC2 and c0 <= 0xDF then need = 1
+      elseif c0 >= 0xE0 and c0 <= 0xEF then
+        need = 2
+        if c0 == 0xE0 then lo = 0xA0 elseif c0 == 0xED then hi = 0x9F end
+      elseif c0 >= 0xF0 and c0 <= 0xF4 then
+        need = 3
+        if c0 == 0xF0 then lo = 0x90 elseif c0 == 0xF4 then hi = 0x8F end
+      end
+      if need > 0 and i + need <= n then
+        local ok = true
+        for j = 1, need do
+          local c = string.byte(s, i + j)
+          local l, h = 0x80, 0xBF
+          if j == 1 then l, h = lo, hi end
+          if c < l or c > h then ok = false break end
+        end
+        if ok then size = need + 1 end
+      end
+    end
+    if size == 0 then
+      if invalid_as == nil then return nil end
+      out[#out + 1] = invalid_as
+      i = i + 1
+    else
+      out[#out + 1] = string.sub(s, i, i + size - 1)
+      i = i + size
+    end
+  end
+  return out
+end
+
+local function topic_chars(key)
+  return utf8_chars(key, '\239\191\189')
+end
+
+local unsupported = {
+  ['*'] = true, ['+'] = true, ['?'] = true, ['('] = true, [')'] = true,
+  ['{'] = true, ['}'] = true, ['|'] = true, [']'] = true, ['['] = true,
+  ['^'] = true, ['$'] = true,
+}
+
+local function is_octal(c)
+  return c ~= nil and #c == 1 and c >= '0' and c <= '7'
+end
+
+-- compile turns pattern text into {atoms = {...}, anchored = bool}, or
+-- returns nil when it is outside the subset. An atom is
+-- {k = 'lit'|'any'|'notdot', c = char, star = bool}.
+local function topic_compile(pattern)
+  local p = utf8_chars(pattern, nil)
+  if p == nil then return nil end
+  local atoms, anchored = {}, false
+  local i, n = 1, #p
+  if p[1] == '^' then i = 2 end
+  while i <= n do
+    local c = p[i]
+    local atom
+    if c == '$' then
+      if i ~= n then return nil end
+      anchored = true
+      break
+    elseif c == '\\' then
+      local d = p[i + 1]
+      if d == nil or #d ~= 1 then return nil end
+      if d == '0' then
+        local code, j = 0, i + 2
+        while j <= i + 3 and is_octal(p[j]) do
+          code = code * 8 + (string.byte(p[j]) - 48)
+          j = j + 1
+        end
+        atom = { k = 'lit', c = string.char(code) }
+        i = j
+      elseif string.find(d, '^[%w]$') then
+        return nil
+      else
+        atom = { k = 'lit', c = d }
+        i = i + 2
+      end
+    elseif c == '.' then
+      atom = { k = 'any' }
+      i = i + 1
+    elseif c == '[' then
+      if p[i + 1] == '^' and p[i + 2] == '\\' and p[i + 3] == '.' and p[i + 4] == ']' then
+        atom = { k = 'notdot' }
+        i = i + 5
+      else
+        return nil
+      end
+    elseif unsupported[c] then
+      return nil
+    else
+      atom = { k = 'lit', c = c }
+      i = i + 1
+    end
+    if p[i] == '*' then
+      atom.star = true
+      i = i + 1
+      if p[i] == '?' then i = i + 1 end
+    end
+    local q = p[i]
+    if q == '*' or q == '+' or q == '?' or q == '{' then return nil end
+    atoms[#atoms + 1] = atom
+  end
+  return { atoms = atoms, anchored = anchored }
+end
+
+local function atom_ok(a, ch)
+  if a.k == 'lit' then return ch == a.c end
+  if a.k == 'any' then return ch ~= '\n' end
+  return ch ~= '.'
+end
+
+local function topic_match(pattern, chars, cache)
+  if pattern == '' then return true end
+  local re = cache[pattern]
+  if re == nil then
+    re = topic_compile(pattern) or false
+    cache[pattern] = re
+  end
+  if re == false then return nil end
+  local atoms, n = re.atoms, #chars
+  -- nxt[j]: atoms i+1.. match chars j..; built from the last atom back.
+  local nxt = {}
+  for j = 1, n + 1 do
+    if re.anchored then
+      nxt[j] = (j == n + 1) or (j == n and chars[n] == '\n')
+    else
+      nxt[j] = true
+    end
+  end
+  for i = #atoms, 1, -1 do
+    local a = atoms[i]
+    local cur = {}
+    if a.star then
+      cur[n + 1] = nxt[n + 1]
+      for j = n, 1, -1 do
+        cur[j] = nxt[j] or (atom_ok(a, chars[j]) and cur[j + 1])
+      end
+    else
+      cur[n + 1] = false
+      for j = n, 1, -1 do
+        cur[j] = atom_ok(a, chars[j]) and nxt[j + 1]
+      end
+    end
+    nxt = cur
+  end
+  return nxt[1] and true or false
+end

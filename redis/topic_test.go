@@ -1,0 +1,152 @@
+package redis
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"unicode"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/kombu-go/kombu/transport"
+)
+
+// matchDriver runs the Lua matcher alone: 1 match, 0 no match, -1 outside
+// the subset (the Go fallback decides).
+var matchDriver = goredis.NewScript(topicMatchLua + `
+local cache, out = {}, {}
+for i = 2, #ARGV do
+  local r = topic_match(ARGV[1], topic_chars(ARGV[i]), cache)
+  if r == nil then out[#out + 1] = -1 elseif r then out[#out + 1] = 1 else out[#out + 1] = 0 end
+end
+return out
+`)
+
+// Binding keys whose Kombu patterns the table covers.
+var matcherKeys = []string{
+	"#", "*", "a.*", "a.#", "#.c", "a*", "ab-c_d", "*.x_y-z", "a.*.#",
+	"", "a", "a.b", "#.#", "*.*", "a.#.b", "*.b.#", "a.*b", "a.b*", "b*.c",
+	"é.*", "ключ.#", "日本.*.語", "😀.#", "ça-va.*",
+	"a+b", "a(b)", "a[b]", "a{1}", "a|b", "a?b", "a$b", "a^b", `a\b`, "a b", "a/b:c@d", "a'b\"c",
+	"a\x00b", "a\nb", "tab\there", "→.x", "x.→",
+	"*a", "**", "a**", "#*", "a.**",
+	"celery", "celery.pidbox", "worker.heartbeat", "task.multi",
+}
+
+// Raw stored patterns, as a Python producer or an older tool might write
+// them.
+var matcherPatterns = []string{
+	"", "^", "^$", "$", "^a", "a$", "^a.b$", "^a.*$", "^a.*?$", `^a\..*?[^\.]$`,
+	`^a(b|c)$`, `^\d$`, `^a\\$`, `^[abc]$`, `^a+$`, `^a?$`, `^\000$`, `^\0$`, `^\01$`, `^\12$`,
+	`^a{2}$`, `^\w+$`, `^a$b$`, `^.$`, `^[^\.]*$`, `^a*?b$`, `^\.*$`, "^\xffa$",
+}
+
+var matcherRoutingKeys = []string{
+	"", "a", "b", "c", "a.", "a.b", "a.b.c", "a.bc", "ab", "aaa", "ab-c_d", "x.x_y-z", "a.x_y-z",
+	"z.x_y-z", "a.b.c.d", "a..b", ".a", "..", "a.b.", "a\n", "a.b\n", "\n", "a\nb", "a.\n",
+	"é.b", "é.", "ключ.", "ключ.x", "日本.x.語", "日本.x.y.語", "😀.x", "ça-va.z",
+	"a+b", "a(b)", "a[b]", "a{1}", "a|b", "a?b", "a$b", "a^b", `a\b`, "a b", "a/b:c@d", "a'b\"c",
+	"a\x00b", "\x00", "\x01", "a\nb", "tab\there", "→.x", "x.→", "ac", "aa", "a.b.c.d.e.f",
+	"\xff", "a.\xff", "\xffa", "celery", "celery.pidbox", "worker.heartbeat", "task.multi", "aab", "b.c",
+}
+
+// testTopicMatcherEquivalence proves: for every pattern (Kombu's
+// translation of many binding keys, plus raw patterns) and every routing
+// key, the Lua matcher either answers exactly what Go's transport.MatchTopic
+// answers (Python's re.match semantics) or declines (-1), in which case the
+// publish script writes nothing and Go routes; and that it never declines a
+// pattern Kombu writes for a key made of letters, digits, '-', '_', '.',
+// '*', '#' and non-ASCII letters that Python can compile.
+func testTopicMatcherEquivalence(t *testing.T, e *env) {
+	type pat struct{ key, pattern string }
+	var pats []pat
+	for _, k := range matcherKeys {
+		pats = append(pats, pat{k, transport.KeyToPattern(k)})
+	}
+	for _, p := range matcherPatterns {
+		pats = append(pats, pat{"", p})
+	}
+	supported, declined, pairs := 0, 0, 0
+	for _, p := range pats {
+		args := make([]any, 0, 1+len(matcherRoutingKeys))
+		args = append(args, p.pattern)
+		for _, rk := range matcherRoutingKeys {
+			args = append(args, rk)
+		}
+		res, err := matchDriver.Run(bg, e.client, nil, args...).Int64Slice()
+		if err != nil {
+			t.Fatalf("pattern %q: %v", p.pattern, err)
+		}
+		for i, rk := range matcherRoutingKeys {
+			pairs++
+			lua := res[i]
+			goMatch, goErr := transport.MatchTopic(transport.BindingRow{RoutingKey: p.key, Pattern: p.pattern}, rk)
+			if lua == -1 {
+				declined++
+				continue
+			}
+			supported++
+			if goErr != nil {
+				t.Errorf("pattern %q key %q: Lua answered %d, Go fails: %v", p.pattern, rk, lua, goErr)
+				continue
+			}
+			if goMatch != (lua == 1) {
+				t.Errorf("pattern %q key %q: Lua %d, Go %v", p.pattern, rk, lua, goMatch)
+			}
+		}
+		if simpleKey(p.key) && p.pattern == transport.KeyToPattern(p.key) {
+			if _, err := transport.MatchTopic(transport.BindingRow{RoutingKey: p.key, Pattern: p.pattern}, "x"); err == nil && res[0] == -1 {
+				t.Errorf("Kombu pattern %q of key %q declined by the Lua matcher", p.pattern, p.key)
+			}
+		}
+	}
+	t.Logf("%d pairs: %d answered in Lua (all equal to Go), %d left to Go", pairs, supported, declined)
+}
+
+func simpleKey(k string) bool {
+	return !strings.ContainsFunc(k, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || strings.ContainsRune("-_.*#", r) ||
+			r > 0x7f && (unicode.IsLetter(r) || unicode.IsNumber(r)))
+	})
+}
+
+// TestMatcherKnownAnswers proves the Lua matcher gives the answers of the
+// wire spec §6.2 table (Kombu's non-AMQP semantics), on miniredis.
+func TestMatcherKnownAnswers(t *testing.T) {
+	e := newMiniEnv(t)
+	cases := []struct {
+		key     string
+		match   []string
+		nomatch []string
+	}{
+		{"#", []string{"", "a", "a.b"}, nil},
+		{"*", []string{"a", "a.b", "a.b.c"}, []string{"", "a."}},
+		{"a.*", []string{"a.b", "a.b.c", "a.bc"}, []string{"a", "a."}},
+		{"a.#", []string{"a.b", "a.b.c", "a."}, []string{"a"}},
+		{"#.c", []string{"a.b.c"}, []string{"c"}},
+		{"a*", []string{"", "a", "aaa"}, []string{"ab"}},
+		{"ab-c_d", []string{"ab-c_d"}, []string{"abXc_d"}},
+	}
+	for _, c := range cases {
+		args := []any{transport.KeyToPattern(c.key)}
+		for _, k := range c.match {
+			args = append(args, k)
+		}
+		for _, k := range c.nomatch {
+			args = append(args, k)
+		}
+		res, err := matchDriver.Run(bg, e.client, nil, args...).Int64Slice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range res {
+			want := int64(0)
+			if i < len(c.match) {
+				want = 1
+			}
+			if r != want {
+				t.Errorf("key %q, routing key %q: got %d want %d", c.key, fmt.Sprint(args[i+1]), r, want)
+			}
+		}
+	}
+}
