@@ -1,0 +1,895 @@
+package celery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/kombu-go/kombu"
+	"github.com/kombu-go/kombu/entity"
+	"github.com/kombu-go/kombu/internal/pyjson"
+	"github.com/kombu-go/kombu/transport"
+)
+
+// Worker defaults, as in Celery 5.2.
+const (
+	// DefaultPrefetchMultiplier is worker_prefetch_multiplier.
+	DefaultPrefetchMultiplier = 4
+	// DefaultShutdownTimeout is how long a warm shutdown waits for running
+	// tasks before cancelling their contexts.
+	DefaultShutdownTimeout = 30 * time.Second
+)
+
+// Worker runs Go handlers for Celery tasks taken from Kombu queues, as a
+// Celery worker does: prefetch of concurrency × multiplier messages, early
+// or late acknowledgement, eta/countdown tasks held (unacknowledged, not
+// counted against prefetch) until due, expired tasks marked REVOKED,
+// retries re-sent with a countdown, results and failures stored in Celery's
+// format, unknown task names rejected with a NotRegistered failure.
+//
+// Its lifecycle follows asynq's Server: Start, Shutdown, and Run, which
+// also shuts down on SIGINT or SIGTERM. A shutdown is warm: the worker stops
+// taking messages, lets running tasks finish (up to the shutdown timeout),
+// and returns every message it holds and has not acknowledged (prefetched,
+// waiting for an eta) to the front of its queue.
+type Worker struct {
+	conn    *kombu.Connection
+	backend *Backend
+	client  *Client
+	opts    workerOptions
+	log     *slog.Logger
+
+	mu       sync.Mutex
+	handlers map[string]*registration
+	running  bool
+	stopping bool
+	cancel   context.CancelFunc
+	done     chan struct{}
+	err      error
+
+	gate   *gate
+	ready  *readyQueue
+	timers map[*request]*time.Timer
+}
+
+type registration struct {
+	name    string
+	handler Handler
+	cfg     taskConfig
+}
+
+// WorkerOption configures a Worker.
+type WorkerOption func(*workerOptions)
+
+type workerOptions struct {
+	queues          []string
+	concurrency     int
+	prefetchMult    int
+	acksLate        bool
+	shutdownTimeout time.Duration
+	hostname        string
+	logger          *slog.Logger
+	retryDelay      func(int, error) time.Duration
+	resultExtended  bool
+	trackStarted    bool
+	onError         func(error)
+	accept          []string
+	clientOpts      []ClientOption
+}
+
+// WithQueues sets the queues to consume (default "celery"), as celery
+// worker -Q does. Each is declared as Celery declares it (CeleryQueue).
+func WithQueues(queues ...string) WorkerOption {
+	return func(o *workerOptions) { o.queues = append([]string(nil), queues...) }
+}
+
+// WithConcurrency sets the number of tasks run at once (default: the number
+// of CPUs, as Celery's default).
+func WithConcurrency(n int) WorkerOption { return func(o *workerOptions) { o.concurrency = n } }
+
+// WithPrefetchMultiplier sets worker_prefetch_multiplier (default 4): at
+// most concurrency × n messages are taken and not yet acknowledged, eta
+// tasks aside. Zero means no limit, as in Celery.
+func WithPrefetchMultiplier(n int) WorkerOption {
+	return func(o *workerOptions) { o.prefetchMult = n }
+}
+
+// WithAcksLate acknowledges messages after the task ran instead of just
+// before (Celery's task_acks_late). Tasks may override it (TaskAcksLate).
+func WithAcksLate(late bool) WorkerOption { return func(o *workerOptions) { o.acksLate = late } }
+
+// WithShutdownTimeout sets how long a warm shutdown waits for running tasks
+// before cancelling their contexts (default 30 s).
+func WithShutdownTimeout(d time.Duration) WorkerOption {
+	return func(o *workerOptions) { o.shutdownTimeout = d }
+}
+
+// WithHostname sets the worker's node name (default "celery@<hostname>").
+func WithHostname(name string) WorkerOption { return func(o *workerOptions) { o.hostname = name } }
+
+// WithLogger sets the worker's logger (default: the connection's logger).
+func WithLogger(l *slog.Logger) WorkerOption { return func(o *workerOptions) { o.logger = l } }
+
+// WithRetryDelay sets the default retry delay function of every task
+// (default: Celery's default_retry_delay, 3 minutes, whatever the retry).
+func WithRetryDelay(f func(retries int, err error) time.Duration) WorkerOption {
+	return func(o *workerOptions) { o.retryDelay = f }
+}
+
+// WithResultExtended stores the task name, args, kwargs, worker, retries
+// and queue with results (Celery's result_extended).
+func WithResultExtended() WorkerOption { return func(o *workerOptions) { o.resultExtended = true } }
+
+// WithTrackStarted stores the STARTED state when a task starts (Celery's
+// task_track_started).
+func WithTrackStarted() WorkerOption { return func(o *workerOptions) { o.trackStarted = true } }
+
+// WithErrorHandler receives the errors the worker survives (invalid and
+// unknown messages, backend and broker errors).
+func WithErrorHandler(f func(error)) WorkerOption { return func(o *workerOptions) { o.onError = f } }
+
+// WithAcceptContent sets the accepted serializers (Celery's accept_content,
+// default ["json"]).
+func WithAcceptContent(accept ...string) WorkerOption {
+	return func(o *workerOptions) { o.accept = accept }
+}
+
+// WithClientOptions configures the client the worker sends retries and
+// callbacks with.
+func WithClientOptions(opts ...ClientOption) WorkerOption {
+	return func(o *workerOptions) { o.clientOpts = append(o.clientOpts, opts...) }
+}
+
+// NewWorker returns a worker consuming over conn and storing results in
+// backend (nil: results are not stored, as with Celery's disabled
+// backend).
+func NewWorker(conn *kombu.Connection, backend *Backend, opts ...WorkerOption) *Worker {
+	o := workerOptions{
+		queues:          []string{DefaultQueue},
+		concurrency:     runtime.NumCPU(),
+		prefetchMult:    DefaultPrefetchMultiplier,
+		shutdownTimeout: DefaultShutdownTimeout,
+		retryDelay:      FixedRetryDelay(DefaultRetryDelay),
+		accept:          []string{"json"},
+	}
+	for _, f := range opts {
+		f(&o)
+	}
+	if o.concurrency <= 0 {
+		o.concurrency = 1
+	}
+	if len(o.queues) == 0 {
+		o.queues = []string{DefaultQueue}
+	}
+	if o.hostname == "" {
+		host, _ := os.Hostname()
+		o.hostname = "celery@" + host
+	}
+	log := o.logger
+	if log == nil {
+		log = conn.Transport().Logger()
+	}
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Worker{
+		conn: conn, backend: backend, opts: o, log: log,
+		client:   NewClient(conn, backend, o.clientOpts...),
+		handlers: map[string]*registration{},
+	}
+}
+
+// Register registers the handler of a task name (for example "tasks.add").
+// Registering a name again replaces its handler. It may be called while the
+// worker runs.
+func (w *Worker) Register(name string, h Handler, opts ...TaskOption) {
+	if name == "" || h == nil {
+		panic("celery: Register needs a task name and a handler")
+	}
+	cfg := taskConfig{maxRetries: DefaultMaxRetries}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.handlers[name] = &registration{name: name, handler: h, cfg: cfg}
+}
+
+// Tasks returns the registered task names.
+func (w *Worker) Tasks() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	names := make([]string, 0, len(w.handlers))
+	for n := range w.handlers {
+		names = append(names, n)
+	}
+	return names
+}
+
+func (w *Worker) lookup(name string) *registration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.handlers[name]
+}
+
+func (w *Worker) onError(err error) {
+	if w.opts.onError != nil {
+		w.opts.onError(err)
+	}
+}
+
+// Start declares the queues and starts consuming in the background. The
+// worker runs until ctx is cancelled or Shutdown is called; either starts a
+// warm shutdown.
+func (w *Worker) Start(ctx context.Context) error {
+	w.mu.Lock()
+	if w.running {
+		w.mu.Unlock()
+		return ErrWorkerRunning
+	}
+	w.running, w.stopping, w.err = true, false, nil
+	w.mu.Unlock()
+
+	for _, q := range w.opts.queues {
+		if _, err := w.conn.DeclareQueue(ctx, CeleryQueue(q)); err != nil {
+			w.mu.Lock()
+			w.running = false
+			w.mu.Unlock()
+			return fmt.Errorf("celery: worker: declare queue %s: %w", q, err)
+		}
+	}
+	ch, err := w.conn.Transport().Channel()
+	if err != nil {
+		w.mu.Lock()
+		w.running = false
+		w.mu.Unlock()
+		return fmt.Errorf("celery: worker: %w", err)
+	}
+
+	limit := 0
+	if w.opts.prefetchMult > 0 {
+		limit = w.opts.concurrency * w.opts.prefetchMult
+	}
+	life, cancel := context.WithCancel(ctx)
+	w.mu.Lock()
+	w.gate = newGate(limit)
+	w.ready = newReadyQueue()
+	w.timers = map[*request]*time.Timer{}
+	w.cancel = cancel
+	w.done = make(chan struct{})
+	w.mu.Unlock()
+
+	// The consumer outlives ctx: it must keep the channel open while
+	// running tasks finish, and restore what is left only after them.
+	consumeCtx, stopConsume := context.WithCancel(context.WithoutCancel(ctx))
+	// Task contexts are cancelled only when the shutdown timeout passes.
+	taskCtx, cancelTasks := context.WithCancel(context.WithoutCancel(ctx))
+
+	var pool sync.WaitGroup
+	for i := 0; i < w.opts.concurrency; i++ {
+		pool.Add(1)
+		go func() {
+			defer pool.Done()
+			for {
+				req, ok := w.ready.pop()
+				if !ok {
+					return
+				}
+				w.execute(taskCtx, req)
+			}
+		}()
+	}
+
+	consumeErr := make(chan error, 1)
+	go func() {
+		err := ch.Consume(consumeCtx, transport.ConsumeOptions{
+			Queues:      w.opts.queues,
+			Concurrency: 1, // the dispatcher: decoding and routing only
+			ConsumerTag: w.opts.hostname,
+			Accept:      w.opts.accept,
+			// Handlers in flight are the dispatcher only; the pool is
+			// drained before the consumer is cancelled.
+			ShutdownTimeout: 5 * time.Second,
+			OnError: func(err error) {
+				w.log.Error("celery: consumer", "error", err)
+				w.onError(err)
+			},
+		}, func(_ context.Context, m *entity.Message) { w.dispatch(life, m) })
+		if err != nil && consumeCtx.Err() == nil {
+			// The consumer stopped by itself (connection closed): shut down.
+			cancel()
+		}
+		consumeErr <- err
+	}()
+
+	go func() {
+		<-life.Done()
+		w.mu.Lock()
+		w.stopping = true
+		for req, t := range w.timers {
+			t.Stop() // the message stays unacknowledged: restored below
+			delete(w.timers, req)
+		}
+		w.mu.Unlock()
+		w.ready.close()
+		drained := make(chan struct{})
+		go func() { pool.Wait(); close(drained) }()
+		select {
+		case <-drained:
+		case <-time.After(w.opts.shutdownTimeout):
+			w.log.Warn("celery: tasks still running after the shutdown timeout; cancelling them")
+			cancelTasks()
+			select {
+			case <-drained:
+			case <-time.After(5 * time.Second):
+			}
+		}
+		cancelTasks()
+		stopConsume()
+		err := <-consumeErr
+		cerr := ch.Close(context.WithoutCancel(ctx))
+		w.mu.Lock()
+		if err != nil && !errors.Is(err, context.Canceled) {
+			w.err = err
+		} else if cerr != nil && !errors.Is(cerr, transport.ErrClosed) {
+			w.err = cerr
+		}
+		w.running = false
+		close(w.done)
+		w.mu.Unlock()
+	}()
+	w.log.Info("celery: worker ready", "hostname", w.opts.hostname, "queues", w.opts.queues, "concurrency", w.opts.concurrency)
+	return nil
+}
+
+// Shutdown starts a warm shutdown, if none is under way, and waits for it:
+// no new messages, running tasks finish (up to the shutdown timeout), held
+// messages go back to their queues. It returns the error that stopped the
+// worker, if any.
+func (w *Worker) Shutdown() error {
+	w.mu.Lock()
+	cancel, done := w.cancel, w.done
+	w.mu.Unlock()
+	if cancel == nil {
+		return nil
+	}
+	cancel()
+	<-done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// Done is closed when the worker has stopped after a Start.
+func (w *Worker) Done() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.done
+}
+
+// Run starts the worker and blocks until ctx is cancelled, SIGINT or
+// SIGTERM arrives, or the worker stops by itself; then it shuts down
+// warmly and returns.
+func (w *Worker) Run(ctx context.Context) error {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := w.Start(ctx); err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case <-w.Done():
+	}
+	return w.Shutdown()
+}
+
+// request is one task message the worker holds.
+type request struct {
+	msg    *entity.Message
+	tm     *TaskMessage
+	reg    *registration
+	mu     sync.Mutex
+	slot   bool // counted by the prefetch gate until settled
+	settle bool
+}
+
+func (w *Worker) isStopping() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.stopping
+}
+
+// dispatch is the consumer's handler: it decides what to do with each
+// message without running the task (Celery's strategy).
+func (w *Worker) dispatch(life context.Context, m *entity.Message) {
+	if w.isStopping() {
+		return // unsettled: restored when the consumer stops
+	}
+	tm, err := DecodeMessage(m)
+	if err != nil {
+		w.log.Error("celery: received invalid task message; rejecting it", "error", err, "delivery_tag", m.DeliveryTag)
+		w.onError(err)
+		w.settle(&request{msg: m}, settleReject)
+		return
+	}
+	req := &request{msg: m, tm: tm}
+	req.reg = w.lookup(tm.Task)
+	if req.reg == nil {
+		err := fmt.Errorf("%w: %s (task id %s)", ErrNotRegistered, tm.Task, tm.ID)
+		w.log.Error("celery: received unregistered task; the message has been rejected", "task", tm.Task, "id", tm.ID)
+		w.onError(err)
+		w.settle(req, settleReject)
+		w.store(context.WithoutCancel(life), req, &ResultMeta{Status: StateFailure, Result: notRegisteredError(tm.Task).exceptionDict()}, true)
+		return
+	}
+	now := time.Now()
+	if w.expired(req, now) {
+		return
+	}
+	if !tm.ETA.IsZero() && tm.ETA.After(now) {
+		w.schedule(req, tm.ETA.Sub(now))
+		return
+	}
+	if !w.gate.acquire(life) {
+		return // shutting down: left unsettled, restored
+	}
+	req.slot = true
+	w.ready.push(req)
+}
+
+// schedule holds an eta task until it is due. Like Celery (which raises its
+// prefetch count for each), held tasks do not count against prefetch.
+func (w *Worker) schedule(req *request, d time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopping {
+		return
+	}
+	w.timers[req] = time.AfterFunc(d, func() {
+		w.mu.Lock()
+		if _, held := w.timers[req]; !held || w.stopping {
+			w.mu.Unlock()
+			return
+		}
+		delete(w.timers, req)
+		w.mu.Unlock()
+		w.gate.force()
+		req.mu.Lock()
+		req.slot = true
+		req.mu.Unlock()
+		w.ready.push(req)
+	})
+}
+
+// expired marks a task whose expires has passed as REVOKED and
+// acknowledges it (Celery's Request.revoked()).
+func (w *Worker) expired(req *request, now time.Time) bool {
+	tm := req.tm
+	if tm.Expires.IsZero() || !now.After(tm.Expires) {
+		return false
+	}
+	w.log.Info("celery: discarding expired task", "task", tm.Task, "id", tm.ID, "expires", formatISO(tm.Expires))
+	w.store(context.Background(), req, &ResultMeta{Status: StateRevoked, Result: revokedError("expired").exceptionDict()}, false)
+	w.settle(req, settleAck)
+	return true
+}
+
+type settleKind int
+
+const (
+	settleAck settleKind = iota
+	settleReject
+	settleRequeue
+)
+
+// settle acknowledges, rejects or requeues the message once, and frees its
+// prefetch slot.
+func (w *Worker) settle(req *request, kind settleKind) {
+	req.mu.Lock()
+	if req.settle {
+		req.mu.Unlock()
+		return
+	}
+	req.settle = true
+	slot := req.slot
+	req.slot = false
+	req.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var err error
+	switch kind {
+	case settleAck:
+		err = req.msg.Ack(ctx)
+	case settleReject:
+		err = req.msg.Reject(ctx)
+	case settleRequeue:
+		err = req.msg.Requeue(ctx)
+	}
+	if slot {
+		w.gate.release()
+	}
+	if err != nil {
+		w.log.Error("celery: settle message", "delivery_tag", req.msg.DeliveryTag, "error", err)
+		w.onError(err)
+	}
+}
+
+func (w *Worker) acksLate(req *request) bool {
+	if req.reg.cfg.acksLate != nil {
+		return *req.reg.cfg.acksLate
+	}
+	return w.opts.acksLate
+}
+
+// store writes a state to the result backend unless results are ignored.
+// force stores even for ignore_result (Celery stores NotRegistered
+// failures regardless).
+func (w *Worker) store(ctx context.Context, req *request, meta *ResultMeta, force bool) {
+	if w.backend == nil || req.tm == nil {
+		return
+	}
+	if !force && (req.tm.IgnoreResult || (req.reg != nil && req.reg.cfg.ignoreResult)) {
+		return
+	}
+	meta.TaskID = req.tm.ID
+	meta.GroupID = req.tm.GroupID
+	meta.ParentID = req.tm.ParentID
+	if w.opts.resultExtended {
+		meta.Extended = &ExtendedMeta{
+			Name: req.tm.Task, Args: req.tm.Args, Kwargs: req.tm.Kwargs,
+			Worker: w.opts.hostname, Retries: req.tm.Retries, Queue: req.msg.DeliveryInfo.RoutingKey,
+		}
+	}
+	if err := w.backend.Store(ctx, meta); err != nil {
+		w.log.Error("celery: store result", "task", req.tm.Task, "id", req.tm.ID, "state", meta.Status, "error", err)
+		w.onError(err)
+	}
+}
+
+// execute runs one task in a pool goroutine (Celery's Request and trace).
+func (w *Worker) execute(ctx context.Context, req *request) {
+	tm, cfg := req.tm, req.reg.cfg
+	if w.expired(req, time.Now()) {
+		return
+	}
+	late := w.acksLate(req)
+	if !late {
+		w.settle(req, settleAck) // Celery acknowledges when the task starts
+	}
+	track := w.opts.trackStarted
+	if cfg.trackStarted != nil {
+		track = *cfg.trackStarted
+	}
+	if track {
+		w.store(ctx, req, &ResultMeta{Status: StateStarted, Result: pyjson.Object{
+			{Key: "pid", Value: os.Getpid()}, {Key: "hostname", Value: w.opts.hostname},
+		}}, false)
+	}
+	limit := cfg.timeLimit
+	if tm.TimeLimit > 0 {
+		limit = time.Duration(tm.TimeLimit * float64(time.Second))
+	}
+	runCtx, cancel := ctx, context.CancelFunc(func() {})
+	if limit > 0 {
+		runCtx, cancel = context.WithTimeout(ctx, limit)
+	}
+	task := &Task{
+		TaskMessage: tm, Queue: req.msg.DeliveryInfo.Queue, Exchange: req.msg.DeliveryInfo.Exchange,
+		RoutingKey: req.msg.DeliveryInfo.RoutingKey, DeliveryTag: req.msg.DeliveryTag,
+		Redelivered: req.msg.Redelivered, Hostname: w.opts.hostname,
+	}
+	result, err, stack := w.call(runCtx, req.reg.handler, task)
+	timedOut := limit > 0 && errors.Is(runCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
+	cancel()
+	bg := context.WithoutCancel(ctx)
+
+	var rerr *RetryError
+	var rej *RejectError
+	switch {
+	case stack != "":
+		w.fail(bg, req, err, stack)
+	case err == nil:
+		w.succeed(bg, req, result)
+	case timedOut:
+		w.fail(bg, req, &TaskError{Type: "TimeLimitExceeded", Module: "billiard.exceptions", Args: []any{seconds(limit.Seconds())}}, "")
+	case errors.As(err, &rerr):
+		w.retry(bg, req, rerr)
+	case errors.As(err, &rej) && rej.Requeue:
+		w.settle(req, settleRequeue)
+	case errors.Is(err, ErrReject):
+		w.settle(req, settleReject)
+	case errors.Is(err, ErrIgnore):
+		w.settle(req, settleAck)
+	case cfg.autoRetry != nil && cfg.autoRetry(err):
+		w.retry(bg, req, &RetryError{Err: err, UseRetryDelay: true})
+	default:
+		w.fail(bg, req, err, "")
+	}
+}
+
+// call runs the handler, turning a panic into an error and its stack.
+func (w *Worker) call(ctx context.Context, h Handler, t *Task) (result any, err error, stack string) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &TaskError{Type: "Exception", Module: "builtins", Args: []any{fmt.Sprintf("panic: %v", r)}}
+			stack = fmt.Sprintf("Go panic in task %s[%s]: %v\n%s", t.Task, t.ID, r, debug.Stack())
+		}
+	}()
+	result, err = h(ctx, t)
+	return result, err, ""
+}
+
+func (w *Worker) succeed(ctx context.Context, req *request, result any) {
+	tm := req.tm
+	var children []any
+	for _, sig := range tm.Callbacks {
+		id, err := w.sendSignature(ctx, req, sig, []any{result})
+		if err != nil {
+			w.log.Error("celery: send callback", "task", tm.Task, "id", tm.ID, "callback", sig.Task, "error", err)
+			w.onError(err)
+			continue
+		}
+		children = append(children, resultTuple(id))
+	}
+	w.store(ctx, req, &ResultMeta{Status: StateSuccess, Result: result, Children: children}, false)
+	w.settle(req, settleAck)
+	w.log.Info("celery: task succeeded", "task", tm.Task, "id", tm.ID)
+}
+
+func (w *Worker) fail(ctx context.Context, req *request, err error, traceback string) {
+	tm := req.tm
+	exc := exceptionOf(err)
+	if traceback == "" {
+		traceback = fmt.Sprintf("Traceback (most recent call last):\n  Go handler %s[%s]\n%s\n", tm.Task, tm.ID, exc.Error())
+	}
+	w.store(ctx, req, &ResultMeta{Status: StateFailure, Result: exc.exceptionDict(), Traceback: traceback}, false)
+	for _, sig := range tm.Errbacks {
+		if _, serr := w.sendSignature(ctx, req, sig, []any{tm.ID}); serr != nil {
+			w.log.Error("celery: send errback", "task", tm.Task, "id", tm.ID, "errback", sig.Task, "error", serr)
+			w.onError(serr)
+		}
+	}
+	// acks_on_failure_or_timeout (True): acknowledge after the failure is
+	// stored, with early or late acks alike.
+	w.settle(req, settleAck)
+	w.log.Error("celery: task failed", "task", tm.Task, "id", tm.ID, "error", exc.Error())
+}
+
+// retry is Celery's task.retry(): send the task again with retries+1 and an
+// eta, store RETRY, acknowledge; past the retry limit, fail instead.
+func (w *Worker) retry(ctx context.Context, req *request, r *RetryError) {
+	tm, cfg := req.tm, req.reg.cfg
+	retries := tm.Retries + 1
+	maxRetries := cfg.maxRetries
+	if r.MaxRetries != nil {
+		maxRetries = *r.MaxRetries
+	}
+	if maxRetries >= 0 && retries > maxRetries {
+		var exc error = r.Err
+		if exc == nil {
+			exc = &TaskError{Type: "MaxRetriesExceededError", Module: "celery.exceptions", Args: []any{
+				fmt.Sprintf("Can't retry %s[%s] args:%s kwargs:%s", tm.Task, tm.ID, argsRepr(tm.Args), kwargsRepr(tm.Kwargs)),
+			}}
+		}
+		// Celery re-raises exc, or raises MaxRetriesExceededError.
+		w.fail(ctx, req, exc, "")
+		return
+	}
+	now := time.Now()
+	eta := r.ETA
+	if eta.IsZero() {
+		delay := r.Countdown
+		if r.UseRetryDelay {
+			f := cfg.retryDelay
+			if f == nil {
+				f = w.opts.retryDelay
+			}
+			delay = f(tm.Retries, r.Err)
+		}
+		eta = now.Add(delay).UTC()
+	}
+	next := *tm
+	next.Retries = retries
+	next.ETA = eta
+	next.ParentID = tm.ID
+	if next.RootID == "" {
+		next.RootID = tm.ID
+	}
+	next.Origin = w.client.origin
+	next.ArgsRepr, next.KwargsRepr = "", ""
+	if r.Args != nil {
+		next.Args = r.Args
+	}
+	if r.Kwargs != nil {
+		next.Kwargs = r.Kwargs
+	}
+	next.Expiration = nil
+	if !tm.Expires.IsZero() {
+		exp := max(0, tm.Expires.Sub(now))
+		next.Expiration = &exp
+	}
+	// Same queue: Celery re-sends to delivery_info's routing key when the
+	// task came through the default exchange, else to the same exchange.
+	di := req.msg.DeliveryInfo
+	queue, exchange, rk := di.RoutingKey, "", ""
+	if di.Exchange != "" {
+		queue, exchange, rk = "", di.Exchange, di.RoutingKey
+	}
+	if err := w.client.Publish(ctx, &next, queue, exchange, w.conn.Transport().ExchangeType(di.Exchange), rk); err != nil {
+		w.log.Error("celery: could not send retry", "task", tm.Task, "id", tm.ID, "error", err)
+		w.onError(err)
+		req.mu.Lock()
+		settled := req.settle
+		req.mu.Unlock()
+		if !settled {
+			w.settle(req, settleRequeue) // acks_late: the message runs again later
+			return
+		}
+		w.fail(ctx, req, err, "")
+		return
+	}
+	var result any
+	if r.Err != nil {
+		result = exceptionOf(r.Err).exceptionDict()
+	}
+	tb := ""
+	if r.Err != nil {
+		tb = fmt.Sprintf("Traceback (most recent call last):\n  Go handler %s[%s]\ncelery.exceptions.Retry: %s\n", tm.Task, tm.ID, r.Error())
+	}
+	w.store(ctx, req, &ResultMeta{Status: StateRetry, Result: result, Traceback: tb, Children: []any{resultTuple(tm.ID)}}, false)
+	w.settle(req, settleAck)
+	w.log.Info("celery: task retry", "task", tm.Task, "id", tm.ID, "retries", retries, "eta", formatISO(eta))
+}
+
+// resultTuple is AsyncResult.as_tuple() of a child: [[id, null], null].
+func resultTuple(id string) any { return []any{[]any{id, nil}, nil} }
+
+// sendSignature sends a callback or errback signature with extra leading
+// arguments (unless immutable), as Signature.apply_async((x,), parent_id,
+// root_id, priority) does.
+func (w *Worker) sendSignature(ctx context.Context, req *request, sig Signature, extra []any) (string, error) {
+	if sig.SubtaskType != "" {
+		return "", fmt.Errorf("celery: %s signatures (%s) are not supported as callbacks", sig.SubtaskType, sig.Task)
+	}
+	tm := req.tm
+	args := sig.Args
+	if !sig.Immutable {
+		args = append(append([]any(nil), extra...), sig.Args...)
+	}
+	root := tm.RootID
+	if root == "" {
+		root = tm.ID
+	}
+	opts := []SendOption{WithParent(root, tm.ID), WithPriority(tm.Priority)}
+	o := sig.Options
+	if id, ok := o["task_id"].(string); ok && id != "" {
+		opts = append(opts, WithTaskID(id))
+	}
+	if q, ok := o["queue"].(string); ok && q != "" {
+		opts = append(opts, WithQueue(q))
+	}
+	if p, ok := toInt(o["priority"]); ok {
+		opts = append(opts, WithPriority(p))
+	}
+	if c, ok := toFloat(o["countdown"]); ok && c > 0 {
+		opts = append(opts, WithCountdown(time.Duration(c*float64(time.Second))))
+	}
+	if e, ok := toFloat(o["expires"]); ok {
+		opts = append(opts, WithExpiresIn(time.Duration(e*float64(time.Second))))
+	}
+	if id, ok := o["task_id"].(string); !ok || id == "" {
+		opts = append(opts, WithTaskID(uuid.NewString()))
+	}
+	res, err := w.client.SendTask(ctx, sig.Task, args, sig.Kwargs, opts...)
+	if err != nil {
+		return "", err
+	}
+	return res.ID, nil
+}
+
+// gate bounds the messages taken and not yet settled (prefetch). Eta tasks
+// enter it with force when they fall due, as Celery's QoS lets them
+// through.
+type gate struct {
+	mu    sync.Mutex
+	n     int
+	limit int
+	wake  chan struct{}
+}
+
+func newGate(limit int) *gate { return &gate{limit: limit, wake: make(chan struct{})} }
+
+func (g *gate) acquire(ctx context.Context) bool {
+	for {
+		g.mu.Lock()
+		if g.limit <= 0 || g.n < g.limit {
+			g.n++
+			g.mu.Unlock()
+			return true
+		}
+		wake := g.wake
+		g.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+func (g *gate) force() {
+	g.mu.Lock()
+	g.n++
+	g.mu.Unlock()
+}
+
+func (g *gate) release() {
+	g.mu.Lock()
+	g.n--
+	close(g.wake)
+	g.wake = make(chan struct{})
+	g.mu.Unlock()
+}
+
+func (g *gate) count() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.n
+}
+
+// readyQueue holds the requests due to run, in arrival order.
+type readyQueue struct {
+	mu     sync.Mutex
+	items  []*request
+	wake   chan struct{}
+	closed bool
+}
+
+func newReadyQueue() *readyQueue { return &readyQueue{wake: make(chan struct{})} }
+
+func (q *readyQueue) push(r *request) {
+	q.mu.Lock()
+	q.items = append(q.items, r)
+	close(q.wake)
+	q.wake = make(chan struct{})
+	q.mu.Unlock()
+}
+
+// pop returns the next request, waiting for one; false once closed.
+func (q *readyQueue) pop() (*request, bool) {
+	for {
+		q.mu.Lock()
+		if q.closed {
+			q.mu.Unlock()
+			return nil, false
+		}
+		if len(q.items) > 0 {
+			r := q.items[0]
+			q.items[0] = nil
+			q.items = q.items[1:]
+			q.mu.Unlock()
+			return r, true
+		}
+		wake := q.wake
+		q.mu.Unlock()
+		<-wake
+	}
+}
+
+func (q *readyQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	close(q.wake)
+	q.wake = make(chan struct{})
+	q.mu.Unlock()
+}
