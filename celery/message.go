@@ -367,6 +367,12 @@ func DecodeMessage(msg *entity.Message) (*TaskMessage, error) {
 		Priority: msg.Properties.Priority,
 		UTC:      true,
 	}
+	if e := msg.Properties.Expiration; e != "" {
+		if ms, err := strconv.ParseFloat(e, 64); err == nil {
+			d := time.Duration(ms * float64(time.Millisecond))
+			m.Expiration = &d
+		}
+	}
 	headers := msg.Headers
 	if _, isV2 := headers["task"]; isV2 {
 		if body, ok := payload.(map[string]any); ok {
