@@ -65,5 +65,7 @@ func (e *RejectError) Is(target error) bool { return target == ErrReject }
 func (e *RejectError) Unwrap() error { return e.Reason }
 
 // Reject returns an error that makes the worker reject the message: dropped,
-// or put back on its queue when requeue is true. No result is stored.
+// or put back on its queue when requeue is true. No result is stored. As in
+// Celery, this only affects a message not yet acknowledged: use it with
+// late acks (WithAcksLate, TaskAcksLate).
 func Reject(reason error, requeue bool) error { return &RejectError{Reason: reason, Requeue: requeue} }

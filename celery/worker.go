@@ -596,6 +596,11 @@ func (w *Worker) execute(ctx context.Context, req *request) {
 	var rerr *RetryError
 	var rej *RejectError
 	switch {
+	case err != nil && stack == "" && ctx.Err() != nil:
+		// Cut off by the shutdown timeout: like a worker lost in Celery, no
+		// state is stored; with late acks the message stays unacknowledged
+		// and is restored to its queue, with early acks it is gone.
+		w.log.Warn("celery: task cancelled by shutdown", "task", tm.Task, "id", tm.ID, "acks_late", late, "error", err)
 	case stack != "":
 		w.fail(bg, req, err, stack)
 	case err == nil:
