@@ -10,7 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"testing"
+	"strconv"
 	"time"
 
 	"github.com/kombu-go/kombu"
@@ -20,13 +20,16 @@ import (
 const (
 	helperURLEnv   = "KOMBU_INTEROP_URL"
 	helperQueueEnv = "KOMBU_INTEROP_QUEUE"
+	// helperPrefetchEnv is the consumer's prefetch (default 1).
+	helperPrefetchEnv = "KOMBU_INTEROP_PREFETCH"
 )
 
 // runHelper runs one helper mode and returns the exit code.
 //
 // "consume-hang": consume the queue with manual acks, print the first
 // message as a JSON line {"tag", "redelivered"}, then hang in the handler
-// without acking until killed.
+// without acking until killed. With a prefetch above 1 the consumer takes
+// (and records as unacked) more messages while the handler hangs.
 func runHelper(mode string) int {
 	switch mode {
 	case "consume-hang":
@@ -37,7 +40,8 @@ func runHelper(mode string) int {
 			return 2
 		}
 		q := kombu.Queue{Name: os.Getenv(helperQueueEnv)}
-		err = conn.Consumer([]kombu.Queue{q}, kombu.WithManualAck(), kombu.WithPrefetch(1)).
+		prefetch, _ := strconv.Atoi(os.Getenv(helperPrefetchEnv))
+		err = conn.Consumer([]kombu.Queue{q}, kombu.WithManualAck(), kombu.WithPrefetch(max(prefetch, 1))).
 			Consume(ctx, func(ctx context.Context, m *kombu.Message) error {
 				line, _ := json.Marshal(map[string]any{"tag": m.DeliveryTag, "redelivered": m.Redelivered})
 				os.Stdout.Write(append(line, '\n'))
@@ -56,12 +60,14 @@ type helperLine struct {
 	Redelivered bool   `json:"redelivered"`
 }
 
-// startHangingGoConsumer starts a consume-hang helper on queue and returns
-// the message it took and a function that kills it with SIGKILL.
-func (e *env) startHangingGoConsumer(queue string, opts ...string) (helperLine, func()) {
+// startHangingGoConsumer starts a consume-hang helper on queue with the
+// given prefetch and returns the first message it took and a function that
+// kills it with SIGKILL.
+func (e *env) startHangingGoConsumer(queue string, prefetch int, opts ...string) (helperLine, func()) {
 	e.t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=consume-hang", helperURLEnv+"="+e.goURL(opts...), helperQueueEnv+"="+queue)
+	cmd.Env = append(os.Environ(), helperEnv+"=consume-hang", helperURLEnv+"="+e.goURL(opts...), helperQueueEnv+"="+queue,
+		helperPrefetchEnv+"="+strconv.Itoa(prefetch))
 	stderr := &lockedBuffer{}
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
@@ -104,5 +110,3 @@ func (e *env) startHangingGoConsumer(queue string, opts ...string) (helperLine, 
 	}
 	return got, kill
 }
-
-var _ testing.TB = (*testing.T)(nil)

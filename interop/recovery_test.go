@@ -175,7 +175,7 @@ func TestGoConsumerKilledPythonRestores(t *testing.T) {
 	tag := goPublishOne(t, conn, q, body)
 	published := e.listOne(q)
 
-	took, kill := e.startHangingGoConsumer(q)
+	took, kill := e.startHangingGoConsumer(q, 1)
 	if took.Tag != tag || took.Redelivered {
 		t.Fatalf("Go helper took %+v, want tag %s, not redelivered", took, tag)
 	}
@@ -300,5 +300,50 @@ func TestRequeueAcrossPeers(t *testing.T) {
 	}
 	if !pyjson.Valid(goRequeued) {
 		t.Errorf("Go's requeued envelope is not JSON: %q", goRequeued)
+	}
+}
+
+// TestRequeuePriorityList proves where a requeued priority-6 message goes:
+// Python Kombu 5.2.4 pushes it to the queue's base list (wire spec §9.5:
+// ≤5.3.7 loses the priority on restore); Go by default to its own priority
+// list (Kombu 5.4+); and Go with restore_priority=base to the base list,
+// byte for byte as Python wrote it but for the tag.
+func TestRequeuePriorityList(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := t.Context()
+	body := recoveryBody("requeue-priority")
+	requeueIn := func(conn *kombu.Connection, q string) {
+		t.Helper()
+		goPublishOne(t, conn, q, body, kombu.WithPriority(6))
+		m, err := conn.Get(ctx, q, kombu.GetWait(5*time.Second))
+		if err != nil {
+			t.Fatalf("Go Get: %v", err)
+		}
+		if err := m.Requeue(ctx); err != nil {
+			t.Fatalf("Go Requeue: %v", err)
+		}
+	}
+	id := uuid.NewString()[:8]
+
+	qPy := "requeue-prio-py-" + id
+	goPublishOne(t, e.dial(), qPy, body, kombu.WithPriority(6))
+	e.runPy("consume", map[string]any{
+		"url": e.url, "options": e.pyOptions(), "queues": []any{map[string]any{"name": qPy}}, "count": 1,
+		"timeout": 20, "action": "requeue",
+	}, 30*time.Second)
+	pyRaw := e.listOne(qPy)
+
+	qOwn := "requeue-prio-own-" + id
+	requeueIn(e.dial(), qOwn)
+	e.listOne(qOwn + sep + "6")
+
+	qBase := "requeue-prio-base-" + id
+	requeueIn(e.dial("restore_priority", "base"), qBase)
+	baseRaw := e.listOne(qBase)
+	g := bytes.ReplaceAll(maskTag(baseRaw), []byte(qBase), []byte("<q>"))
+	p := bytes.ReplaceAll(maskTag(pyRaw), []byte(qPy), []byte("<q>"))
+	if !bytes.Equal(g, p) {
+		t.Errorf("requeued envelope differs between Go (restore_priority=base) and Python (%s)", firstDiff(g, p))
 	}
 }

@@ -27,6 +27,9 @@ Commands:
             os._exit at once).
   simple    kombu.simple.SimpleQueue: op "put" (publish "messages") or op
             "get" (get "count" messages, ack each, print them).
+  topic     no broker: print the pattern Kombu stores for each of "keys",
+            whether each matches each of "routing_keys", and with "alnum"
+            the code points str.isalnum accepts.
 """
 
 import base64
@@ -224,10 +227,50 @@ def cmd_simple(spec):
         q.close()
 
 
+def cmd_topic(spec):
+    """Kombu's topic translation, no broker: the pattern each binding key is
+    stored as, which routing keys each pattern matches (re.match, as
+    TopicExchange._match), and optionally which code points str.isalnum
+    accepts (as [first, last] ranges)."""
+    import re
+    from kombu.transport.virtual.exchange import TopicExchange
+    ex = TopicExchange(None)
+    patterns = [ex.key_to_pattern(k) for k in spec["keys"]]
+    matches, errors = [], []
+    for p in patterns:
+        try:
+            rx = re.compile(p, re.U)
+        except re.error as e:  # Kombu raises this on every publish
+            matches.append(None)
+            errors.append(str(e))
+            continue
+        matches.append([bool(rx.match(rk)) for rk in spec["routing_keys"]])
+        errors.append(None)
+    out = {"event": "topic", "patterns": patterns, "matches": matches, "errors": errors}
+    if spec.get("alnum"):
+        import unicodedata
+
+        def ranges(pred):
+            out, start = [], None
+            for c in range(0x110001):
+                ok = c < 0x110000 and pred(chr(c))
+                if ok and start is None:
+                    start = c
+                elif not ok and start is not None:
+                    out.append([start, c - 1])
+                    start = None
+            return out
+        out["alnum"] = ranges(str.isalnum)
+        out["unassigned"] = ranges(lambda ch: unicodedata.category(ch) == "Cn")
+        out["unidata_version"] = unicodedata.unidata_version
+    emit(out)
+
+
 def main():
     cmd = sys.argv[1]
     spec = json.loads(sys.stdin.readline())
-    {"publish": cmd_publish, "consume": cmd_consume, "simple": cmd_simple}[cmd](spec)
+    {"publish": cmd_publish, "consume": cmd_consume, "simple": cmd_simple,
+     "topic": cmd_topic}[cmd](spec)
 
 
 if __name__ == "__main__":
