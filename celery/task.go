@@ -113,6 +113,9 @@ type RetryError struct {
 	// Args and Kwargs, if set, replace the task's arguments for the retry.
 	Args   []any
 	Kwargs map[string]any
+	// Queue, if set, sends the retry to another queue (Celery's
+	// self.retry(queue=...)); by default it goes back where it came from.
+	Queue string
 }
 
 // Retry returns a *RetryError with a countdown.

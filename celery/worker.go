@@ -727,7 +727,10 @@ func (w *Worker) retry(ctx context.Context, req *request, r *RetryError) {
 	// task came through the default exchange, else to the same exchange.
 	di := req.msg.DeliveryInfo
 	queue, exchange, rk := di.RoutingKey, "", ""
-	if di.Exchange != "" {
+	switch {
+	case r.Queue != "":
+		queue = r.Queue
+	case di.Exchange != "":
 		queue, exchange, rk = "", di.Exchange, di.RoutingKey
 	}
 	if err := w.client.Publish(ctx, &next, queue, exchange, w.conn.Transport().ExchangeType(di.Exchange), rk); err != nil {

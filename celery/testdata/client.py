@@ -1,0 +1,61 @@
+"""Python Celery client side of kombu-go's interop tests.
+
+    python3 client.py send CALLS   print the task ids of CALLS (JSON list)
+    python3 client.py get IDS      wait for each id (JSON list) and print outcomes
+    python3 client.py run CALLS    send, then get
+
+A call is {"name": ..., "args": [...], "kwargs": {...}, "options": {...}};
+options are passed to apply_async (queue, priority, countdown, expires, ...).
+An outcome records the state, the result or the exception AsyncResult.get()
+raised, date_done and, for Go's retries, the states seen while waiting.
+Configuration comes from the same environment variables as tasks.py.
+"""
+import json
+import sys
+
+from tasks import app
+
+TIMEOUT = float(__import__('os').environ.get('KOMBU_TEST_TIMEOUT', '30'))
+
+
+def send(calls):
+    ids = []
+    for c in calls:
+        r = app.send_task(c['name'], args=c.get('args', []), kwargs=c.get('kwargs', {}), **c.get('options', {}))
+        ids.append(r.id)
+    return ids
+
+
+def get(ids):
+    out = []
+    for task_id in ids:
+        r = app.AsyncResult(task_id)
+        o = {'id': task_id}
+        try:
+            o['result'] = r.get(timeout=TIMEOUT)
+        except Exception as exc:  # the error AsyncResult.get() raised
+            o['raised'] = type(exc).__name__
+            o['raised_module'] = type(exc).__module__
+            o['message'] = str(exc)
+            o['args'] = [a if isinstance(a, (str, int, float, bool, type(None))) else repr(a) for a in exc.args]
+        o['state'] = r.state
+        o['date_done'] = r.date_done.isoformat() if r.date_done else None
+        o['parent_id'] = r._get_task_meta().get('parent_id')
+        out.append(o)
+    return out
+
+
+def main():
+    cmd, arg = sys.argv[1], json.loads(sys.argv[2])
+    if cmd == 'send':
+        print(json.dumps(send(arg)))
+    elif cmd == 'get':
+        print(json.dumps(get(arg)))
+    elif cmd == 'run':
+        print(json.dumps(get(send(arg))))
+    else:
+        sys.exit('unknown command ' + cmd)
+
+
+if __name__ == '__main__':
+    main()
