@@ -226,6 +226,9 @@ func (o *Options) validate() error {
 	if o.UnackedKey == "" || o.UnackedIndexKey == "" || o.UnackedMutexKey == "" {
 		return fmt.Errorf("%w: unacked key names must not be empty", ErrBadOption)
 	}
+	if _, err := formatFanoutPrefix(o.FanoutPrefix, 0); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadOption, err)
+	}
 	if o.MalformedKey == "" {
 		return fmt.Errorf("%w: the malformed-message key must not be empty", ErrBadOption)
 	}
