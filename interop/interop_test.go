@@ -351,7 +351,8 @@ func (p *pyProc) expect(kind string, timeout time.Duration) event {
 	return ev
 }
 
-// collect reads "message" events until "done" and returns them.
+// collect reads "message" events until "done" and returns them (a
+// "ready" not read yet is skipped).
 func (p *pyProc) collect(timeout time.Duration) []pyMsg {
 	p.t.Helper()
 	var out []pyMsg
@@ -363,6 +364,7 @@ func (p *pyProc) collect(timeout time.Duration) []pyMsg {
 			out = append(out, parsePyMsg(p.t, ev))
 		case "done":
 			return out
+		case "ready":
 		default:
 			p.t.Fatalf("peer.py %s: unexpected event %v", p.name, ev)
 		}

@@ -347,3 +347,45 @@ func TestRequeuePriorityList(t *testing.T) {
 		t.Errorf("requeued envelope differs between Go (restore_priority=base) and Python (%s)", firstDiff(g, p))
 	}
 }
+
+// TestAckEmulationOffRequeueShape proves that Go reads the other envelope
+// shape Kombu writes (wire spec §3.3): a Python consumer with
+// ack_emulation=False requeues a zlib-compressed message as
+// message.serializable() plus a top-level "redelivered": key order body,
+// properties, content-type, content-encoding, headers; the body re-encoded
+// after decompression and the compression header dropped. Go must take it
+// from the list and decode the same payload.
+func TestAckEmulationOffRequeueShape(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := t.Context()
+	conn := e.dial()
+	q := "no-ackemu-" + uuid.NewString()[:8]
+	body := recoveryBody("ack-emulation-off")
+	tag := goPublishOne(t, conn, q, body, kombu.WithCompression("zlib"))
+	e.runPy("consume", map[string]any{
+		"url": e.url, "options": e.pyOptions("ack_emulation", false), "queues": []any{map[string]any{"name": q}},
+		"count": 1, "timeout": 20, "action": "requeue",
+	}, 30*time.Second)
+	raw := e.listOne(q)
+	if !bytes.HasPrefix(raw, []byte(`{"body": `)) || !bytes.Contains(raw, []byte(`"redelivered": true}`)) || bytes.Contains(raw, []byte("compression")) {
+		t.Fatalf("Python did not write the serializable() shape: %s", raw)
+	}
+	m, err := conn.Get(ctx, q, kombu.GetWait(5*time.Second))
+	if err != nil {
+		t.Fatalf("Go Get of the serializable() shape %s: %v", raw, err)
+	}
+	if m.DeliveryTag != tag {
+		t.Errorf("tag %q, want %q", m.DeliveryTag, tag)
+	}
+	if p, err := m.Payload(); err != nil || sameJSON("payload", p, body) != "" {
+		t.Errorf("payload %v (%v), want %v", p, err, body)
+	}
+	if d := sameJSON("headers", m.Headers, map[string]any{"h": "v", "n": 1}); d != "" {
+		t.Error(d)
+	}
+	t.Logf("Go read the ack_emulation=False requeue shape; Redelivered=%v (Python's own Message ignores the top-level flag)", m.Redelivered)
+	if err := m.Ack(ctx); err != nil {
+		t.Error(err)
+	}
+}

@@ -18,7 +18,8 @@ Commands:
             print "published"; with "wait_go", wait for "go", publish
             "fanout_messages", print "done".
   consume   declare the queues, start one kombu.Consumer per queue, print
-            "ready"; with "wait_go", wait for "go"; then drain until "count"
+            "ready"; with "wait_go", wait for "go"; with "restore_visible"
+            run Kombu's visibility restore once; then drain until "count"
             messages arrived (or "timeout"), printing each as "message",
             then "done"; with "until_stop", drain until a line "stop"
             arrives on stdin instead. "action" settles each message: ack
@@ -162,10 +163,6 @@ def cmd_consume(spec):
 
     with connect(spec) as conn:
         channel = conn.channel()
-        if spec.get("restore_visible"):
-            # What Kombu's drain loop does after an empty poll (unthrottled
-            # on the first call): give back expired unacked messages.
-            channel.qos.restore_visible()
         consumers = []
         for q in spec["queues"]:
             def on_message(body, message, _name=q["name"]):
@@ -186,6 +183,10 @@ def cmd_consume(spec):
         emit({"event": "ready"})
         if spec.get("wait_go"):
             wait_go()
+        if spec.get("restore_visible"):
+            # What Kombu's drain loop does after an empty poll (unthrottled
+            # on the first call): give back expired unacked messages.
+            channel.qos.restore_visible()
         deadline = time.monotonic() + timeout
         until_stop = spec.get("until_stop")
         while time.monotonic() < deadline:
