@@ -45,8 +45,9 @@ func TestConcurrentRestoreNoDuplicates(t *testing.T) {
 		"until_stop": true, "timeout": 60, "restore_visible": true, "wait_go": true,
 	})
 	py.expect("ready", 20*time.Second)
-	py.send("go")                                                 // Python restores now...
-	gc := startGoConsumer(t, conn, []kombu.Queue{{Name: q}}, nil) // ...and so does Go
+	// Python restores now, and so does Go.
+	py.send("go")
+	gc := startGoConsumer(t, conn, []kombu.Queue{{Name: q}}, nil)
 	var pyIDs []string
 	deadline := time.Now().Add(30 * time.Second)
 	for len(pyIDs)+len(gc.messages()) < n && time.Now().Before(deadline) {

@@ -106,6 +106,25 @@ func (e *env) withProfile(p profile) *env {
 	return &c
 }
 
+// withDB returns a copy of e on another database of the same server.
+func (e *env) withDB(db int) *env {
+	e.t.Helper()
+	c := *e
+	u, err := url.Parse(e.url)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	u.Path = "/" + strconv.Itoa(db)
+	c.url, c.db = u.String(), db
+	opt, err := goredis.ParseURL(c.url)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	c.rdb = goredis.NewClient(opt)
+	e.t.Cleanup(func() { c.rdb.Close() })
+	return &c
+}
+
 // withPrefix returns a copy of e using another fresh prefix (for tests that
 // compare two runs side by side).
 func (e *env) withPrefix() *env {
