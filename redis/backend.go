@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -508,10 +509,13 @@ func (b *Backend) restorePlan(ctx context.Context, tag string, raw []byte, route
 			"tag", tag, "dead_letter", b.k.malformed, "error", perr)
 		return nil, nil, raw, &transport.MalformedError{Raw: raw, Where: b.k.malformed, Err: perr}, nil
 	}
-	queues, err := route(ctx, exchange, rk)
+	routed, err := route(ctx, exchange, rk)
 	if err != nil {
 		return nil, nil, nil, nil, fmt.Errorf("route exchange %q routing key %q: %w", exchange, rk, err)
 	}
+	// An empty name (default exchange, empty routing key) is no queue:
+	// Kombu fails on it too.
+	queues := slices.DeleteFunc(slices.Clone(routed), func(q string) bool { return q == "" })
 	if len(queues) == 0 {
 		b.log.Warn("kombu: redis: restored message routes to no queue; moved to the dead-letter list (Kombu drops it)",
 			"tag", tag, "exchange", exchange, "routing_key", rk, "dead_letter", b.k.malformed)

@@ -595,8 +595,9 @@ func testRestoreMalformedRecord(t *testing.T, e *env) {
 	}
 }
 
-// Proves: a restored message that now routes to no queue goes to the
-// malformed list with its redelivered flags (Kombu drops it).
+// Proves: a restored message that now routes to no queue (or only to the
+// empty queue name) goes to the malformed list with its redelivered flags
+// (Kombu drops it, or fails).
 func testRestoreUnroutable(t *testing.T, e *env) {
 	b := e.backend()
 	env := envelope("lost", "gone", "rk", 0)
@@ -609,6 +610,20 @@ func testRestoreUnroutable(t *testing.T, e *env) {
 	marked, _ := transport.MarkRedelivered([]byte(env))
 	if got := e.lrange(e.key(DefaultMalformedKey)); len(got) != 1 || got[0] != string(marked) {
 		t.Fatalf("dead letters %q", got)
+	}
+	// Default exchange with an empty routing key names no queue either.
+	env2 := envelope("empty-rk", "", "", 0)
+	if err := b.RecordUnacked(bg, "empty-rk", []byte(env2), "", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Restore(bg, "empty-rk", false, staticRoute(nil)); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.lrange(e.key(DefaultMalformedKey)); len(got) != 2 {
+		t.Fatalf("dead letters %q", got)
+	}
+	if n, _ := e.client.Exists(bg, e.key("")).Result(); n != 0 {
+		t.Fatal("restored to a list with an empty queue name")
 	}
 }
 
