@@ -66,6 +66,20 @@ func (t *Task) Kwarg(name string, v any) (bool, error) {
 	return true, decodeValue(x, v)
 }
 
+// Param decodes one parameter the way Python binds a call to def f(...):
+// positional argument index if the caller gave that many, else keyword
+// argument name; neither is a TypeError. Use it for tasks Python calls
+// both as add.delay(2, 3) and add.delay(x=2, y=3).
+func (t *Task) Param(index int, name string, v any) error {
+	if index >= 0 && index < len(t.Args) {
+		return decodeValue(t.Args[index], v)
+	}
+	if x, ok := t.Kwargs[name]; ok {
+		return decodeValue(x, v)
+	}
+	return NewError("TypeError", fmt.Sprintf("%s() missing required argument: '%s'", t.Task, name))
+}
+
 // Bind decodes the positional arguments into ptrs, one each. It fails with
 // a TypeError, as Python would, when the counts differ.
 func (t *Task) Bind(ptrs ...any) error {

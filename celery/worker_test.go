@@ -673,3 +673,60 @@ func TestWorkerRunStops(t *testing.T) {
 		t.Fatal("Run did not return")
 	}
 }
+
+// Proves: a task published through a named direct exchange with a routing
+// key reaches the worker consuming the bound queue; extra headers arrive in
+// Task.Headers; Param binds positional or keyword arguments as Python does.
+func TestWorkerExchangeHeadersParams(t *testing.T) {
+	e := newTestEnv(t)
+	got := make(chan *Task, 2)
+	e.worker(t, func(w *Worker) {
+		w.Register("tasks.params", func(_ context.Context, t *Task) (any, error) {
+			got <- t
+			var x, y int
+			if err := t.Param(0, "x", &x); err != nil {
+				return nil, err
+			}
+			if err := t.Param(1, "y", &y); err != nil {
+				return nil, err
+			}
+			return x * y, nil
+		})
+	})
+	// The worker declared e.queue bound to exchange e.queue with key e.queue.
+	r := e.send(t, "tasks.params", []any{6}, map[string]any{"y": 7},
+		WithExchange(e.queue, kombu.Direct), WithRoutingKey(e.queue), WithHeaders(map[string]any{"tenant": "acme"}))
+	if v, err := get(t, r); err != nil || fmt.Sprint(v) != "42" {
+		t.Fatalf("%v %v", v, err)
+	}
+	task := <-got
+	if task.Headers["tenant"] != "acme" || task.Exchange != e.queue || task.RoutingKey != e.queue {
+		t.Fatalf("task %+v headers %v", task, task.Headers)
+	}
+	var te *TaskError
+	if _, err := get(t, e.send(t, "tasks.params", nil, map[string]any{"x": 1})); !errors.As(err, &te) || te.Type != "TypeError" {
+		t.Fatalf("missing y: %v", err)
+	}
+}
+
+// Proves: when the connection under a running worker is closed, the worker
+// stops by itself and Run returns the error instead of hanging.
+func TestWorkerStopsWhenConnectionCloses(t *testing.T) {
+	e := newTestEnv(t)
+	w := NewWorker(e.conn, e.backend, WithQueues(e.queue))
+	registerBasics(w)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(context.Background()) }()
+	if v, err := get(t, e.send(t, "tasks.add", []any{1, 2}, nil)); err != nil || fmt.Sprint(v) != "3" {
+		t.Fatalf("%v %v", v, err)
+	}
+	e.conn.Close()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Run returned nil after the connection closed")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after the connection closed")
+	}
+}
