@@ -495,10 +495,18 @@ func (r *Registry) DecodeInto(body []byte, contentType, contentEncoding string, 
 		return nil
 	}
 	xv := reflect.ValueOf(x)
-	if !xv.Type().AssignableTo(dst.Type()) {
+	switch {
+	case xv.Type().AssignableTo(dst.Type()):
+		dst.Set(xv)
+	case dst.Kind() == reflect.String && xv.Kind() == reflect.Slice && xv.Type().Elem().Kind() == reflect.Uint8:
+		// Text and binary bodies convert between string and []byte, as
+		// Python's str and bytes do for an empty or text body.
+		dst.SetString(string(xv.Bytes()))
+	case dst.Kind() == reflect.Slice && dst.Type().Elem().Kind() == reflect.Uint8 && xv.Kind() == reflect.String:
+		dst.SetBytes([]byte(xv.String()))
+	default:
 		return &DecodeError{ContentType: ct, Err: fmt.Errorf("cannot store a %T in a %s", x, dst.Type())}
 	}
-	dst.Set(xv)
 	return nil
 }
 
