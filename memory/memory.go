@@ -30,9 +30,10 @@ func init() {
 		for k := range u.Options {
 			return nil, fmt.Errorf("%w: memory transport has no option %q", transport.ErrBadURL, k)
 		}
+		// "memory://name" and "memory:///name" name the same broker.
 		name := u.VirtualHost
 		if len(u.Hosts) > 0 {
-			name = u.Hosts[0].Host + "/" + name
+			name = strings.TrimSuffix(u.Hosts[0].Host+"/"+name, "/")
 		}
 		return Shared(name), nil
 	}))
@@ -209,7 +210,9 @@ func (b *Broker) getLocked(queues []string, ack bool) (transport.Delivery, error
 					b.list(DeadLetterKey, 0, true).pushBack(raw)
 					return transport.Delivery{}, &transport.MalformedError{Queue: q, Raw: raw, Where: DeadLetterKey, Err: err}
 				}
-				tag = t
+				// Unparseable but tagged: a restore must bring it back
+				// to the queue it came from, not to the queue "".
+				tag, ex, rk = t, "", q
 			}
 			b.unacked[tag] = unackedRec{envelope: raw, exchange: ex, rk: rk, at: b.clock.Now()}
 			return del, nil

@@ -110,14 +110,15 @@ func (c *Channel) restoreAll(ctx context.Context) error {
 
 // Ack acknowledges a message this channel delivered (entity.Acknowledger).
 func (c *Channel) Ack(ctx context.Context, m *entity.Message) error {
-	p, err := c.lookup(m)
+	p, err := c.claim(m)
 	if err != nil {
 		return err
 	}
 	if err := c.t.backend.Ack(ctx, p.tag); err != nil {
+		c.unclaim(ctx, m, p)
 		return err
 	}
-	c.forget(m, p)
+	p.settled()
 	return nil
 }
 
@@ -126,7 +127,7 @@ func (c *Channel) Ack(ctx context.Context, m *entity.Message) error {
 // up to 5.3.2 it sends no second ack after the requeue, which could delete
 // another consumer's fresh unacked record (Kombu issue #1800).
 func (c *Channel) Reject(ctx context.Context, m *entity.Message, requeue bool) error {
-	p, err := c.lookup(m)
+	p, err := c.claim(m)
 	if err != nil {
 		return err
 	}
@@ -136,13 +137,18 @@ func (c *Channel) Reject(ctx context.Context, m *entity.Message, requeue bool) e
 		err = c.t.backend.Ack(ctx, p.tag)
 	}
 	if err != nil {
+		c.unclaim(ctx, m, p)
 		return err
 	}
-	c.forget(m, p)
+	p.settled()
 	return nil
 }
 
-func (c *Channel) lookup(m *entity.Message) (*pending, error) {
+// claim takes m out of the unsettled set before it is settled, so that a
+// restore running meanwhile (Close, Recover) leaves it to the settlement:
+// otherwise the message could be restored, taken by another consumer, and
+// its new unacked record deleted by this settlement.
+func (c *Channel) claim(m *entity.Message) (*pending, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	p, ok := c.delivered[m]
@@ -152,15 +158,30 @@ func (c *Channel) lookup(m *entity.Message) (*pending, error) {
 		}
 		return nil, fmt.Errorf("%w: message %s is not pending on this channel (restored at shutdown?)", ErrClosed, m.DeliveryTag)
 	}
+	delete(c.delivered, m)
 	return p, nil
 }
 
-func (c *Channel) forget(m *entity.Message, p *pending) {
+// unclaim returns a message whose settlement failed to the unsettled set.
+// If the channel closed meanwhile, its restore missed the message, so it
+// is restored now (or, if that fails too, by the visibility timeout).
+func (c *Channel) unclaim(ctx context.Context, m *entity.Message, p *pending) {
 	c.mu.Lock()
-	_, still := c.delivered[m]
-	delete(c.delivered, m)
+	if !c.closed {
+		c.delivered[m] = p
+		c.mu.Unlock()
+		return
+	}
 	c.mu.Unlock()
-	if still && p.release != nil {
+	if err := c.t.backend.Restore(context.WithoutCancel(ctx), p.tag, false, c.t.routeFunc()); err != nil {
+		c.t.opts.Logger.Error("kombu: cannot restore a message whose settlement failed while the channel closed; left unacked", "tag", p.tag, "error", err)
+	}
+	p.settled()
+}
+
+// settled frees the message's prefetch slot.
+func (p *pending) settled() {
+	if p.release != nil {
 		p.release()
 	}
 }
@@ -563,7 +584,12 @@ func (c *Channel) deliver(ctx context.Context, d Delivery, work chan<- *entity.M
 	}
 	if err := c.track(m, release); err != nil {
 		release()
-		opts.OnError(err)
+		// The channel closed after the message was taken, so its restore
+		// at close missed it: put it back at the front now rather than
+		// leave it unacked until the visibility timeout.
+		if rerr := c.t.backend.Restore(context.WithoutCancel(ctx), m.DeliveryTag, false, c.t.routeFunc()); rerr != nil {
+			opts.OnError(fmt.Errorf("kombu: message %s taken while the channel closed: %w; restore: %w", m.DeliveryTag, err, rerr))
+		}
 		return
 	}
 	select {

@@ -33,7 +33,8 @@ type Envelope struct {
 	Properties entity.Properties
 	// Exchange and RoutingKey are properties.delivery_info.
 	Exchange, RoutingKey string
-	// Redelivered is delivery_info.redelivered (or headers.redelivered).
+	// Redelivered is delivery_info.redelivered (or headers.redelivered, or
+	// the top-level "redelivered" of Kombu's ack_emulation=False restore).
 	Redelivered bool
 	// BodyEncoding is properties.body_encoding; "base64" by default.
 	BodyEncoding string
@@ -201,6 +202,10 @@ func ParseEnvelope(raw []byte) (*Envelope, error) {
 			e.Redelivered = true
 		}
 	}
+	if r, ok := top["redelivered"].(bool); ok && r {
+		// Kombu's restore with ack_emulation off marks the top level (§3.3).
+		e.Redelivered = true
+	}
 	props, _ := top["properties"].(map[string]any)
 	for k, pv := range props {
 		switch k {
@@ -293,22 +298,43 @@ func anyInt(v any) int {
 		if i, err := n.Int64(); err == nil {
 			return clampInt(i)
 		}
-		if f, err := n.Float64(); err == nil && !math.IsNaN(f) && !math.IsInf(f, 0) {
-			return clampInt(int64(f))
+		if f, err := n.Float64(); err == nil {
+			return clampFloat(f)
 		}
 	case float64:
-		return clampInt(int64(n))
+		return clampFloat(n)
 	case int:
 		return n
 	case int64:
 		return clampInt(n)
+	case bool:
+		// Python's int(True) is 1.
+		if n {
+			return 1
+		}
 	case string:
-		// Python's int() accepts digit strings with surrounding spaces.
-		if i, err := strconv.ParseInt(strings.TrimSpace(n), 10, 64); err == nil {
+		// Python's int() accepts digit strings with surrounding spaces, of
+		// any size.
+		if i, err := strconv.ParseInt(strings.TrimSpace(n), 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
 			return clampInt(i)
 		}
 	}
 	return 0
+}
+
+// clampFloat truncates f toward zero, as Python's int() does, clamped to
+// the int32 range (converting an out-of-range float to an integer is
+// undefined in Go); NaN and infinities give 0.
+func clampFloat(f float64) int {
+	switch {
+	case math.IsNaN(f) || math.IsInf(f, 0):
+		return 0
+	case f >= math.MaxInt32:
+		return math.MaxInt32
+	case f <= math.MinInt32:
+		return math.MinInt32
+	}
+	return int(f)
 }
 
 func clampInt(i int64) int {

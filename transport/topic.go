@@ -95,7 +95,14 @@ func compilePattern(pattern string) (*regexp.Regexp, error) {
 	if strings.HasSuffix(goPat, "$") && !escapedAt(goPat, len(goPat)-1) {
 		goPat = goPat[:len(goPat)-1] + `\n?\z`
 	}
-	re, err := regexp.Compile(`\A(?:` + goPat + `)`)
+	var re *regexp.Regexp
+	var err error
+	if pos := anchorRepeat(pattern); pos >= 0 {
+		// Python's re refuses this ("nothing to repeat"); Go would accept it.
+		err = fmt.Errorf("nothing to repeat at position %d", pos)
+	} else {
+		re, err = regexp.Compile(`\A(?:` + goPat + `)`)
+	}
 	var v any = re
 	if err != nil {
 		err = fmt.Errorf("kombu: topic pattern %q: %w", pattern, err)
@@ -113,6 +120,39 @@ func compilePattern(pattern string) (*regexp.Regexp, error) {
 		return nil, err
 	}
 	return re, nil
+}
+
+// anchorRepeat returns the offset of a quantifier (*, +, ?, {n}) applied to
+// an anchor (^ or $) outside a character class, or -1. Python's re refuses
+// such a pattern with "nothing to repeat", Go's regexp accepts it; Kombu's
+// translation produces one for binding keys such as "*a" (^*a$).
+func anchorRepeat(p string) int {
+	inClass := false
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		switch {
+		case c == '\\':
+			i++
+		case inClass:
+			inClass = c != ']'
+		case c == '[':
+			inClass = true
+			if i+1 < len(p) && p[i+1] == '^' {
+				i++
+			}
+			if i+1 < len(p) && p[i+1] == ']' {
+				i++
+			}
+		case (c == '^' || c == '$') && i+1 < len(p):
+			switch n := p[i+1]; {
+			case n == '*' || n == '+' || n == '?':
+				return i + 1
+			case n == '{' && i+2 < len(p) && (p[i+2] == ',' || '0' <= p[i+2] && p[i+2] <= '9'):
+				return i + 1
+			}
+		}
+	}
+	return -1
 }
 
 // escapedAt reports whether the byte at i is preceded by an odd number of

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -122,8 +123,13 @@ func (o *Options) ApplyURLOptions(m map[string]string) error {
 // allowed, as Python does) or a Go duration string ("1m30s").
 func ParseSeconds(v string) (time.Duration, error) {
 	if f, err := strconv.ParseFloat(v, 64); err == nil {
-		if f < 0 {
+		switch {
+		case f < 0:
 			return 0, fmt.Errorf("negative duration %q", v)
+		case math.IsNaN(f):
+			return 0, fmt.Errorf("%q is not a number of seconds", v)
+		case f*float64(time.Second) >= math.MaxInt64: // +Inf too
+			return 0, fmt.Errorf("duration %q is too long", v)
 		}
 		return time.Duration(f * float64(time.Second)), nil
 	}
