@@ -1,0 +1,528 @@
+package transport_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kombu-go/kombu/entity"
+	"github.com/kombu-go/kombu/memory"
+	"github.com/kombu-go/kombu/serialization"
+	"github.com/kombu-go/kombu/transport"
+	"github.com/kombu-go/kombu/transport/transporttest"
+)
+
+// Consumer behaviour on the memory backend that the conformance suite does
+// not cover: fanout mapping, queue order strategies, and races between
+// settlement, restore and close.
+
+const wait = 10 * time.Second
+
+func newTransport(t *testing.T, b transport.Backend, mod func(*transport.Options)) (*transport.Transport, context.Context) {
+	t.Helper()
+	o := transport.Options{PollingInterval: 20 * time.Millisecond}
+	if mod != nil {
+		mod(&o)
+	}
+	tr := transport.New(b, o)
+	t.Cleanup(func() { _ = tr.Close(context.Background()) })
+	return tr, t.Context()
+}
+
+func send(t *testing.T, tr *transport.Transport, exchange, rk string, ids ...string) {
+	t.Helper()
+	for _, id := range ids {
+		env := &transport.Envelope{Body: []byte(`"` + id + `"`), ContentType: "application/json", ContentEncoding: "utf-8", Headers: map[string]any{"id": id}}
+		if _, err := tr.Publish(t.Context(), exchange, rk, env, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func idOf(m *entity.Message) string {
+	id, _ := m.Headers["id"].(string)
+	if m.Redelivered {
+		id += "*"
+	}
+	return id
+}
+
+// drain returns the ids waiting in queue, taking them.
+func drain(t *testing.T, b transport.Backend, queue string) []string {
+	t.Helper()
+	var out []string
+	for {
+		d, err := b.Get(t.Context(), []string{queue}, false)
+		if errors.Is(err, transport.ErrEmpty) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := transport.ParseEnvelope(d.Envelope)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, _ := e.Headers["id"].(string)
+		if e.Redelivered {
+			id += "*"
+		}
+		out = append(out, id)
+	}
+}
+
+// consume runs Consume in the background, handing messages to the returned
+// channel unsettled; the returned function cancels it and returns its result.
+func consume(t *testing.T, ch *transport.Channel, opts transport.ConsumeOptions) (<-chan *entity.Message, func() error) {
+	t.Helper()
+	msgs := make(chan *entity.Message, 1000)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	if opts.OnError == nil {
+		opts.OnError = func(err error) { t.Logf("consumer error: %v", err) }
+	}
+	go func() {
+		done <- ch.Consume(ctx, opts, func(_ context.Context, m *entity.Message) { msgs <- m })
+	}()
+	var once sync.Once
+	var res error
+	stop := func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case res = <-done:
+			case <-time.After(wait):
+				res = errors.New("Consume did not return")
+			}
+		})
+		return res
+	}
+	t.Cleanup(func() { _ = stop() })
+	return msgs, stop
+}
+
+func next(t *testing.T, msgs <-chan *entity.Message) *entity.Message {
+	t.Helper()
+	select {
+	case m := <-msgs:
+		return m
+	case <-time.After(wait):
+		t.Fatal("no message delivered")
+		return nil
+	}
+}
+
+// TestFanoutMapsToQueue checks fanout deliveries land on the queue the
+// consumer bound, that a channel consuming two queues bound to one fanout
+// exchange delivers everything to the last one registered (Kombu's
+// _fanout_to_queue), and that fanout and list queues mix in one Consume.
+func TestFanoutMapsToQueue(t *testing.T) {
+	b := memory.New()
+	tr, ctx := newTransport(t, b, nil)
+	if err := tr.DeclareExchange(ctx, entity.Exchange{Name: "fx", Type: entity.Fanout}); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"f1", "f2"} {
+		if err := tr.BindQueue(ctx, q, "fx", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !tr.IsFanoutQueue("f1") || tr.IsFanoutQueue("list") {
+		t.Fatalf("IsFanoutQueue wrong")
+	}
+	ch, err := tr.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, stop := consume(t, ch, transport.ConsumeOptions{Queues: []string{"f1", "list", "f2"}, NoAck: true})
+	// Subscribing is synchronous on memory, but Consume runs in the
+	// background: publish until the subscription hears.
+	deadline := time.Now().Add(wait)
+	var first *entity.Message
+	for first == nil {
+		send(t, tr, "fx", "", "probe")
+		select {
+		case first = <-msgs:
+		case <-time.After(10 * time.Millisecond):
+			if time.Now().After(deadline) {
+				t.Fatal("fanout subscription never heard")
+			}
+		}
+	}
+	send(t, tr, "fx", "", "fan")
+	send(t, tr, "", "list", "direct")
+	got := map[string]string{}
+	for len(got) < 2 {
+		m := next(t, msgs)
+		if idOf(m) == "probe" {
+			continue
+		}
+		got[idOf(m)] = m.DeliveryInfo.Queue
+		if idOf(m) == "fan" && (m.DeliveryInfo.Exchange != "fx" || m.DeliveryInfo.RoutingKey != "") {
+			t.Errorf("fanout delivery info %+v", m.DeliveryInfo)
+		}
+	}
+	if want := map[string]string{"fan": "f2", "direct": "list"}; !reflect_equal(got, want) {
+		t.Errorf("deliveries went to %v, want %v", got, want)
+	}
+	if err := stop(); err != nil {
+		t.Errorf("Consume: %v", err)
+	}
+	if n, _ := b.Size(ctx, "f1"); n != 0 {
+		t.Errorf("fanout wrote %d messages into a list", n)
+	}
+}
+
+func reflect_equal(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// TestQueueOrderStrategies checks Kombu's queue_order_strategy within one
+// priority step: round_robin moves the queue a message came from to the
+// end, priority keeps the given order (the first queue starves the rest),
+// sorted orders the queues by name.
+func TestQueueOrderStrategies(t *testing.T) {
+	cases := []struct {
+		order transport.QueueOrder
+		want  []string
+	}{
+		{transport.RoundRobin, []string{"b1", "a1", "c1", "b2", "a2", "c2", "b3", "a3", "c3"}},
+		{transport.PriorityOrder, []string{"b1", "b2", "b3", "a1", "a2", "a3", "c1", "c2", "c3"}},
+		{transport.SortedOrder, []string{"a1", "a2", "a3", "b1", "b2", "b3", "c1", "c2", "c3"}},
+		{"", []string{"b1", "a1", "c1", "b2", "a2", "c2", "b3", "a3", "c3"}}, // round_robin is the default
+	}
+	for _, c := range cases {
+		t.Run(string(c.order), func(t *testing.T) {
+			t.Parallel()
+			b := memory.New()
+			tr, _ := newTransport(t, b, func(o *transport.Options) { o.QueueOrder = c.order })
+			for _, q := range []string{"a", "b", "c"} {
+				send(t, tr, "", q, q+"1", q+"2", q+"3")
+			}
+			ch, err := tr.Channel()
+			if err != nil {
+				t.Fatal(err)
+			}
+			msgs, stop := consume(t, ch, transport.ConsumeOptions{Queues: []string{"b", "a", "c"}, Prefetch: 1})
+			var got []string
+			for range c.want {
+				m := next(t, msgs)
+				got = append(got, idOf(m))
+				if err := m.Ack(t.Context()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := stop(); err != nil {
+				t.Errorf("Consume: %v", err)
+			}
+			if !slices.Equal(got, c.want) {
+				t.Errorf("order = %v, want %v", got, c.want)
+			}
+		})
+	}
+	// Priority steps still come first, whatever the strategy.
+	b := memory.New()
+	tr, _ := newTransport(t, b, func(o *transport.Options) { o.QueueOrder = transport.PriorityOrder })
+	if _, err := tr.Publish(t.Context(), "", "a", &transport.Envelope{Headers: map[string]any{"id": "a9"}, Properties: entity.Properties{Priority: 9}}, false); err != nil {
+		t.Fatal(err)
+	}
+	send(t, tr, "", "b", "b0")
+	ch, _ := tr.Channel()
+	msgs, _ := consume(t, ch, transport.ConsumeOptions{Queues: []string{"a", "b"}, Prefetch: 1})
+	if m := next(t, msgs); idOf(m) != "b0" {
+		t.Errorf("first = %s, want b0 (step 0 of the second queue before step 9 of the first)", idOf(m))
+	}
+}
+
+// gate is a backend whose Ack, or whose Get once it took a message, stops
+// until the test lets it go on.
+type gate struct {
+	transport.Backend
+	mu        sync.Mutex
+	holdAck   bool
+	holdGet   bool
+	entered   chan string
+	proceed   chan struct{}
+	afterTake bool
+}
+
+func newGate(b transport.Backend) *gate {
+	return &gate{Backend: b, entered: make(chan string, 100), proceed: make(chan struct{})}
+}
+
+func (g *gate) hold(what string) bool {
+	g.mu.Lock()
+	h := (what == "ack" && g.holdAck) || (what == "get" && g.holdGet)
+	g.mu.Unlock()
+	if h {
+		g.entered <- what
+		<-g.proceed
+	}
+	return h
+}
+
+func (g *gate) Ack(ctx context.Context, tag string) error {
+	g.hold("ack")
+	return g.Backend.Ack(ctx, tag)
+}
+
+func (g *gate) Get(ctx context.Context, queues []string, ack bool) (transport.Delivery, error) {
+	d, err := g.Backend.Get(ctx, queues, ack)
+	if err == nil {
+		g.hold("get")
+	}
+	return d, err
+}
+
+// TestAckRacingClose checks an Ack in flight while the channel closes: the
+// message is either acked or restored, not both; and it never ends up
+// deleting the unacked record of the next consumer that received it (which
+// would lose that delivery if its consumer then died).
+func TestAckRacingClose(t *testing.T) {
+	b := memory.New()
+	g := newGate(b)
+	tr, ctx := newTransport(t, g, nil)
+	send(t, tr, "", "q", "a")
+	ch1, _ := tr.Channel()
+	m, err := ch1.Get(ctx, "q", false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.mu.Lock()
+	g.holdAck = true
+	g.mu.Unlock()
+	ackErr := make(chan error, 1)
+	go func() { ackErr <- m.Ack(ctx) }()
+	<-g.entered // the ack is on its way to the broker
+	if err := ch1.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Another consumer takes whatever Close put back.
+	ch2, _ := tr.Channel()
+	m2, err2 := ch2.Get(ctx, "q", false, nil)
+	g.mu.Lock()
+	g.holdAck = false
+	g.mu.Unlock()
+	close(g.proceed)
+	err = <-ackErr
+	switch {
+	case err == nil && err2 == nil:
+		t.Errorf("message acked by the first consumer and redelivered to the second (%s)", idOf(m2))
+	case err != nil && err2 != nil:
+		t.Errorf("Ack failed (%v) and the message was not restored (%v)", err, err2)
+	}
+	// Whatever happened, the second consumer's delivery must still be
+	// protected: closing it (as a crash would be recovered) restores it.
+	if err := ch2.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	left := drain(t, b, "q")
+	if err == nil && len(left) != 0 {
+		t.Errorf("acked message is back: %v", left)
+	}
+	if err != nil && !slices.Equal(left, []string{"a*"}) {
+		t.Errorf("unacked message lost: queue holds %v", left)
+	}
+	if n := b.UnackedCount(); n != 0 {
+		t.Errorf("%d unacked records left", n)
+	}
+}
+
+// TestCloseWhileGetInFlight checks a message the consumer loop took from
+// the backend just as its channel closed is put back at the front, not left
+// unacked until the visibility timeout.
+func TestCloseWhileGetInFlight(t *testing.T) {
+	b := memory.New()
+	g := newGate(b)
+	tr, ctx := newTransport(t, g, nil)
+	send(t, tr, "", "q", "a", "b")
+	ch, _ := tr.Channel()
+	g.mu.Lock()
+	g.holdGet = true
+	g.mu.Unlock()
+	delivered := make(chan string, 10)
+	done := make(chan error, 1)
+	go func() {
+		done <- ch.Consume(ctx, transport.ConsumeOptions{Queues: []string{"q"}}, func(_ context.Context, m *entity.Message) { delivered <- idOf(m) })
+	}()
+	<-g.entered // "a" is taken and recorded, not yet tracked
+	if err := ch.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	g.mu.Lock()
+	g.holdGet = false
+	g.mu.Unlock()
+	close(g.proceed)
+	select {
+	case err := <-done:
+		if !errors.Is(err, transport.ErrClosed) {
+			t.Errorf("Consume after Close = %v, want ErrClosed", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("Consume did not return after Close")
+	}
+	select {
+	case id := <-delivered:
+		t.Errorf("a closed channel delivered %s", id)
+	default:
+	}
+	if got := drain(t, b, "q"); !slices.Equal(got, []string{"a*", "b"}) {
+		t.Errorf("queue holds %v, want [a* b]", got)
+	}
+	if n := b.UnackedCount(); n != 0 {
+		t.Errorf("%d unacked records left", n)
+	}
+}
+
+// TestRecover checks Channel.Recover (Kombu's basic_recover) puts every
+// unsettled message back at the front in order and leaves the channel
+// usable.
+func TestRecover(t *testing.T) {
+	b := memory.New()
+	tr, ctx := newTransport(t, b, nil)
+	send(t, tr, "", "q", "a", "b", "c")
+	ch, _ := tr.Channel()
+	var held []*entity.Message
+	for range 2 {
+		m, err := ch.Get(ctx, "q", false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, m)
+	}
+	if err := ch.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := held[0].Ack(ctx); err == nil {
+		t.Errorf("Ack after Recover succeeded")
+	}
+	m, err := ch.Get(ctx, "q", false, nil)
+	if err != nil || idOf(m) != "a*" {
+		t.Fatalf("Get after Recover = %v, %v", m, err)
+	}
+	if err := m.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := drain(t, b, "q"); !slices.Equal(got, []string{"b*", "c"}) {
+		t.Errorf("queue holds %v", got)
+	}
+}
+
+// TestShutdownTimeout checks a handler that outlives ShutdownTimeout does
+// not hold Consume: its message is restored and its late Ack fails.
+func TestShutdownTimeout(t *testing.T) {
+	b := memory.New()
+	tr, ctx := newTransport(t, b, nil)
+	send(t, tr, "", "q", "slow")
+	ch, _ := tr.Channel()
+	started, release := make(chan *entity.Message), make(chan struct{})
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- ch.Consume(cctx, transport.ConsumeOptions{Queues: []string{"q"}, ShutdownTimeout: 50 * time.Millisecond},
+			func(hctx context.Context, m *entity.Message) {
+				started <- m
+				select {
+				case <-release:
+				case <-hctx.Done(): // cancelled after the shutdown timeout
+				}
+			})
+	}()
+	m := <-started
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Consume = %v", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("Consume waited for the handler beyond ShutdownTimeout")
+	}
+	close(release)
+	if err := m.Ack(ctx); err == nil {
+		t.Errorf("late Ack of a restored message succeeded")
+	}
+	if got := drain(t, b, "q"); !slices.Equal(got, []string{"slow*"}) {
+		t.Errorf("queue holds %v", got)
+	}
+}
+
+// TestMaxBodySize checks an oversized body is refused with ErrTooLarge
+// and kept in the dead-letter queue.
+func TestMaxBodySize(t *testing.T) {
+	b := memory.New()
+	tr, ctx := newTransport(t, b, nil)
+	if _, err := tr.Publish(ctx, "", "q", &transport.Envelope{Body: make([]byte, 100), ContentType: "application/data", Headers: map[string]any{"id": "big"}}, false); err != nil {
+		t.Fatal(err)
+	}
+	send(t, tr, "", "q", "small")
+	ch, _ := tr.Channel()
+	var mu sync.Mutex
+	var errs []error
+	msgs, stop := consume(t, ch, transport.ConsumeOptions{Queues: []string{"q"}, MaxBodySize: 50, DeadLetterQueue: "dlq",
+		OnError: func(err error) { mu.Lock(); errs = append(errs, err); mu.Unlock() }})
+	if m := next(t, msgs); idOf(m) != "small" {
+		t.Errorf("delivered %s", idOf(m))
+	} else if err := m.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := stop(); err != nil {
+		t.Error(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(errs) != 1 || !errors.Is(errs[0], serialization.ErrTooLarge) {
+		t.Errorf("errors = %v, want one ErrTooLarge", errs)
+	}
+	if got := drain(t, b, "dlq"); !slices.Equal(got, []string{"big"}) {
+		t.Errorf("dead-letter queue holds %v", got)
+	}
+}
+
+// TestDeclarations checks the declaration errors of the core: a fanout
+// exchange on a backend without Fanout, a redeclaration with another type,
+// an unknown type, Consume without queues, binding to the default exchange.
+func TestDeclarations(t *testing.T) {
+	tr, ctx := newTransport(t, &transporttest.Faulty{Backend: memory.New()}, nil)
+	if err := tr.DeclareExchange(ctx, entity.Exchange{Name: "fx", Type: entity.Fanout}); !errors.Is(err, transport.ErrUnsupported) {
+		t.Errorf("fanout without the capability: %v", err)
+	}
+	if err := tr.DeclareExchange(ctx, entity.Exchange{Name: "ex", Type: entity.Topic}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.DeclareExchange(ctx, entity.Exchange{Name: "ex"}); !errors.Is(err, transport.ErrExchangeType) {
+		t.Errorf("redeclare topic as direct: %v", err)
+	}
+	if err := tr.DeclareExchange(ctx, entity.Exchange{Name: "hx", Type: "headers"}); !errors.Is(err, entity.ErrInvalid) {
+		t.Errorf("headers exchange: %v", err)
+	}
+	if tr.ExchangeType("ex") != entity.Topic || tr.ExchangeType("never") != entity.Direct {
+		t.Errorf("ExchangeType wrong")
+	}
+	if err := tr.BindQueue(ctx, "q", "", "q"); !errors.Is(err, entity.ErrInvalid) {
+		t.Errorf("bind to the default exchange: %v", err)
+	}
+	ch, _ := tr.Channel()
+	if err := ch.Consume(ctx, transport.ConsumeOptions{}, func(context.Context, *entity.Message) {}); !errors.Is(err, entity.ErrInvalid) {
+		t.Errorf("Consume without queues: %v", err)
+	}
+	_ = ch.Close(ctx)
+	if err := ch.Consume(ctx, transport.ConsumeOptions{Queues: []string{"q"}}, func(context.Context, *entity.Message) {}); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Consume on a closed channel: %v", err)
+	}
+	_ = tr.Close(ctx)
+	if _, err := tr.PublishRaw(ctx, "", "q", 0, []byte("{}"), false); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("publish on a closed transport: %v", err)
+	}
+}
