@@ -9,7 +9,8 @@ import (
 	"github.com/kombu-go/kombu/transport"
 )
 
-// Handler processes one message. Unless the consumer was made with
+// Handler processes one message. Its ctx stays valid while the consumer
+// shuts down, until the shutdown timeout; see Stopping. Unless the consumer was made with
 // WithManualAck or WithNoAck, the message is settled when the handler
 // returns, if the handler did not settle it itself: nil acks it, an error
 // wrapping ErrReject rejects (drops) it, any other error requeues it (to the
@@ -61,7 +62,10 @@ func WithShutdownTimeout(d time.Duration) ConsumerOption {
 	return func(o *consumerOptions) { o.ShutdownTimeout = d }
 }
 
-// WithErrorHandler receives the errors the consumer survives.
+// WithErrorHandler receives the errors the consumer survives: handler
+// errors, refused or malformed messages, backend errors it retries. Without
+// it they go to the connection's logger, which discards them unless one was
+// set with WithLogger: the library prints nothing by itself.
 func WithErrorHandler(f func(error)) ConsumerOption {
 	return func(o *consumerOptions) { o.OnError = f }
 }
@@ -78,6 +82,33 @@ func WithMaxBodySize(n int64) ConsumerOption { return func(o *consumerOptions) {
 
 // WithoutDeclare skips declaring the queues before consuming.
 func WithoutDeclare() ConsumerOption { return func(o *consumerOptions) { o.noDeclare = true } }
+
+type stoppingKey struct{}
+
+// Stopping returns a channel that is closed when the consumer running the
+// handler with this ctx starts to shut down. A handler's own ctx is
+// cancelled only when the shutdown timeout runs out, so that work in flight
+// can finish; a long handler can select on Stopping to wrap up early. It
+// returns nil (never ready) for a ctx not given to a Handler.
+func Stopping(ctx context.Context) <-chan struct{} {
+	ch, _ := ctx.Value(stoppingKey{}).(<-chan struct{})
+	return ch
+}
+
+// deleteAutoDelete deletes the auto-delete queues bound to a fanout
+// exchange once the consumer stops, as a Kombu channel does on close.
+func (c *Consumer) deleteAutoDelete(ctx context.Context) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	for _, q := range c.queues {
+		if !q.AutoDelete || !c.conn.t.IsFanoutQueue(q.Name) {
+			continue
+		}
+		if err := c.conn.t.DeleteQueue(dctx, q.Name, false); err != nil {
+			c.conn.t.Logger().Warn("kombu: delete auto-delete queue", "queue", q.Name, "error", err)
+		}
+	}
+}
 
 // Consumer consumes from queues with a handler, like kombu.Consumer.
 type Consumer struct {
@@ -131,7 +162,10 @@ func (c *Consumer) Consume(ctx context.Context, h Handler) error {
 		opts.OnError = onError
 	}
 	auto := !c.opts.manualAck && !c.opts.NoAck
+	defer c.deleteAutoDelete(ctx)
+	stopping := ctx.Done()
 	return ch.Consume(ctx, opts, func(ctx context.Context, m *entity.Message) {
+		ctx = context.WithValue(ctx, stoppingKey{}, stopping)
 		err := h(ctx, m)
 		if !auto || m.Acknowledged() {
 			if err != nil {

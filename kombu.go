@@ -279,6 +279,10 @@ func GetAccept(accept ...string) GetOption { return func(o *getOptions) { o.acce
 // GetWait waits up to d for a message instead of returning ErrEmpty at once.
 func GetWait(d time.Duration) GetOption { return func(o *getOptions) { o.wait = d } }
 
+// GetBlock waits for a message until ctx is done (then Get returns
+// ctx.Err()).
+func GetBlock() GetOption { return func(o *getOptions) { o.wait = -1 } }
+
 // Get takes one message from a queue (Kombu's Queue.get), or returns
 // ErrEmpty. Unless GetNoAck is given the message must be settled with Ack,
 // Reject or Requeue; messages not settled when the connection closes are
@@ -291,6 +295,18 @@ func (c *Connection) Get(ctx context.Context, queue string, opts ...GetOption) (
 	ch, err := c.sharedChannel()
 	if err != nil {
 		return nil, err
+	}
+	if o.wait < 0 {
+		for {
+			m, err := ch.GetWait(ctx, queue, o.noAck, o.accept, time.Minute)
+			if errors.Is(err, ErrEmpty) && ctx.Err() == nil {
+				continue
+			}
+			if err != nil && ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return m, err
+		}
 	}
 	if o.wait > 0 {
 		return ch.GetWait(ctx, queue, o.noAck, o.accept, o.wait)

@@ -109,9 +109,10 @@ type Queue struct {
 	// Bindings are further bindings, to this or other exchanges (Kombu's
 	// Queue(bindings=[...])).
 	Bindings []Binding
-	// Durable, Exclusive and AutoDelete are kept for Kombu parity. On Redis
-	// only AutoDelete has an effect: an auto-delete queue bound to a fanout
-	// exchange is deleted when the channel that declared it closes.
+	// Durable, Exclusive and AutoDelete are kept for Kombu parity. Only
+	// AutoDelete has an effect, as on Kombu's Redis: an auto-delete queue
+	// bound to a fanout exchange is deleted (its binding and lists) when the
+	// consumer that consumed it stops.
 	Durable, Exclusive, AutoDelete bool
 	// MaxPriority is kept for Kombu parity; Redis priorities are set by the
 	// transport's priority steps.
