@@ -80,6 +80,11 @@ func WithDeadLetterQueue(q string) ConsumerOption {
 // WithMaxBodySize refuses message bodies above n bytes after decompression.
 func WithMaxBodySize(n int64) ConsumerOption { return func(o *consumerOptions) { o.MaxBodySize = n } }
 
+// WithReady calls f once the consumer has declared its queues, subscribed
+// to its fanout exchanges and is about to take messages. Fanout is
+// at-most-once: a broadcast published before then is not received.
+func WithReady(f func()) ConsumerOption { return func(o *consumerOptions) { o.OnReady = f } }
+
 // WithoutDeclare skips declaring the queues before consuming.
 func WithoutDeclare() ConsumerOption { return func(o *consumerOptions) { o.noDeclare = true } }
 

@@ -254,3 +254,35 @@ func TestDialErrors(t *testing.T) {
 		t.Errorf("bad duration: %v, want ErrBadURL", err)
 	}
 }
+
+// TestReadyBeforeFanout proves WithReady: a fanout message published right
+// after the ready callback reaches the consumer (no probing needed).
+func TestReadyBeforeFanout(t *testing.T) {
+	ctx := context.Background()
+	conn := dial(t)
+	ex := kombu.Exchange{Name: "news", Type: kombu.Fanout}
+	q := kombu.Queue{Name: "reader", Exchange: ex, AutoDelete: true}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	got := make(chan string, 1)
+	err := conn.Consumer([]kombu.Queue{q}, kombu.WithNoAck(), kombu.WithReady(func() {
+		if _, err := conn.Producer(kombu.WithExchange(ex)).Publish(ctx, "extra!"); err != nil {
+			t.Error(err)
+		}
+	})).Consume(cctx, func(ctx context.Context, m *kombu.Message) error {
+		got <- string(m.Body)
+		cancel()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case b := <-got:
+		if b != "extra!" {
+			t.Errorf("got %q", b)
+		}
+	default:
+		t.Fatal("fanout message published at ready was not received")
+	}
+}

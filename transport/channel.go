@@ -359,6 +359,10 @@ type ConsumeOptions struct {
 	// MaxBodySize refuses bodies larger than this many bytes (after
 	// decompression); zero means no limit.
 	MaxBodySize int64
+	// OnReady, if set, is called once the consumer is subscribed to its
+	// fanout exchanges and about to take messages: a fanout publish made
+	// after it returns reaches this consumer.
+	OnReady func()
 }
 
 // Consume delivers messages from opts.Queues to handler until ctx is
@@ -453,6 +457,9 @@ func (c *Channel) Consume(ctx context.Context, opts ConsumeOptions, handler Hand
 			defer fetchers.Done()
 			c.fetchLoop(ctx, listQueues, slots, work, opts)
 		}()
+	}
+	if opts.OnReady != nil {
+		opts.OnReady()
 	}
 	fetchers.Wait()
 
