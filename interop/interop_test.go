@@ -96,7 +96,25 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, url: raw, db: opt.DB, prefix: testenv.Prefix(), prof: defaultProfile, rdb: rdb, script: script}
+	e := &env{t: t, url: raw, db: opt.DB, prefix: testenv.Prefix(), prof: defaultProfile, rdb: rdb, script: script}
+	e.cleanupKeys()
+	return e
+}
+
+// cleanupKeys deletes the keys under e's prefix when the test ends, unless
+// it failed (they help then). Keys of other tests are never touched.
+func (e *env) cleanupKeys() {
+	e.t.Cleanup(func() {
+		if e.t.Failed() {
+			e.t.Logf("keys left under prefix %q in db %d for inspection", e.prefix, e.db)
+			return
+		}
+		ctx := context.Background()
+		iter := e.rdb.Scan(ctx, 0, e.prefix+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			e.rdb.Del(ctx, iter.Val())
+		}
+	})
 }
 
 // withProfile returns a copy of e using profile p.
@@ -122,6 +140,7 @@ func (e *env) withDB(db int) *env {
 	}
 	c.rdb = goredis.NewClient(opt)
 	e.t.Cleanup(func() { c.rdb.Close() })
+	c.cleanupKeys() // runs before the client is closed
 	return &c
 }
 
@@ -130,6 +149,7 @@ func (e *env) withDB(db int) *env {
 func (e *env) withPrefix() *env {
 	c := *e
 	c.prefix = testenv.Prefix()
+	c.cleanupKeys()
 	return &c
 }
 
