@@ -286,3 +286,33 @@ func TestReadyBeforeFanout(t *testing.T) {
 		t.Fatal("fanout message published at ready was not received")
 	}
 }
+
+// TestNoAckCancelLosesNothingUntaken proves that a no-ack consumer stopped
+// after its first message leaves every other message in the queue: the
+// consumer takes a message from the broker only for a ready worker, and
+// puts back one taken during shutdown.
+func TestNoAckCancelLosesNothingUntaken(t *testing.T) {
+	ctx := context.Background()
+	for round := 0; round < 20; round++ {
+		conn := dial(t)
+		q := kombu.Queue{Name: "noack"}
+		publishN(t, conn, q.Name, 5)
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		var count atomic.Int32
+		err := conn.Consumer([]kombu.Queue{q}, kombu.WithNoAck(), kombu.WithPrefetch(3), kombu.WithConcurrency(2)).
+			Consume(cctx, func(context.Context, *kombu.Message) error {
+				count.Add(1)
+				cancel()
+				return nil
+			})
+		handled := int(count.Load())
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ := conn.Len(ctx, q.Name)
+		if int(n)+handled != 5 {
+			t.Fatalf("round %d: %d handled + %d left = %d, want 5: a no-ack message was lost", round, handled, n, int(n)+handled)
+		}
+	}
+}

@@ -406,9 +406,16 @@ func (c *Channel) Consume(ctx context.Context, opts ConsumeOptions, handler Hand
 	if opts.Prefetch > 0 {
 		slots = make(chan struct{}, opts.Prefetch)
 	}
+	// With acks, messages wait in a buffer up to the prefetch count: they
+	// are tracked, so a shutdown restores them. Without acks nothing could
+	// restore a buffered message, so the hand-off is unbuffered: a message
+	// is taken from the broker only for a worker that is ready for it.
 	bufSize := opts.Prefetch
 	if bufSize <= 0 {
 		bufSize = opts.Concurrency
+	}
+	if opts.NoAck {
+		bufSize = 0
 	}
 	work := make(chan *entity.Message, bufSize)
 	handlerCtx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
@@ -425,6 +432,12 @@ func (c *Channel) Consume(ctx context.Context, opts ConsumeOptions, handler Hand
 					return
 				case m, ok := <-work:
 					if !ok {
+						return
+					}
+					if ctx.Err() != nil {
+						// Shutting down: not handled. Tracked messages are
+						// restored below; a no-ack one is put back.
+						c.giveBack(m, opts)
 						return
 					}
 					c.runHandler(handlerCtx, handler, m, opts)
@@ -472,8 +485,16 @@ func (c *Channel) Consume(ctx context.Context, opts ConsumeOptions, handler Hand
 		cancelHandlers()
 		c.t.opts.Logger.Warn("kombu: handlers still running after the shutdown timeout; restoring their messages")
 	}
-	// Messages still buffered were never handled: they are restored below
-	// with everything else that is unsettled.
+	// Messages still buffered were never handled: tracked ones are restored
+	// below with everything else that is unsettled.
+	for drained := false; !drained; {
+		select {
+		case m := <-work:
+			c.giveBack(m, opts)
+		default:
+			drained = true
+		}
+	}
 	restoreCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	if err := c.restoreAll(restoreCtx); err != nil {
@@ -582,10 +603,7 @@ func (c *Channel) deliver(ctx context.Context, d Delivery, work chan<- *entity.M
 			release()
 		case <-ctx.Done():
 			release()
-			// Already taken from the broker: put it back rather than lose it.
-			if err := c.t.backend.Put(context.WithoutCancel(ctx), d.Queue, m.Properties.Priority, d.Envelope); err != nil {
-				opts.OnError(fmt.Errorf("kombu: no-ack message %s taken during shutdown could not be put back: %w", m.DeliveryTag, err))
-			}
+			c.giveBack(m, opts)
 		}
 		return
 	}
@@ -603,6 +621,21 @@ func (c *Channel) deliver(ctx context.Context, d Delivery, work chan<- *entity.M
 	case work <- m:
 	case <-ctx.Done():
 		// Tracked: restored at shutdown.
+	}
+}
+
+// giveBack returns a message that was taken but will not be handled. A
+// tracked message needs nothing: it is restored with the channel's other
+// unsettled messages. A no-ack message has no unacked record, so it is put
+// back on its queue (at the back: Backend has no front put without a
+// record) rather than lost.
+func (c *Channel) giveBack(m *entity.Message, opts ConsumeOptions) {
+	queue := m.DeliveryInfo.Queue
+	if !opts.NoAck || c.t.IsFanoutQueue(queue) {
+		return // fanout is at-most-once: nothing reads its lists
+	}
+	if err := c.t.backend.Put(context.Background(), queue, m.Properties.Priority, m.Raw); err != nil {
+		opts.OnError(fmt.Errorf("kombu: no-ack message %s taken during shutdown could not be put back on %q: %w", m.DeliveryTag, queue, err))
 	}
 }
 
