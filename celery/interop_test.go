@@ -85,7 +85,7 @@ func (ix *interop) startPythonWorker() {
 	t := ix.t
 	t.Helper()
 	cmd := exec.Command(ix.py, "-m", "celery", "-A", "tasks", "worker", "--pool=solo", "-Q", ix.pyQueue,
-		"--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "warning",
+		"--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "info",
 		"-n", "py-"+uuid.NewString()[:8]+"@%h")
 	cmd.Dir = testdataDir(t)
 	cmd.Env = append(os.Environ(), ix.env()...)
@@ -99,6 +99,7 @@ func (ix *interop) startPythonWorker() {
 	}
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
+	started := time.Now()
 	t.Cleanup(func() {
 		pgid := cmd.Process.Pid
 		_ = syscall.Kill(-pgid, syscall.SIGTERM) // warm shutdown
@@ -108,9 +109,9 @@ func (ix *interop) startPythonWorker() {
 			_ = syscall.Kill(-pgid, syscall.SIGKILL)
 			<-exited
 		}
-		if t.Failed() {
+		if t.Failed() || time.Since(started) > 15*time.Second {
 			mu.Lock()
-			t.Logf("celery worker output:\n%s", out.String())
+			t.Logf("celery worker output (started %s):\n%s", started.Format("15:04:05.000"), out.String())
 			mu.Unlock()
 		}
 	})
@@ -166,9 +167,19 @@ func (ix *interop) get(r *AsyncResult) (any, error) {
 	ix.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	start := time.Now()
 	v, err := r.Get(ctx)
+	if d := time.Since(start); d > 5*time.Second {
+		ix.t.Logf("%s: waited %v for task %s (from %s)", time.Now().Format("15:04:05.000"), d, r.ID, start.Format("15:04:05.000"))
+	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		ix.t.Fatalf("no result for task %s within 60s", r.ID)
+		state, _ := r.State(context.Background())
+		var lens []string
+		for _, q := range []string{ix.pyQueue, ix.goQueue} {
+			n, _ := ix.conn.Len(context.Background(), q)
+			lens = append(lens, fmt.Sprintf("%s=%d", q, n))
+		}
+		ix.t.Fatalf("no result for task %s within 60s: state %s, queues %v", r.ID, state, lens)
 	}
 	return v, err
 }
