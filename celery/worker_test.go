@@ -151,40 +151,44 @@ func TestWorkerRunsTasks(t *testing.T) {
 
 // Proves: eta/countdown tasks are held without blocking the others, even
 // with a prefetch limit of one message (held tasks do not count against
-// prefetch, as in Celery), and each runs no earlier than its eta.
+// prefetch, as in Celery): a task sent after five countdown tasks runs
+// first, and each countdown task runs no earlier than its eta.
 func TestWorkerETADoesNotBlock(t *testing.T) {
 	e := newTestEnv(t)
+	type run struct{ eta, at time.Time }
 	var mu sync.Mutex
-	ran := map[string]time.Time{}
+	ran := map[string]run{}
 	e.worker(t, func(w *Worker) {
 		w.Register("tasks.when", func(_ context.Context, t *Task) (any, error) {
 			mu.Lock()
-			ran[t.ID] = time.Now()
+			ran[t.ID] = run{eta: t.ETA, at: time.Now()}
 			mu.Unlock()
-			return t.ETA.IsZero(), nil
+			return nil, nil
 		})
 	}, WithConcurrency(1), WithPrefetchMultiplier(1))
-	start := time.Now()
 	var delayed []*AsyncResult
 	for i := 0; i < 5; i++ {
-		delayed = append(delayed, e.send(t, "tasks.when", nil, nil, WithCountdown(600*time.Millisecond)))
+		delayed = append(delayed, e.send(t, "tasks.when", nil, nil, WithCountdown(1500*time.Millisecond)))
 	}
 	now := e.send(t, "tasks.when", nil, nil)
 	if _, err := get(t, now); err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Since(start); d > 500*time.Millisecond {
-		t.Fatalf("immediate task waited %v behind eta tasks", d)
-	}
 	for _, r := range delayed {
 		if _, err := get(t, r); err != nil {
 			t.Fatal(err)
 		}
-		mu.Lock()
-		at := ran[r.ID]
-		mu.Unlock()
-		if at.Sub(start) < 600*time.Millisecond {
-			t.Fatalf("eta task ran after %v, before its countdown", at.Sub(start))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	immediate := ran[now.ID]
+	for _, r := range delayed {
+		d := ran[r.ID]
+		if d.eta.IsZero() || d.at.Before(d.eta) {
+			t.Fatalf("eta task ran at %v, its eta is %v", d.at, d.eta)
+		}
+		if !d.at.After(immediate.at) {
+			t.Fatalf("eta task ran at %v, before the task sent after it (%v)", d.at, immediate.at)
 		}
 	}
 }
@@ -376,17 +380,17 @@ func TestWorkerPrefetch(t *testing.T) {
 				e.send(t, "tasks.block", nil, nil)
 			}
 			<-started
-			time.Sleep(200 * time.Millisecond)
-			left, _ := e.conn.Len(context.Background(), e.queue)
 			if c.mult > 0 {
+				time.Sleep(200 * time.Millisecond) // time to take more, if it would
+				left, _ := e.conn.Len(context.Background(), e.queue)
 				if n := w.gate.count(); n > c.mult {
 					t.Fatalf("%d messages held against a prefetch of %d", n, c.mult)
 				}
 				if left < c.wantLeftMin {
 					t.Fatalf("only %d left on the queue", left)
 				}
-			} else if left != 0 {
-				t.Fatalf("%d left with unlimited prefetch", left)
+			} else {
+				waitEmpty(t, e) // everything taken while one task blocks
 			}
 			close(release)
 			waitEmpty(t, e)
@@ -407,7 +411,11 @@ func TestWorkerConcurrency(t *testing.T) {
 					break
 				}
 			}
-			time.Sleep(100 * time.Millisecond)
+			// Hold the slot until four run at once (or give up).
+			for deadline := time.Now().Add(5 * time.Second); peak.Load() < 4 && time.Now().Before(deadline); {
+				time.Sleep(5 * time.Millisecond)
+			}
+			time.Sleep(20 * time.Millisecond)
 			running.Add(-1)
 			return nil, nil
 		})
@@ -446,10 +454,7 @@ func TestWorkerShutdownRestores(t *testing.T) {
 		e.send(t, "tasks.block", nil, nil)
 	}
 	e.send(t, "tasks.block", nil, nil, WithCountdown(time.Hour))
-	time.Sleep(200 * time.Millisecond) // let the worker prefetch them
-	if n, _ := e.conn.Len(context.Background(), e.queue); n != 0 {
-		t.Fatalf("%d not prefetched", n)
-	}
+	waitEmpty(t, e) // the worker took (prefetched or holds) all of them
 	done := make(chan error)
 	go func() { done <- w.Shutdown() }()
 	time.Sleep(100 * time.Millisecond)
