@@ -27,8 +27,6 @@ app = Celery(
 app.conf.update(
     broker_transport_options={'global_keyprefix': os.environ.get('KOMBU_TEST_PREFIX', '')},
     task_default_queue=os.environ.get('KOMBU_TEST_QUEUE', 'celery'),
-    worker_prefetch_multiplier=1,
-    broker_connection_retry_on_startup=True,
 )
 
 
