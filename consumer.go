@@ -28,7 +28,8 @@ type consumerOptions struct {
 
 // WithPrefetch sets how many messages may be delivered and not yet settled
 // (Kombu's prefetch_count). The default is 4 × concurrency, Celery's
-// multiplier.
+// multiplier; a negative n means no limit (Kombu's prefetch_count 0), with
+// at most concurrency messages waiting for a free handler.
 func WithPrefetch(n int) ConsumerOption { return func(o *consumerOptions) { o.Prefetch = n } }
 
 // WithConcurrency sets the number of handler goroutines (default 1).
@@ -131,8 +132,11 @@ func (c *Connection) Consumer(queues []Queue, opts ...ConsumerOption) *Consumer 
 	if cons.opts.Concurrency <= 0 {
 		cons.opts.Concurrency = 1
 	}
-	if cons.opts.Prefetch == 0 {
+	switch {
+	case cons.opts.Prefetch == 0:
 		cons.opts.Prefetch = 4 * cons.opts.Concurrency
+	case cons.opts.Prefetch < 0:
+		cons.opts.Prefetch = 0 // transport: no limit
 	}
 	return cons
 }
