@@ -7,13 +7,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -28,9 +31,16 @@ import (
 type Backend struct {
 	client goredis.UniversalClient
 	owned  bool // created by Open: Close closes it
-	opts   Options
-	k      keys
-	log    *slog.Logger
+
+	// wait carries the watchers' blocking BLMOVEs (see wait.go): a pool of
+	// its own, created by the backend, when client is a *redis.Client, so
+	// blocked commands never take connections the rest of the program
+	// needs; otherwise client itself.
+	wait     goredis.UniversalClient
+	ownsWait bool
+	opts     Options
+	k        keys
+	log      *slog.Logger
 
 	hub *waitHub
 
@@ -48,8 +58,8 @@ var (
 	_ transport.Pinger         = (*Backend)(nil)
 )
 
-// maxRestoreAttempts bounds the retries of a restore transaction that lost
-// its WATCH to a concurrent writer of the unacked hash.
+// maxRestoreAttempts bounds the compare-and-set retries of a restore whose
+// record keeps changing under it.
 const maxRestoreAttempts = 16
 
 // New returns a Backend on client. The backend never closes client: Close
@@ -88,9 +98,30 @@ func newBackend(client goredis.UniversalClient, owned bool, o Options) (*Backend
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadOption, err)
 	}
-	b := &Backend{client: client, owned: owned, opts: o, k: k, log: o.Logger}
+	b := &Backend{client: client, owned: owned, opts: o, k: k, log: o.Logger, wait: client}
+	if c, ok := client.(*goredis.Client); ok && o.WaitConnections > 0 {
+		b.wait, b.ownsWait = newWaitClient(c, o.WaitConnections), true
+	}
 	b.hub = newWaitHub(b, o.WaitConnections)
 	return b, nil
+}
+
+// newWaitClient returns a client with c's connection settings (address,
+// credentials, database, TLS, dialer, timeouts) and a pool of its own of at
+// most n connections, for blocking commands. Hooks added to c with AddHook
+// do not apply to it.
+func newWaitClient(c *goredis.Client, n int) *goredis.Client {
+	opt := *c.Options()
+	if opt.MaintNotificationsConfig != nil {
+		mc := *opt.MaintNotificationsConfig
+		opt.MaintNotificationsConfig = &mc
+	}
+	opt.PushNotificationProcessor = nil // NewClient makes its own
+	opt.ClientSideCache, opt.ClientSideCacheConfig = nil, nil
+	opt.PoolSize, opt.MaxActiveConns = n, n
+	opt.MinIdleConns, opt.MaxIdleConns = 0, 0
+	opt.ContextTimeoutEnabled = false
+	return goredis.NewClient(&opt)
 }
 
 // Options returns the backend's options.
@@ -122,12 +153,18 @@ func wrap(op string, err error) error {
 	return fmt.Errorf("kombu: redis: %s: %w", op, err)
 }
 
-// Close stops the backend's blocked waits and, if the backend opened its
-// client itself (Open), closes it. A client handed to New is left open.
+// Close stops the backend's blocked waits, closes the connection pool it
+// made for them and, if the backend opened its client itself (Open),
+// closes that client. A client handed to New is left open.
 func (b *Backend) Close() error {
 	b.closeOnce.Do(func() {
 		b.closed.Store(true)
 		b.hub.close()
+		// Closing the wait pool interrupts the blocked BLMOVEs, which is
+		// safe: they never hold a message.
+		if b.ownsWait {
+			_ = b.wait.Close()
+		}
 		if b.owned {
 			b.closeErr = wrap("close", b.client.Close())
 		}
@@ -186,8 +223,12 @@ func (b *Backend) Get(ctx context.Context, queues []string, ack bool) (transport
 }
 
 func (b *Backend) get(ctx context.Context, lists, owners []string, ack bool) (transport.Delivery, error) {
-	keys := make([]string, 0, 3+len(lists))
-	keys = append(keys, b.k.unacked, b.k.unackedIndex, b.k.malformed)
+	nonce, err := newToken()
+	if err != nil {
+		return transport.Delivery{}, err
+	}
+	keys := make([]string, 0, 4+len(lists))
+	keys = append(keys, b.k.unacked, b.k.unackedIndex, b.k.malformed, b.k.receiptKey(nonce))
 	keys = append(keys, lists...)
 	args := make([]any, 0, 2+len(owners))
 	flag := "0"
@@ -199,7 +240,25 @@ func (b *Backend) get(ctx context.Context, lists, owners []string, ack bool) (tr
 		args = append(args, q)
 	}
 	// The script pops: never let a cancelled context cut its reply off.
-	res, err := getScript.Run(context.WithoutCancel(ctx), b.client, keys, args...).Result()
+	sctx := context.WithoutCancel(ctx)
+	var res any
+	start := time.Now()
+	delay := 50 * time.Millisecond
+	for {
+		res, err = getScript.Run(sctx, b.client, keys, args...).Result()
+		if err == nil || errors.Is(err, goredis.Nil) || !ack || !retryable(err) ||
+			b.closed.Load() || ctx.Err() != nil || time.Since(start)+delay > getRetryBudget {
+			break
+		}
+		// The reply may be lost after the script ran: the same call
+		// (same receipt) returns the same message instead of another.
+		b.log.Debug("kombu: redis: get failed; retrying with the same receipt", "error", err)
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+		}
+		delay = min(2*delay, time.Second)
+	}
 	if errors.Is(err, goredis.Nil) {
 		return transport.Delivery{}, transport.ErrEmpty
 	}
@@ -211,18 +270,14 @@ func (b *Backend) get(ctx context.Context, lists, owners []string, ack bool) (tr
 		return transport.Delivery{}, fmt.Errorf("kombu: redis: get: unexpected script reply %v", res)
 	}
 	status, _ := arr[0].(int64)
-	idx, _ := arr[1].(int64)
+	queue, _ := arr[1].(string)
 	msg, _ := arr[2].(string)
-	if idx < 1 || int(idx) > len(owners) {
-		return transport.Delivery{}, fmt.Errorf("kombu: redis: get: script reply names list %d of %d", idx, len(owners))
-	}
-	queue := owners[idx-1]
 	switch status {
 	case 1:
 		return transport.Delivery{Queue: queue, Envelope: []byte(msg)}, nil
 	case 2:
 		b.log.Warn("kombu: redis: malformed message moved to the dead-letter list",
-			"queue", queue, "list", lists[idx-1], "dead_letter", b.k.malformed)
+			"queue", queue, "dead_letter", b.k.malformed)
 		return transport.Delivery{}, &transport.MalformedError{
 			Queue: queue,
 			Raw:   []byte(msg),
@@ -232,6 +287,33 @@ func (b *Backend) get(ctx context.Context, lists, owners []string, ack bool) (tr
 	default:
 		return transport.Delivery{}, fmt.Errorf("kombu: redis: get: unexpected script status %d", status)
 	}
+}
+
+// getRetryBudget bounds how long one Get retries after connection errors
+// (the receipt of scripts/get.lua lives 10 s). After that the error is
+// returned; a message the lost call took is in the unacked records and
+// comes back after the visibility timeout.
+const getRetryBudget = 8 * time.Second
+
+// retryable reports whether err is a connection-level failure (the command
+// may or may not have run: a reset, a refused dial while the server
+// restarts, a pool timeout) or an error reply saying the server is not
+// ready yet; not a failure of the operation itself.
+func retryable(err error) bool {
+	if err == nil || errors.Is(err, goredis.ErrClosed) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var rerr goredis.Error
+	if errors.As(err, &rerr) {
+		msg := rerr.Error()
+		return strings.HasPrefix(msg, "LOADING") || strings.HasPrefix(msg, "READONLY") ||
+			strings.HasPrefix(msg, "MASTERDOWN") || strings.HasPrefix(msg, "TRYAGAIN")
+	}
+	var nerr net.Error
+	return errors.As(err, &nerr) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, goredis.ErrPoolTimeout)
 }
 
 // formatScore writes t as Unix float seconds with the shortest digits that
@@ -408,12 +490,35 @@ func (b *Backend) Ack(ctx context.Context, tag string) error {
 	if err := b.checkOpen(); err != nil {
 		return err
 	}
-	_, err := b.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-		p.ZRem(ctx, b.k.unackedIndex, tag)
-		p.HDel(ctx, b.k.unacked, tag)
-		return nil
+	// ZREM and HDEL can be repeated safely: retry connection errors.
+	err := b.retry(ctx, func() error {
+		_, err := b.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+			p.ZRem(ctx, b.k.unackedIndex, tag)
+			p.HDel(ctx, b.k.unacked, tag)
+			return nil
+		})
+		return err
 	})
 	return wrap("ack", err)
+}
+
+// retry runs fn, which must be safe to repeat, again after connection
+// errors (a server restart, a failover) for up to getRetryBudget.
+func (b *Backend) retry(ctx context.Context, fn func() error) error {
+	start := time.Now()
+	delay := 50 * time.Millisecond
+	for {
+		err := fn()
+		if err == nil || !retryable(err) || b.closed.Load() || ctx.Err() != nil || time.Since(start)+delay > getRetryBudget {
+			return err
+		}
+		b.log.Debug("kombu: redis: retrying after a connection error", "error", err)
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+		}
+		delay = min(2*delay, time.Second)
+	}
 }
 
 // RecordUnacked writes the unacked record of a message delivered outside
@@ -433,8 +538,11 @@ func (b *Backend) RecordUnacked(ctx context.Context, tag string, envelope []byte
 
 // Restore moves the unacked message of tag back to the queues route names
 // (Kombu's restore transaction): WATCH unacked, HGET, then MULTI, ZREM,
-// HDEL, LPUSH (leftmost) or RPUSH to each queue, EXEC, retried when the
-// WATCH fails. A missing record only removes the index entry. The message
+// HDEL, LPUSH (leftmost) or RPUSH to each queue, EXEC. When the WATCH
+// fails three times (every delivery and ack of every consumer writes the
+// same hash), the same writes are applied by a script that checks that
+// this one record is unchanged. A missing record only removes the index
+// entry. The message
 // gets the redelivered flags and goes to its own priority list or the base
 // list (Options.RestorePriority). A record that cannot be parsed, and a
 // message that routes nowhere (Kombu drops those), are moved to the
@@ -443,75 +551,151 @@ func (b *Backend) Restore(ctx context.Context, tag string, leftmost bool, route 
 	if err := b.checkOpen(); err != nil {
 		return err
 	}
-	_, err := b.restore(ctx, tag, leftmost, route)
-	return err
+	// A restore can be repeated safely (a second run finds no record), so
+	// connection errors are retried.
+	return b.retry(ctx, func() error {
+		_, err := b.restore(ctx, tag, leftmost, route)
+		return err
+	})
 }
 
 func (b *Backend) restore(ctx context.Context, tag string, leftmost bool, route transport.RouteFunc) (bool, error) {
-	for attempt := 0; attempt < maxRestoreAttempts; attempt++ {
-		var restored bool
-		var malformed *transport.MalformedError
-		err := b.client.Watch(ctx, func(tx *goredis.Tx) error {
-			restored, malformed = false, nil
-			raw, err := tx.HGet(ctx, b.k.unacked, tag).Bytes()
-			if err != nil && !errors.Is(err, goredis.Nil) {
-				return err
-			}
-			var lists []string
-			var payload, dead []byte
-			if len(raw) > 0 {
-				payload, lists, dead, malformed, err = b.restorePlan(ctx, tag, raw, route)
-				if err != nil {
-					return err
-				}
-			}
-			_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-				p.ZRem(ctx, b.k.unackedIndex, tag)
-				p.HDel(ctx, b.k.unacked, tag)
-				for _, l := range lists {
-					if leftmost {
-						p.LPush(ctx, l, payload)
-					} else {
-						p.RPush(ctx, l, payload)
-					}
-				}
-				if dead != nil {
-					p.LPush(ctx, b.k.malformed, dead)
-				}
-				return nil
-			})
-			restored = len(lists) > 0
-			return err
-		}, b.k.unacked)
+	for attempt := 0; attempt < watchAttempts; attempt++ {
+		restored, err := b.restoreWatch(ctx, tag, leftmost, route)
 		if errors.Is(err, goredis.TxFailedErr) {
 			continue
 		}
-		if err != nil {
-			return false, wrap("restore "+tag, err)
-		}
-		if malformed != nil {
-			return false, malformed
-		}
-		return restored, nil
+		return restored, err
 	}
-	return false, fmt.Errorf("kombu: redis: restore %s: the unacked hash kept changing (%d attempts)", tag, maxRestoreAttempts)
+	// The unacked hash is shared by every consumer, so under load a WATCH
+	// on all of it rarely survives a round trip: compare and set the one
+	// record instead (scripts/restore.lua).
+	for attempt := 0; attempt < maxRestoreAttempts; attempt++ {
+		restored, applied, err := b.restoreCAS(ctx, tag, leftmost, route)
+		if err != nil || applied {
+			return restored, err
+		}
+	}
+	return false, fmt.Errorf("kombu: redis: restore %s: the record kept changing (%d attempts)", tag, watchAttempts+maxRestoreAttempts)
 }
 
-// restorePlan decides what a restore pushes where: the marked envelope and
-// the lists, or (dead) bytes for the malformed list.
-func (b *Backend) restorePlan(ctx context.Context, tag string, raw []byte, route transport.RouteFunc) (payload []byte, lists []string, dead []byte, mal *transport.MalformedError, err error) {
+// restoreWatch is Kombu's restore transaction: WATCH unacked, HGET, MULTI,
+// ZREM, HDEL, LPUSH/RPUSH, EXEC. It returns goredis.TxFailedErr when the
+// WATCH failed.
+func (b *Backend) restoreWatch(ctx context.Context, tag string, leftmost bool, route transport.RouteFunc) (bool, error) {
+	var plan restorePlan
+	err := b.client.Watch(ctx, func(tx *goredis.Tx) error {
+		plan = restorePlan{}
+		raw, err := tx.HGet(ctx, b.k.unacked, tag).Bytes()
+		if err != nil && !errors.Is(err, goredis.Nil) {
+			return err
+		}
+		if len(raw) > 0 {
+			if plan, err = b.planRestore(ctx, tag, raw, route); err != nil {
+				return err
+			}
+		}
+		_, err = tx.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+			p.ZRem(ctx, b.k.unackedIndex, tag)
+			p.HDel(ctx, b.k.unacked, tag)
+			for _, l := range plan.lists {
+				if leftmost {
+					p.LPush(ctx, l, plan.payload)
+				} else {
+					p.RPush(ctx, l, plan.payload)
+				}
+			}
+			if plan.dead != nil {
+				p.LPush(ctx, b.k.malformed, plan.dead)
+			}
+			return nil
+		})
+		return err
+	}, b.k.unacked)
+	if errors.Is(err, goredis.TxFailedErr) {
+		return false, err
+	}
+	return plan.result(tag, err)
+}
+
+// restoreCAS reads the record, plans the restore, and applies it with
+// scripts/restore.lua if the record is unchanged (applied false: retry).
+func (b *Backend) restoreCAS(ctx context.Context, tag string, leftmost bool, route transport.RouteFunc) (restored, applied bool, err error) {
+	raw, err := b.client.HGet(ctx, b.k.unacked, tag).Bytes()
+	exists := err == nil
+	if err != nil && !errors.Is(err, goredis.Nil) {
+		return false, false, wrap("restore "+tag, err)
+	}
+	var plan restorePlan
+	if exists && len(raw) > 0 {
+		if plan, err = b.planRestore(ctx, tag, raw, route); err != nil {
+			return false, false, wrap("restore "+tag, err)
+		}
+	}
+	keys := []string{b.k.unacked, b.k.unackedIndex}
+	mode, payload := "R", plan.payload
+	if leftmost {
+		mode = "L"
+	}
+	if plan.dead != nil {
+		keys = append(keys, b.k.malformed)
+		mode, payload = "L", plan.dead
+	} else {
+		keys = append(keys, plan.lists...)
+	}
+	flag := "0"
+	if exists {
+		flag = "1"
+	}
+	n, err := restoreScript.Run(ctx, b.client, keys, tag, flag, raw, mode, payload).Int()
+	if err != nil {
+		return false, false, wrap("restore "+tag, err)
+	}
+	if n == 0 {
+		return false, false, nil
+	}
+	restored, err = plan.result(tag, nil)
+	return restored, true, err
+}
+
+// watchAttempts is how many WATCH transactions a restore tries before it
+// switches to the per-record compare-and-set (a variable for tests).
+var watchAttempts = 3
+
+// restorePlan is what a restore pushes where: the marked envelope to lists,
+// or dead (bytes for the malformed list).
+type restorePlan struct {
+	payload []byte
+	lists   []string
+	dead    []byte
+	mal     *transport.MalformedError
+}
+
+func (p restorePlan) result(tag string, err error) (bool, error) {
+	if err != nil {
+		return false, wrap("restore "+tag, err)
+	}
+	if p.mal != nil {
+		return false, p.mal
+	}
+	return len(p.lists) > 0, nil
+}
+
+// planRestore decides what a restore of the record raw pushes where.
+func (b *Backend) planRestore(ctx context.Context, tag string, raw []byte, route transport.RouteFunc) (restorePlan, error) {
 	env, exchange, rk, perr := transport.ParseUnackedValue(raw)
+	var payload []byte
 	if perr == nil {
 		payload, perr = transport.MarkRedelivered(env)
 	}
 	if perr != nil {
 		b.log.Error("kombu: redis: unacked record cannot be parsed; moved to the dead-letter list",
 			"tag", tag, "dead_letter", b.k.malformed, "error", perr)
-		return nil, nil, raw, &transport.MalformedError{Raw: raw, Where: b.k.malformed, Err: perr}, nil
+		return restorePlan{dead: raw, mal: &transport.MalformedError{Raw: raw, Where: b.k.malformed, Err: perr}}, nil
 	}
 	routed, err := route(ctx, exchange, rk)
 	if err != nil {
-		return nil, nil, nil, nil, fmt.Errorf("route exchange %q routing key %q: %w", exchange, rk, err)
+		return restorePlan{}, fmt.Errorf("route exchange %q routing key %q: %w", exchange, rk, err)
 	}
 	// An empty name (default exchange, empty routing key) is no queue:
 	// Kombu fails on it too.
@@ -519,13 +703,13 @@ func (b *Backend) restorePlan(ctx context.Context, tag string, raw []byte, route
 	if len(queues) == 0 {
 		b.log.Warn("kombu: redis: restored message routes to no queue; moved to the dead-letter list (Kombu drops it)",
 			"tag", tag, "exchange", exchange, "routing_key", rk, "dead_letter", b.k.malformed)
-		return nil, nil, payload, nil, nil
+		return restorePlan{dead: payload}, nil
 	}
 	prio := 0
 	if b.opts.RestorePriority == RestoreOwn {
 		prio = envelopePriority(payload)
 	}
-	lists = make([]string, len(queues))
+	lists := make([]string, len(queues))
 	for i, q := range queues {
 		if b.opts.RestorePriority == RestoreOwn {
 			lists[i] = b.k.queueKey(q, prio)
@@ -533,7 +717,7 @@ func (b *Backend) restorePlan(ctx context.Context, tag string, raw []byte, route
 			lists[i] = b.k.stepKey(q, 0)
 		}
 	}
-	return payload, lists, nil, nil, nil
+	return restorePlan{payload: payload, lists: lists}, nil
 }
 
 // envelopePriority reads properties.priority as Kombu's
@@ -616,7 +800,11 @@ func (b *Backend) RestoreExpired(ctx context.Context, deadline time.Time, route 
 	var errs []error
 	for _, z := range zs {
 		tag, _ := z.Member.(string)
-		ok, err := b.restore(ctx, tag, false, route)
+		var ok bool
+		err := b.retry(ctx, func() (err error) {
+			ok, err = b.restore(ctx, tag, false, route)
+			return err
+		})
 		if err != nil {
 			errs = append(errs, err)
 			if ctx.Err() != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +29,7 @@ var sharedTests = []struct {
 	{"GetRecordsUnackedLikeKombu", testGetRecordsUnacked},
 	{"GetUnackedValueEscaping", testGetUnackedValueEscaping},
 	{"GetNoAck", testGetNoAck},
+	{"GetReceiptReplay", testGetReceiptReplay},
 	{"GetMissingDeliveryInfo", testGetMissingDeliveryInfo},
 	{"GetMalformedDeadLetter", testGetMalformed},
 	{"Ack", testAck},
@@ -65,6 +67,31 @@ func TestShared(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newMiniEnv(t)) })
 	}
 }
+
+// restoreTests are the shared tests that exercise Restore; they run again
+// with the compare-and-set path forced.
+var restoreTests = []string{
+	"GetMissingDeliveryInfo", "RestoreRPushLPush", "RestorePriorityOwnBase", "RestoreMissingRecord",
+	"RestoreMalformedRecord", "RestoreUnroutable", "RestoreExpired", "RestoreExpiredLimit",
+}
+
+// runRestoreCAS runs restoreTests with restores going straight to
+// scripts/restore.lua, proving it leaves exactly the state the WATCH
+// transaction leaves.
+func runRestoreCAS(t *testing.T, newEnv func(*testing.T) *env) {
+	saved := watchAttempts
+	watchAttempts = 0
+	defer func() { watchAttempts = saved }()
+	for _, tc := range sharedTests {
+		if slices.Contains(restoreTests, tc.name) {
+			t.Run(tc.name, func(t *testing.T) { tc.fn(t, newEnv(t)) })
+		}
+	}
+}
+
+// TestSharedRestoreCAS runs the restore tests on miniredis through the
+// compare-and-set path.
+func TestSharedRestoreCAS(t *testing.T) { runRestoreCAS(t, newMiniEnv) }
 
 var bg = context.Background()
 
@@ -378,13 +405,58 @@ func testGetUnackedValueEscaping(t *testing.T, e *env) {
 	}
 }
 
-// Proves: Get without ack (Kombu's no_ack) pops without any record.
+// Proves: Get without ack (Kombu's no_ack) pops without any record (and
+// leaves no receipt).
 func testGetNoAck(t *testing.T, e *env) {
 	b := e.backend()
 	mustPut(t, b, "q", 0, kombuEnvelope)
 	mustGet(t, b, []string{"q"}, false)
-	if ks := e.keys(); len(ks) != 0 {
+	if ks := e.allKeys(); len(ks) != 0 {
 		t.Fatalf("no-ack get left keys %q", ks)
+	}
+}
+
+// Proves: the Get script's receipt makes a retried call (same receipt key,
+// as after a lost reply) return the same message, byte for byte, without
+// taking another; the receipt expires within 10 s; and a receipt whose
+// record is gone (acked or restored) no longer replays.
+func testGetReceiptReplay(t *testing.T, e *env) {
+	b := e.backend()
+	first := envelope("first", "", "rq", 0)
+	mustPut(t, b, "rq", 0, first)
+	mustPut(t, b, "rq", 0, envelope("second", "", "rq", 0))
+	keys := []string{b.k.unacked, b.k.unackedIndex, b.k.malformed, b.k.receiptKey("fixed"), b.k.stepKey("rq", 0)}
+	run := func() []any {
+		t.Helper()
+		res, err := getScript.Run(bg, e.client, keys, "1", "1795550400.5", "rq").Slice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	for i := 0; i < 3; i++ {
+		res := run()
+		if res[0] != int64(1) || res[1] != "rq" || res[2] != first {
+			t.Fatalf("call %d: %v", i, res)
+		}
+	}
+	if n := len(e.lrange(e.key("rq"))); n != 1 {
+		t.Fatalf("replays took messages: %d left", n)
+	}
+	if ttl, _ := e.client.PTTL(bg, b.k.receiptKey("fixed")).Result(); ttl <= 0 || ttl > 10*time.Second {
+		t.Fatalf("receipt ttl %v", ttl)
+	}
+	if err := b.Ack(bg, "first"); err != nil {
+		t.Fatal(err)
+	}
+	if res := run(); res[2] == first {
+		t.Fatal("replayed an acked message")
+	}
+	// A corrupt receipt is ignored.
+	e.client.Set(bg, b.k.receiptKey("fixed"), "junk", time.Second)
+	mustPut(t, b, "rq", 0, envelope("third", "", "rq", 0))
+	if res := run(); res[0] != int64(1) {
+		t.Fatalf("corrupt receipt: %v", res)
 	}
 }
 

@@ -20,6 +20,7 @@
 //	P+"unacked_mutex"               STRING  restore lock: SET token NX PX, Lua release
 //	P+"/"+db+"."+exchange[+"/"+rk]  channel fanout PUBLISH / PSUBSCRIBE
 //	P+"kombu-go.malformed"          LIST    kombu-go only: messages that cannot be parsed
+//	P+"kombu-go.get."+nonce         STRING  kombu-go only: a Get's receipt, expires after 10 s
 //
 // Differences from Kombu, all on the safe side:
 //
@@ -28,6 +29,13 @@
 //     loses nothing: the record is there and any restorer, Python's too,
 //     brings the message back after visibility_timeout. Kombu pops with
 //     BRPOP and writes the record afterwards, on another connection.
+//   - Each Get with acks leaves a receipt (a small key living 10 s). When a
+//     reply is lost to a connection reset or a server restart, Get retries
+//     the same call for up to 8 s and the receipt returns the message it
+//     took, instead of stranding it in unacked until the visibility
+//     timeout. Ack and Restore, which can be repeated safely, retry
+//     connection errors the same way; Put and Publish never resend (a
+//     resent LPUSH could publish twice).
 //   - A message that is not a JSON object with properties.delivery_tag is
 //     moved by the same script to the malformed list (Kombu crashes and
 //     loses it). A missing delivery_info is recorded as exchange "" and the
@@ -40,6 +48,11 @@
 //     and 5.2.x does not prefix WATCH.
 //   - A restore whose record cannot be parsed, or whose message now routes
 //     to no queue, moves it to the malformed list; Kombu drops it.
+//   - Restore is Kombu's WATCH transaction, but every delivery and ack of
+//     every consumer writes the WATCHed hash, so under load it rarely
+//     commits: after three failed attempts the same writes are applied by
+//     a script that checks that this one record is unchanged
+//     (scripts/restore.lua). Kombu retries the WATCH forever.
 //   - Restores go to the message's own priority list (Kombu 5.4+); set
 //     restore_priority=base for Kombu ≤5.3's base list. All versions read
 //     every list, so this changes order only.
@@ -84,12 +97,17 @@
 //  4. Connections: a Backend keeps at most Options.WaitConnections
 //     (wait_connections, default 16) connections blocked, one per watched
 //     list, shared by every GetWait of the Backend. A consumer of N queues
-//     with S priority steps watches N×S lists (4 per queue by default),
-//     plus one pooled connection at a time for the scripts. Lists beyond
-//     the limit are polled with a 2–100 ms backoff. Open sizes its pool as
-//     max_connections + wait_connections; with a client passed to New,
-//     leave room in its PoolSize. A watcher ends about a second after its
-//     list has no waiter.
+//     with S priority steps watches N×S lists (4 per queue by default), and
+//     uses one connection of the ordinary pool at a time for the scripts.
+//     Lists beyond the limit are polled with a 2–100 ms backoff. When the
+//     client is a *redis.Client (Open's, or one given to New), the blocked
+//     commands run on a second pool the Backend makes with the client's
+//     settings, of at most WaitConnections connections, so they never take
+//     connections the rest of the program needs (hooks added to the client
+//     with AddHook do not see them); other clients (Ring, Cluster,
+//     wrappers) carry them in their own pool, which must have room. A
+//     watcher ends about a second after its list has no waiter; Close ends
+//     them at once by closing that second pool.
 //
 // # Contexts
 //

@@ -51,8 +51,21 @@ func (e *env) backend(opts ...Option) *Backend {
 	return b
 }
 
-// keys lists every key under the env's prefix, sorted.
+// keys lists every key under the env's prefix, sorted, leaving out the
+// short-lived Get receipts (P+"kombu-go.get.*", see scripts/get.lua).
 func (e *env) keys() []string {
+	e.t.Helper()
+	var out []string
+	for _, k := range e.allKeys() {
+		if !strings.Contains(k, "kombu-go.get.") {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// allKeys lists every key under the env's prefix, sorted.
+func (e *env) allKeys() []string {
 	e.t.Helper()
 	ks, err := e.client.Keys(context.Background(), escapeGlob(e.prefix)+"*").Result()
 	if err != nil {

@@ -72,6 +72,13 @@ func TestIntegrationShared(t *testing.T) {
 	}
 }
 
+// TestIntegrationRestoreCAS runs the restore tests on the real server
+// through the compare-and-set path.
+func TestIntegrationRestoreCAS(t *testing.T) {
+	integrationURL(t)
+	runRestoreCAS(t, integrationEnv)
+}
+
 // TestIntegrationGetWaitLatency measures how soon a waiting GetWait returns
 // a message after LPUSH on a real server, and requires every wake-up to be
 // well under the 1 s Kombu polls with.
@@ -356,11 +363,27 @@ func TestIntegrationCrashAfterPopLosesNothing(t *testing.T) {
 	}
 }
 
-// TestIntegrationConcurrentRestore proves the WATCH transaction: many
-// goroutines restoring the same tag at once push it exactly once.
+// TestIntegrationConcurrentRestore proves the WATCH transaction and its
+// compare-and-set fallback: many goroutines restoring the same tag at once,
+// while other consumers keep writing the unacked hash, push it exactly
+// once.
 func TestIntegrationConcurrentRestore(t *testing.T) {
 	e := integrationEnv(t)
 	b := e.backend()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // unrelated deliveries and acks: the WATCH keeps failing
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			tag := fmt.Sprint("noise-", i%50)
+			_ = b.RecordUnacked(bg, tag, []byte(envelope(tag, "", "noise", 0)), "", "noise")
+			_ = b.Ack(bg, tag)
+		}
+	}()
 	for round := 0; round < 10; round++ {
 		tag := fmt.Sprint("cr-", round)
 		if err := b.RecordUnacked(bg, tag, []byte(envelope(tag, "", "cr", 0)), "", "cr"); err != nil {

@@ -125,6 +125,13 @@ func (k *keys) consumeKeys(queues []string) (lists []string, owners []string) {
 	return lists, owners
 }
 
+// receiptKey is P + "kombu-go.get." + nonce: the receipt one Get call
+// leaves so that its retries return the same message (scripts/get.lua).
+// It expires after 30 s.
+func (k *keys) receiptKey(nonce string) string {
+	return k.prefix + "kombu-go.get." + nonce
+}
+
 // bindingKey is P + "_kombu.binding." + exchange (wire spec §5).
 func (k *keys) bindingKey(exchange string) string {
 	return k.prefix + "_kombu.binding." + exchange

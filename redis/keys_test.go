@@ -1,7 +1,15 @@
 package redis
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"syscall"
 	"testing"
+
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/kombu-go/kombu/transport"
 )
@@ -169,3 +177,40 @@ func TestEnvelopePriority(t *testing.T) {
 		}
 	}
 }
+
+// TestRetryable proves which errors Get, Ack and Restore retry: connection
+// failures and "not ready" replies, never failures of the operation, a
+// closed client or a cancelled context.
+func TestRetryable(t *testing.T) {
+	yes := []error{
+		io.EOF, io.ErrUnexpectedEOF,
+		&net.OpError{Op: "dial", Err: syscall.ECONNREFUSED},
+		fmt.Errorf("wrapped: %w", &net.OpError{Op: "read", Err: syscall.ECONNRESET}),
+		goredis.ErrPoolTimeout,
+		goredisError("LOADING Redis is loading the dataset in memory"),
+		goredisError("READONLY You can't write against a read only replica."),
+	}
+	no := []error{
+		nil, goredis.ErrClosed, context.Canceled, context.DeadlineExceeded,
+		goredisError("WRONGTYPE Operation against a key holding the wrong kind of value"),
+		goredisError("NOSCRIPT No matching script"),
+		&transport.MalformedError{Err: errors.New("x")},
+		errors.New("route exchange: no such thing"),
+	}
+	for _, err := range yes {
+		if !retryable(err) {
+			t.Errorf("%v not retryable", err)
+		}
+	}
+	for _, err := range no {
+		if retryable(err) {
+			t.Errorf("%v retryable", err)
+		}
+	}
+}
+
+// goredisError is an error reply as go-redis returns it.
+type goredisError string
+
+func (e goredisError) Error() string { return string(e) }
+func (e goredisError) RedisError()   {}

@@ -18,6 +18,9 @@ var topicMatchLua string
 //go:embed scripts/publish.lua
 var publishLua string
 
+//go:embed scripts/restore.lua
+var restoreLua string
+
 // releaseLockLua is redis-py's Lock release script, byte for byte (so its
 // SHA1 is c3f8721cbb97f72bc19e972846bd7aaf91901658, the EVALSHA Python
 // Kombu sends, and both share one cached script). It carries no header
@@ -33,7 +36,8 @@ var releaseLockLua string
 var (
 	getScript         = goredis.NewScript(getLua)
 	publishScript     = goredis.NewScript(topicMatchLua + "\n" + publishLua)
+	restoreScript     = goredis.NewScript(restoreLua)
 	releaseLockScript = goredis.NewScript(releaseLockLua)
 
-	allScripts = []*goredis.Script{getScript, publishScript, releaseLockScript}
+	allScripts = []*goredis.Script{getScript, publishScript, restoreScript, releaseLockScript}
 )

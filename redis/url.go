@@ -21,7 +21,8 @@ const (
 	DefaultPort         = 6379
 	DefaultSentinelPort = 26379
 	// DefaultMaxConnections is Kombu's max_connections: the pool size for
-	// ordinary commands. Open adds WaitConnections to it.
+	// ordinary commands. Blocking waits have a pool of their own
+	// (wait_connections).
 	DefaultMaxConnections = 10
 )
 
@@ -114,7 +115,7 @@ func OpenURL(ctx context.Context, u *transport.URL, opts ...Option) (*Backend, e
 			tlsConf.ServerName = u.Hosts[0].Host
 		}
 	}
-	pool := cc.poolSize + o.WaitConnections
+	pool := cc.poolSize
 	var client goredis.UniversalClient
 	if u.Scheme == "sentinel" {
 		if cc.masterName == "" {

@@ -54,8 +54,11 @@ func TestOpenURLOptions(t *testing.T) {
 		t.Fatalf("keys in db 3: %v", mr.Keys())
 	}
 	co := b.client.(*goredis.Client).Options()
-	if got, want := co.PoolSize, 4+3; got != want {
-		t.Fatalf("pool size %d, want max_connections + wait_connections = %d", got, want)
+	if co.PoolSize != 4 {
+		t.Fatalf("pool size %d, want max_connections = 4", co.PoolSize)
+	}
+	if wo := b.wait.(*goredis.Client).Options(); wo.PoolSize != 3 || wo.MaxActiveConns != 3 || wo.DB != 3 || wo.Addr != co.Addr {
+		t.Fatalf("wait pool %+v, want 3 connections to the same server and db", wo)
 	}
 	if co.ReadTimeout != 2500*time.Millisecond || co.DialTimeout != time.Second || co.MaxRetries > 0 {
 		t.Fatalf("socket timeouts or retries not applied: %+v", co)

@@ -32,11 +32,13 @@ import (
 // name), started on demand, limited to Options.WaitConnections, and end
 // about a second after nobody waits on their key. Lists beyond the limit
 // are covered by polling the script with a backoff from 2 ms to 100 ms.
+// Their commands run on Backend.wait, a pool of WaitConnections
+// connections of its own, so they never starve the caller's pool.
 
 const (
 	// watchBlock is the timeout of one BLMOVE (go-redis sends whole
-	// seconds). It bounds how long Close waits for watchers on a client it
-	// does not own, and how long an unused watcher lingers.
+	// seconds). It bounds how long an unused watcher lingers, and how long
+	// Close waits for watchers when they share a client it cannot close.
 	watchBlock = time.Second
 	// pollMin and pollMax bound the polling backoff for uncovered lists.
 	pollMin = 2 * time.Millisecond
@@ -172,7 +174,7 @@ func (h *waitHub) run(wt *watcher) {
 		wt.armed = false
 		h.mu.Unlock()
 
-		_, err := h.b.client.BLMove(ctx, wt.key, wt.key, "RIGHT", "RIGHT", watchBlock).Result()
+		_, err := h.b.wait.BLMove(ctx, wt.key, wt.key, "RIGHT", "RIGHT", watchBlock).Result()
 		switch {
 		case err == nil:
 			errDelay = 0

@@ -5,15 +5,16 @@
 -- KEYS[1]    P+unacked        (HASH: tag -> [envelope, exchange, routing_key])
 -- KEYS[2]    P+unacked_index  (ZSET: tag scored by receive time)
 -- KEYS[3]    P+malformed list (raw messages that cannot be recorded)
--- KEYS[4..]  the priority lists to take from, step-major: every queue's
+-- KEYS[4]    P+"kombu-go.get."+<nonce>: this call's receipt (see below)
+-- KEYS[5..]  the priority lists to take from, step-major: every queue's
 --            step-0 list first, then every queue's next step, ...
 -- ARGV[1]    "1": record the message as unacked; "0": no_ack
 -- ARGV[2]    the receive time as Unix float seconds (text), the ZADD score
--- ARGV[3..]  ARGV[i-1] is the queue name of KEYS[i] (i >= 4)
+-- ARGV[3..]  ARGV[i-2] is the queue name of KEYS[i] (i >= 5)
 --
--- Returns nil when every list is empty, else {status, i, message}:
---   status 1  message taken with RPOP from KEYS[i+3]; if ARGV[1] == "1",
---             ZADD KEYS[2] ARGV[2] tag and HSET KEYS[1] tag
+-- Returns nil when every list is empty, else {status, queue, message}:
+--   status 1  message taken with RPOP from a list of queue; if ARGV[1] is
+--             "1", ZADD KEYS[2] ARGV[2] tag and HSET KEYS[1] tag
 --             [message, exchange, routing_key] were done, exactly as Kombu
 --             writes them (the message bytes untouched, the two strings
 --             escaped as Python's json.dumps does).
@@ -22,6 +23,14 @@
 -- exchange and routing_key come from properties.delivery_info; when that is
 -- missing or not two strings, "" and the queue name are recorded, which
 -- routes a restore back to the queue it was taken from.
+--
+-- Receipt (ARGV[1] "1" only): the caller sends the same KEYS[4] again when
+-- it retries after losing the reply (connection reset, server restart).
+-- A recorded take leaves KEYS[4] = cjson [queue, length, tag, sha1 of the
+-- message] for 10 s; a call that finds it returns that message again, cut
+-- from its unacked record, instead of taking another, so a lost reply
+-- neither strands the message in unacked nor takes a second one. If the
+-- record is gone or changed, the call takes anew.
 
 local function hex4(n)
   return string.format('\\u%04x', n)
@@ -96,10 +105,25 @@ local function pystr(s)
 end
 
 local record = ARGV[1] == '1'
-for i = 4, #KEYS do
+if record then
+  local receipt = redis.call('GET', KEYS[4])
+  if receipt then
+    local ok, r = pcall(cjson.decode, receipt)
+    if ok and type(r) == 'table' then
+      local rec = redis.call('HGET', KEYS[1], r[3])
+      if rec and #rec > r[2] + 1 then
+        local msg = string.sub(rec, 2, r[2] + 1)
+        if redis.sha1hex(msg) == r[4] then
+          return { 1, r[1], msg }
+        end
+      end
+    end
+  end
+end
+for i = 5, #KEYS do
   local msg = redis.call('RPOP', KEYS[i])
   if msg then
-    local queue = ARGV[i - 1]
+    local queue = ARGV[i - 2]
     local ok, env = pcall(cjson.decode, msg)
     local tag, props
     if ok and type(env) == 'table' then
@@ -110,7 +134,7 @@ for i = 4, #KEYS do
     end
     if type(tag) ~= 'string' or tag == '' then
       redis.call('LPUSH', KEYS[3], msg)
-      return { 2, i - 3, msg }
+      return { 2, queue, msg }
     end
     if record then
       local exchange, rk = '', queue
@@ -122,8 +146,9 @@ for i = 4, #KEYS do
       redis.call('ZADD', KEYS[2], ARGV[2], tag)
       redis.call('HSET', KEYS[1], tag,
         '[' .. msg .. ', ' .. pystr(exchange) .. ', ' .. pystr(rk) .. ']')
+      redis.call('SET', KEYS[4], cjson.encode({ queue, #msg, tag, redis.sha1hex(msg) }), 'PX', 10000)
     end
-    return { 1, i - 3, msg }
+    return { 1, queue, msg }
   end
 end
 return nil
