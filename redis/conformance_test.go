@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,8 +96,15 @@ func TestIntegrationConformanceRestart(t *testing.T) {
 	start()
 	admin := goredis.NewClient(&goredis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port), Protocol: 2})
 	t.Cleanup(func() {
-		_ = admin.Shutdown(bg).Err() // the private server, by its own port
 		_ = admin.Close()
+		// Stop the private server by the pid it wrote (the latest start).
+		if b, err := os.ReadFile(filepath.Join(dir, "redis.pid")); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				if p, err := os.FindProcess(pid); err == nil {
+					_ = p.Kill()
+				}
+			}
+		}
 	})
 	c := goredis.NewClient(&goredis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port), Protocol: 2})
 	t.Cleanup(func() { _ = c.Close() })
