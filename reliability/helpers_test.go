@@ -89,10 +89,10 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 
 // faultRow is one row of the fault table.
 type faultRow struct {
-	Fault, Injected             string
-	Sent, Handled, Lost, Dups   int
-	InFlight                    string
-	Notes                       string
+	Fault, Injected           string
+	Sent, Handled, Lost, Dups int
+	InFlight                  string
+	Notes                     string
 }
 
 var (
