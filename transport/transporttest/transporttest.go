@@ -113,19 +113,24 @@ func Run(t *testing.T, f Features, newBackend func(t *testing.T, clock transport
 	t.Helper()
 	f.setDefaults()
 	s := &suite{f: f, newBackend: newBackend}
-	for _, c := range s.parallelCases() {
-		t.Run(c.name, func(t *testing.T) {
-			t.Parallel()
-			c.fn(t)
-		})
-	}
-	// The sweeping cases run in order, in parallel with the cases above.
-	t.Run("Sweeps", func(t *testing.T) {
-		t.Parallel()
-		for _, c := range s.sweepCases() {
-			t.Run(c.name, c.fn)
+	// One group, so that every case in it has finished before the broker
+	// restart below: a restart in the middle would stall the other cases.
+	t.Run("Shared", func(t *testing.T) {
+		for _, c := range s.parallelCases() {
+			t.Run(c.name, func(t *testing.T) {
+				t.Parallel()
+				c.fn(t)
+			})
 		}
+		// The sweeping cases run in order, in parallel with the cases above.
+		t.Run("Sweeps", func(t *testing.T) {
+			t.Parallel()
+			for _, c := range s.sweepCases() {
+				t.Run(c.name, c.fn)
+			}
+		})
 	})
+	t.Run("RestartBroker", s.testRestartBroker)
 }
 
 type testCase struct {
@@ -165,7 +170,6 @@ func (s *suite) parallelCases() []testCase {
 		{"Inspector", s.testInspector},
 		{"FaultyBackend", s.testFaulty},
 		{"Persistent", s.testPersistent},
-		{"RestartBroker", s.testRestartBroker},
 	}
 }
 
