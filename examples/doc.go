@@ -8,6 +8,15 @@
 //   - topics: a topic exchange with Kombu's pattern semantics (5)
 //   - rpc: request and reply with reply_to and correlation_id (6)
 //
+// and beyond the tutorials:
+//
+//   - demo: `make demo`, a producer and consumer over the Redis transport
+//     on an embedded miniredis
+//   - celery-worker: a Go Celery worker (tasks.add, tasks.echo, tasks.fail)
+//     that Python's apply_async reaches
+//   - celery-client: sends tasks a Python Celery worker runs, and reads
+//     their results
+//
 // Each runs its producer and consumers in one process and works with no
 // setup on memory://; give --url (or $KOMBU_URL) to use a real broker:
 //
