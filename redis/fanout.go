@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
+	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
@@ -49,48 +51,130 @@ func (b *Backend) SubscribeFanout(ctx context.Context, subs []transport.FanoutSu
 		return nil, wrap("subscribe fanout", err)
 	}
 	s := &subscription{
-		ps:   ps,
-		c:    make(chan transport.Delivery),
-		done: make(chan struct{}),
+		ps:       ps,
+		patterns: patterns,
+		c:        make(chan transport.Delivery),
+		done:     make(chan struct{}),
 	}
-	in := ps.Channel(goredis.WithChannelHealthCheckInterval(b.opts.HealthCheckInterval))
 	s.wg.Add(1)
-	go s.run(in, b)
+	go s.run(b)
 	return s, nil
 }
 
 type subscription struct {
-	ps   *goredis.PubSub
-	c    chan transport.Delivery
-	done chan struct{}
-	once sync.Once
-	wg   sync.WaitGroup
-	err  error
+	patterns []string
+	c        chan transport.Delivery
+	done     chan struct{}
+	once     sync.Once
+	wg       sync.WaitGroup
+	err      error
+
+	mu sync.Mutex
+	ps *goredis.PubSub // replaced when the connection is found dead
 }
 
 func (s *subscription) C() <-chan transport.Delivery { return s.c }
 
-func (s *subscription) run(in <-chan *goredis.Message, b *Backend) {
+func (s *subscription) current() *goredis.PubSub {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ps
+}
+
+func (s *subscription) stopped() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// run reads the subscription and checks its health (Kombu's
+// health_check_interval): after an interval with nothing read it sends
+// PING; if another interval passes with no reply, the connection is dead
+// (a peer that vanished without closing it: go-redis's own health check
+// only notices a failed write) and a new subscription replaces it.
+// go-redis reconnects and resubscribes by itself after read or write
+// errors. Broadcasts sent while the connection is down are lost, as in
+// Kombu: fanout is at-most-once.
+func (s *subscription) run(b *Backend) {
 	defer s.wg.Done()
 	defer close(s.c)
-	for {
+	ctx := context.Background()
+	interval := b.opts.HealthCheckInterval
+	pinged := false
+	for !s.stopped() {
+		ps := s.current()
+		msg, err := ps.ReceiveTimeout(ctx, interval)
+		if err != nil {
+			if s.stopped() {
+				return
+			}
+			var nerr net.Error
+			switch {
+			case errors.As(err, &nerr) && nerr.Timeout() && pinged:
+				b.log.Warn("kombu: redis: fanout subscription did not answer a health check; resubscribing",
+					"interval", interval)
+				s.resubscribe(ctx, b)
+				pinged = false
+			case errors.As(err, &nerr) && nerr.Timeout():
+				pinged = ps.Ping(ctx, "kombu-go-health-check") == nil
+			default:
+				// go-redis reconnects on the next read; do not spin while
+				// the server is unreachable.
+				b.log.Debug("kombu: redis: fanout subscription read failed", "error", err)
+				pinged = false
+				select {
+				case <-time.After(100 * time.Millisecond):
+				case <-s.done:
+				}
+			}
+			continue
+		}
+		pinged = false
+		m, ok := msg.(*goredis.Message)
+		if !ok || m.Payload == "" {
+			continue // subscription confirmations, pongs, empty payloads (dropped, as Kombu does)
+		}
+		d := transport.Delivery{Exchange: b.k.fanoutExchange(m.Channel), Envelope: []byte(m.Payload)}
 		select {
+		case s.c <- d:
 		case <-s.done:
 			return
-		case m, ok := <-in:
-			if !ok {
-				return
-			}
-			if m.Payload == "" {
-				continue
-			}
-			d := transport.Delivery{Exchange: b.k.fanoutExchange(m.Channel), Envelope: []byte(m.Payload)}
-			select {
-			case s.c <- d:
-			case <-s.done:
-				return
-			}
 		}
+	}
+}
+
+// resubscribe replaces the subscription's connection with a new one,
+// retrying until it succeeds or the subscription is closed.
+func (s *subscription) resubscribe(ctx context.Context, b *Backend) {
+	delay := 50 * time.Millisecond
+	for !s.stopped() {
+		ps := b.client.PSubscribe(ctx, s.patterns...)
+		rctx, cancel := context.WithTimeout(ctx, max(b.opts.HealthCheckInterval, time.Second))
+		_, err := ps.ReceiveTimeout(rctx, max(b.opts.HealthCheckInterval, time.Second))
+		cancel()
+		if err == nil {
+			s.mu.Lock()
+			old := s.ps
+			s.ps = ps
+			closed := s.stopped()
+			s.mu.Unlock()
+			_ = old.Close()
+			if closed {
+				_ = ps.Close()
+			}
+			return
+		}
+		_ = ps.Close()
+		b.log.Debug("kombu: redis: fanout resubscribe failed", "error", err)
+		select {
+		case <-time.After(delay):
+		case <-s.done:
+			return
+		}
+		delay = min(2*delay, time.Second)
 	}
 }
 
@@ -98,8 +182,11 @@ func (s *subscription) run(in <-chan *goredis.Message, b *Backend) {
 // closed after the last delivery.
 func (s *subscription) Close() error {
 	s.once.Do(func() {
+		s.mu.Lock()
 		close(s.done)
-		if err := s.ps.Close(); err != nil {
+		ps := s.ps
+		s.mu.Unlock()
+		if err := ps.Close(); err != nil {
 			s.err = fmt.Errorf("kombu: redis: close subscription: %w", err)
 		}
 		s.wg.Wait()
