@@ -44,6 +44,11 @@ type Backend struct {
 
 	hub *waitHub
 
+	// spent are receipts of takes whose replies arrived, deleted by the
+	// next take (scripts/get.lua).
+	spentMu sync.Mutex
+	spent   []string
+
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
@@ -54,6 +59,8 @@ var (
 	_ transport.BlockingGetter = (*Backend)(nil)
 	_ transport.Publisher      = (*Backend)(nil)
 	_ transport.BatchPutter    = (*Backend)(nil)
+	_ transport.BatchGetter    = (*Backend)(nil)
+	_ transport.BatchAcker     = (*Backend)(nil)
 	_ transport.Fanout         = (*Backend)(nil)
 	_ transport.Pinger         = (*Backend)(nil)
 )
@@ -218,25 +225,65 @@ func (b *Backend) Get(ctx context.Context, queues []string, ack bool) (transport
 	if len(queues) == 0 {
 		return transport.Delivery{}, transport.ErrEmpty
 	}
-	lists, owners := b.k.consumeKeys(queues)
-	return b.get(ctx, lists, owners, ack)
+	return b.get(ctx, queues, b.k.consumeLists(queues), ack)
 }
 
-func (b *Backend) get(ctx context.Context, lists, owners []string, ack bool) (transport.Delivery, error) {
-	nonce, err := newToken()
-	if err != nil {
+// GetBatch takes up to n messages of queues in one script call, as n
+// successive Gets would (rotating the queue order after each take when
+// rotate is set), each recorded as unacked in the same atomic step
+// (transport.BatchGetter). A malformed message ends the batch: it is
+// moved to the malformed list and reported as a *transport.MalformedError
+// after the messages taken before it.
+func (b *Backend) GetBatch(ctx context.Context, queues []string, ack bool, n int, rotate bool) ([]transport.Delivery, error) {
+	if err := b.checkOpen(); err != nil {
+		return nil, err
+	}
+	if len(queues) == 0 {
+		return nil, transport.ErrEmpty
+	}
+	return b.take(ctx, queues, b.k.consumeLists(queues), ack, max(n, 1), rotate, nil)
+}
+
+// get is a one-message take.
+func (b *Backend) get(ctx context.Context, queues, lists []string, ack bool) (transport.Delivery, error) {
+	var one [1]transport.Delivery
+	ds, err := b.take(ctx, queues, lists, ack, 1, false, one[:0])
+	if len(ds) == 0 {
+		if err == nil {
+			err = transport.ErrEmpty
+		}
 		return transport.Delivery{}, err
 	}
-	keys := make([]string, 0, 4+len(lists))
-	keys = append(keys, b.k.unacked, b.k.unackedIndex, b.k.malformed, b.k.receiptKey(nonce))
+	return ds[0], err
+}
+
+// maxSpentReceipts bounds the receipts kept for deletion by the next take.
+const maxSpentReceipts = 64
+
+// take runs scripts/get.lua for up to n messages; lists are queues' lists
+// step-major (keys.consumeLists). Deliveries are appended to dst.
+func (b *Backend) take(ctx context.Context, queues, lists []string, ack bool, n int, rotate bool, dst []transport.Delivery) ([]transport.Delivery, error) {
+	nonce, err := newToken()
+	if err != nil {
+		return dst, err
+	}
+	receipt := b.k.receiptKey(nonce)
+	spent := b.takeSpent()
+	keys := make([]string, 0, 4+len(lists)+len(spent))
+	keys = append(keys, b.k.unacked, b.k.unackedIndex, b.k.malformed, receipt)
 	keys = append(keys, lists...)
-	args := make([]any, 0, 2+len(owners))
-	flag := "0"
+	keys = append(keys, spent...)
+	args := make([]any, 0, 6+len(queues))
+	flag, rot := "0", "0"
 	if ack {
 		flag = "1"
 	}
-	args = append(args, flag, formatScore(b.opts.Clock.Now()))
-	for _, q := range owners {
+	if rotate {
+		rot = "1"
+	}
+	args = append(args, flag, formatScore(b.opts.Clock.Now()), strconv.Itoa(n), rot,
+		strconv.Itoa(len(queues)), strconv.Itoa(len(lists)))
+	for _, q := range queues {
 		args = append(args, q)
 	}
 	// The script pops: never let a cancelled context cut its reply off.
@@ -251,7 +298,7 @@ func (b *Backend) get(ctx context.Context, lists, owners []string, ack bool) (tr
 			break
 		}
 		// The reply may be lost after the script ran: the same call
-		// (same receipt) returns the same message instead of another.
+		// (same receipt) returns the same messages instead of others.
 		b.log.Debug("kombu: redis: get failed; retrying with the same receipt", "error", err)
 		select {
 		case <-time.After(delay):
@@ -259,33 +306,71 @@ func (b *Backend) get(ctx context.Context, lists, owners []string, ack bool) (tr
 		}
 		delay = min(2*delay, time.Second)
 	}
-	if errors.Is(err, goredis.Nil) {
-		return transport.Delivery{}, transport.ErrEmpty
+	if err != nil && !errors.Is(err, goredis.Nil) {
+		// The spent receipts were not deleted; they expire by themselves.
+		return dst, wrap("get", err)
 	}
-	if err != nil {
-		return transport.Delivery{}, wrap("get", err)
+	if errors.Is(err, goredis.Nil) {
+		return dst, transport.ErrEmpty
 	}
 	arr, ok := res.([]any)
-	if !ok || len(arr) != 3 {
-		return transport.Delivery{}, fmt.Errorf("kombu: redis: get: unexpected script reply %v", res)
+	if !ok || len(arr) == 0 || len(arr)%3 != 0 {
+		return dst, fmt.Errorf("kombu: redis: get: unexpected script reply %v", res)
 	}
-	status, _ := arr[0].(int64)
-	queue, _ := arr[1].(string)
-	msg, _ := arr[2].(string)
-	switch status {
-	case 1:
-		return transport.Delivery{Queue: queue, Envelope: []byte(msg)}, nil
-	case 2:
-		b.log.Warn("kombu: redis: malformed message moved to the dead-letter list",
-			"queue", queue, "dead_letter", b.k.malformed)
-		return transport.Delivery{}, &transport.MalformedError{
-			Queue: queue,
-			Raw:   []byte(msg),
-			Where: b.k.malformed,
-			Err:   errors.New("not a JSON envelope with properties.delivery_tag"),
+	recorded := false
+	for i := 0; i < len(arr); i += 3 {
+		status, _ := arr[i].(int64)
+		queue, _ := arr[i+1].(string)
+		msg, _ := arr[i+2].(string)
+		switch status {
+		case 1:
+			recorded = recorded || ack
+			dst = append(dst, transport.Delivery{Queue: queue, Envelope: []byte(msg)})
+		case 2:
+			if recorded {
+				b.putSpent([]string{receipt})
+			}
+			b.log.Warn("kombu: redis: malformed message moved to the dead-letter list",
+				"queue", queue, "dead_letter", b.k.malformed)
+			return dst, &transport.MalformedError{
+				Queue: queue,
+				Raw:   []byte(msg),
+				Where: b.k.malformed,
+				Err:   errors.New("not a JSON envelope with properties.delivery_tag"),
+			}
+		default:
+			return dst, fmt.Errorf("kombu: redis: get: unexpected script status %d", status)
 		}
-	default:
-		return transport.Delivery{}, fmt.Errorf("kombu: redis: get: unexpected script status %d", status)
+	}
+	if recorded {
+		b.putSpent([]string{receipt})
+	}
+	return dst, nil
+}
+
+// takeSpent returns the receipts of earlier takes whose replies arrived (no
+// retry will ask for them again), for the next take to delete.
+func (b *Backend) takeSpent() []string {
+	b.spentMu.Lock()
+	defer b.spentMu.Unlock()
+	if len(b.spent) == 0 {
+		return nil
+	}
+	out := b.spent
+	b.spent = nil
+	return out
+}
+
+// putSpent adds receipts to delete with the next take; beyond
+// maxSpentReceipts they are left to expire.
+func (b *Backend) putSpent(keys []string) {
+	if len(keys) == 0 {
+		return
+	}
+	b.spentMu.Lock()
+	defer b.spentMu.Unlock()
+	if len(b.spent)+len(keys) <= maxSpentReceipts {
+		b.spent = append(b.spent, keys...)
 	}
 }
 
@@ -495,6 +580,31 @@ func (b *Backend) Ack(ctx context.Context, tag string) error {
 		_, err := b.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 			p.ZRem(ctx, b.k.unackedIndex, tag)
 			p.HDel(ctx, b.k.unacked, tag)
+			return nil
+		})
+		return err
+	})
+	return wrap("ack", err)
+}
+
+// AckBatch deletes the unacked records of tags in one round trip: MULTI,
+// ZREM unacked_index tag..., HDEL unacked tag..., EXEC
+// (transport.BatchAcker). Like Ack it retries connection errors.
+func (b *Backend) AckBatch(ctx context.Context, tags []string) error {
+	if err := b.checkOpen(); err != nil {
+		return err
+	}
+	if len(tags) == 0 {
+		return nil
+	}
+	zargs := make([]any, len(tags))
+	for i, t := range tags {
+		zargs[i] = t
+	}
+	err := b.retry(ctx, func() error {
+		_, err := b.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+			p.ZRem(ctx, b.k.unackedIndex, zargs...)
+			p.HDel(ctx, b.k.unacked, tags...)
 			return nil
 		})
 		return err

@@ -125,9 +125,22 @@ func (k *keys) consumeKeys(queues []string) (lists []string, owners []string) {
 	return lists, owners
 }
 
+// consumeLists are the lists of consumeKeys without their owners: step-major,
+// each step's lists in queue order, the layout scripts/get.lua expects.
+func (k *keys) consumeLists(queues []string) []string {
+	lists := make([]string, 0, len(queues)*len(k.steps))
+	for _, s := range k.steps {
+		for _, q := range queues {
+			lists = append(lists, k.stepKey(q, s))
+		}
+	}
+	return lists
+}
+
 // receiptKey is P + "kombu-go.get." + nonce: the receipt one Get call
-// leaves so that its retries return the same message (scripts/get.lua).
-// It expires after 30 s.
+// leaves so that its retries return the same messages (scripts/get.lua).
+// It expires after 10 s, or is deleted by a later take once the reply
+// arrived.
 func (k *keys) receiptKey(nonce string) string {
 	return k.prefix + "kombu-go.get." + nonce
 }

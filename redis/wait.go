@@ -246,10 +246,10 @@ func (b *Backend) GetWait(ctx context.Context, queues []string, ack bool, timeou
 	if len(queues) == 0 {
 		return transport.Delivery{}, transport.ErrEmpty
 	}
-	lists, owners := b.k.consumeKeys(queues)
+	lists := b.k.consumeLists(queues)
 	deadline := time.Now().Add(timeout)
 	// The common case under load: a message is waiting.
-	d, err := b.get(ctx, lists, owners, ack)
+	d, err := b.get(ctx, queues, lists, ack)
 	if !errors.Is(err, transport.ErrEmpty) || timeout <= 0 {
 		return d, err
 	}
@@ -268,7 +268,7 @@ func (b *Backend) GetWait(ctx context.Context, queues []string, ack bool, timeou
 		// Arm before looking, so that a message pushed after the script
 		// ran finds a watcher that returns at once.
 		b.hub.arm(lists)
-		d, err := b.get(ctx, lists, owners, ack)
+		d, err := b.get(ctx, queues, lists, ack)
 		if !errors.Is(err, transport.ErrEmpty) {
 			return d, err
 		}

@@ -114,6 +114,53 @@ type BatchPutter interface {
 	PutBatch(ctx context.Context, items []PutItem) error
 }
 
+// BatchGetter is an optional Backend capability: take up to max messages
+// in one step (Redis: one script call), as max successive Get calls would,
+// each recorded as unacked atomically with its take when ack is set. With
+// rotate set, a queue moves to the end of the order after each message
+// taken from it (round robin), as the consumer loop does between Gets.
+//
+// It returns the messages in the order they were taken, ErrEmpty when
+// every list is empty, or the messages taken so far plus a
+// *MalformedError when it reaches an envelope it cannot read (kept as Get
+// keeps it). The consumer loop uses it when prefetch allows more than one
+// message; without it the loop calls Get (or GetWait) once per message.
+type BatchGetter interface {
+	GetBatch(ctx context.Context, queues []string, ack bool, max int, rotate bool) ([]Delivery, error)
+}
+
+// BatchAcker is an optional Backend capability: delete the unacked records
+// of many tags in one round trip (Redis: MULTI, ZREM, HDEL, EXEC with every
+// tag). It returns nil only when every record is gone. The channel
+// coalesces acks that arrive while one is in flight into one call; without
+// it each Ack is its own call.
+type BatchAcker interface {
+	AckBatch(ctx context.Context, tags []string) error
+}
+
+// BatchPublisher is an optional Backend capability: route and put many
+// messages in one round trip, each exactly as Publisher.Publish (or Put,
+// for the default exchange) would, and in order: two messages that land in
+// the same list are consumed in the order they were given. Items never
+// have a fanout type (the core broadcasts those itself).
+//
+// It returns, for each item, the number of queues it went to and its
+// error (nil on success); a failed round trip fails every item it carried,
+// and those items may or may not have been put.
+type BatchPublisher interface {
+	PublishBatch(ctx context.Context, items []PublishItem) ([]int, []error)
+}
+
+// PublishItem is one message of a batch publish. Exchange "" is the
+// default exchange: the envelope goes to the queue named by RoutingKey.
+type PublishItem struct {
+	Exchange   string
+	Type       entity.ExchangeType
+	RoutingKey string
+	Priority   int
+	Envelope   []byte
+}
+
 // PutItem is one message of a batch put.
 type PutItem struct {
 	Queue    string

@@ -1,18 +1,29 @@
--- get.lua: take the next message, step-major, and record it as unacked in
--- the same atomic step (Kombu's BRPOP/RPOP followed by QoS.append, without
--- the window in which a crash loses the popped message).
+-- get.lua: take up to ARGV[3] messages, step-major, and record each as
+-- unacked in the same atomic step (Kombu's BRPOP/RPOP followed by
+-- QoS.append, without the window in which a crash loses the popped
+-- message). One take is what Backend.Get does; several in one call are
+-- Backend.GetBatch, taken exactly as that many successive single takes
+-- would be.
 --
 -- KEYS[1]    P+unacked        (HASH: tag -> [envelope, exchange, routing_key])
 -- KEYS[2]    P+unacked_index  (ZSET: tag scored by receive time)
 -- KEYS[3]    P+malformed list (raw messages that cannot be recorded)
 -- KEYS[4]    P+"kombu-go.get."+<nonce>: this call's receipt (see below)
--- KEYS[5..]  the priority lists to take from, step-major: every queue's
---            step-0 list first, then every queue's next step, ...
--- ARGV[1]    "1": record the message as unacked; "0": no_ack
+-- KEYS[5 .. 4+L]  the L priority lists to take from, step-major: every
+--            queue's step-0 list in queue order, then every queue's next
+--            step, ...: list (s, q) is KEYS[4 + (s-1)*N + q]
+-- KEYS[5+L ..]    receipts of earlier calls whose replies arrived: deleted
+-- ARGV[1]    "1": record the messages as unacked; "0": no_ack
 -- ARGV[2]    the receive time as Unix float seconds (text), the ZADD score
--- ARGV[3..]  ARGV[i-2] is the queue name of KEYS[i] (i >= 5)
+-- ARGV[3]    the most messages to take (at least 1)
+-- ARGV[4]    "1": after each take, move its queue to the end of the queue
+--            order (Kombu's round_robin cycle); "0": fixed order
+-- ARGV[5]    N, the number of queues
+-- ARGV[6]    L, the number of lists (N times the number of steps)
+-- ARGV[6+q]  the name of queue q (1 <= q <= N)
 --
--- Returns nil when every list is empty, else {status, queue, message}:
+-- Returns nil when every list is empty, else a flat array of triples
+-- {status, queue, message, status, queue, message, ...} in take order:
 --   status 1  message taken with RPOP from a list of queue; if ARGV[1] is
 --             "1", ZADD KEYS[2] ARGV[2] tag and HSET KEYS[1] tag
 --             [message, exchange, routing_key] were done, exactly as Kombu
@@ -20,17 +31,22 @@
 --             escaped as Python's json.dumps does).
 --   status 2  the message is not a JSON object with a non-empty string
 --             properties.delivery_tag: it was LPUSHed, raw, to KEYS[3].
+--             The call stops after it (it is always the last triple).
 -- exchange and routing_key come from properties.delivery_info; when that is
 -- missing or not two strings, "" and the queue name are recorded, which
 -- routes a restore back to the queue it was taken from.
 --
 -- Receipt (ARGV[1] "1" only): the caller sends the same KEYS[4] again when
 -- it retries after losing the reply (connection reset, server restart).
--- A recorded take leaves KEYS[4] = cjson [queue, length, tag, sha1 of the
--- message] for 10 s; a call that finds it returns that message again, cut
--- from its unacked record, instead of taking another, so a lost reply
--- neither strands the message in unacked nor takes a second one. If the
--- record is gone or changed, the call takes anew.
+-- A call that recorded takes leaves KEYS[4] = cjson [[queue, length, tag,
+-- digest], ...] for 10 s (digest: sha1 of the message; of its length and
+-- first and last 2 KiB when it is longer than 4 KiB). A call that finds
+-- its receipt returns the messages it lists whose unacked records are
+-- still those messages, cut from the records, instead of taking others,
+-- so a lost reply neither strands messages in unacked nor takes more. If
+-- none of the records is left unchanged, the call takes anew. The caller
+-- names receipts it no longer needs in KEYS[5+L ..], so they rarely live
+-- their 10 s.
 
 local function hex4(n)
   return string.format('\\u%04x', n)
@@ -104,51 +120,112 @@ local function pystr(s)
   return table.concat(out)
 end
 
+local function digest(msg)
+  if #msg > 4096 then
+    return redis.sha1hex(#msg .. ':' .. string.sub(msg, 1, 2048) .. string.sub(msg, -2048))
+  end
+  return redis.sha1hex(msg)
+end
+
 local record = ARGV[1] == '1'
+local max = tonumber(ARGV[3])
+local rotate = ARGV[4] == '1'
+local nq = tonumber(ARGV[5])
+local nl = tonumber(ARGV[6])
+
+for i = 5 + nl, #KEYS do
+  redis.call('DEL', KEYS[i])
+end
+
 if record then
   local receipt = redis.call('GET', KEYS[4])
   if receipt then
     local ok, r = pcall(cjson.decode, receipt)
     if ok and type(r) == 'table' then
-      local rec = redis.call('HGET', KEYS[1], r[3])
-      if rec and #rec > r[2] + 1 then
-        local msg = string.sub(rec, 2, r[2] + 1)
-        if redis.sha1hex(msg) == r[4] then
-          return { 1, r[1], msg }
+      local out = {}
+      for _, e in ipairs(r) do
+        if type(e) == 'table' and type(e[3]) == 'string' and type(e[2]) == 'number' then
+          local rec = redis.call('HGET', KEYS[1], e[3])
+          if rec and #rec > e[2] + 1 then
+            local msg = string.sub(rec, 2, e[2] + 1)
+            if digest(msg) == e[4] then
+              out[#out + 1] = 1
+              out[#out + 1] = e[1]
+              out[#out + 1] = msg
+            end
+          end
         end
       end
+      if #out > 0 then
+        return out
+      end
     end
   end
 end
-for i = 5, #KEYS do
-  local msg = redis.call('RPOP', KEYS[i])
-  if msg then
-    local queue = ARGV[i - 2]
-    local ok, env = pcall(cjson.decode, msg)
-    local tag, props
-    if ok and type(env) == 'table' then
-      props = env['properties']
-      if type(props) == 'table' then
-        tag = props['delivery_tag']
-      end
-    end
-    if type(tag) ~= 'string' or tag == '' then
-      redis.call('LPUSH', KEYS[3], msg)
-      return { 2, queue, msg }
-    end
-    if record then
-      local exchange, rk = '', queue
-      local di = props['delivery_info']
-      if type(di) == 'table' and type(di['exchange']) == 'string'
-          and type(di['routing_key']) == 'string' then
-        exchange, rk = di['exchange'], di['routing_key']
-      end
-      redis.call('ZADD', KEYS[2], ARGV[2], tag)
-      redis.call('HSET', KEYS[1], tag,
-        '[' .. msg .. ', ' .. pystr(exchange) .. ', ' .. pystr(rk) .. ']')
-      redis.call('SET', KEYS[4], cjson.encode({ queue, #msg, tag, redis.sha1hex(msg) }), 'PX', 10000)
-    end
-    return { 1, queue, msg }
-  end
+
+local order = {}
+for q = 1, nq do
+  order[q] = q
 end
-return nil
+local nsteps = nl / nq
+local empty = {}   -- lists found empty in this call stay empty until it ends
+local out, taken = {}, {}
+while #out < 3 * max do
+  local msg, queue, pos
+  for s = 0, nsteps - 1 do
+    for k = 1, nq do
+      local key = 4 + s * nq + order[k]
+      if not empty[key] then
+        msg = redis.call('RPOP', KEYS[key])
+        if msg then
+          queue, pos = ARGV[6 + order[k]], k
+          break
+        end
+        empty[key] = true
+      end
+    end
+    if msg then break end
+  end
+  if not msg then break end
+  if rotate and pos < nq then
+    local q = table.remove(order, pos)
+    order[nq] = q
+  end
+  local ok, env = pcall(cjson.decode, msg)
+  local tag, props
+  if ok and type(env) == 'table' then
+    props = env['properties']
+    if type(props) == 'table' then
+      tag = props['delivery_tag']
+    end
+  end
+  if type(tag) ~= 'string' or tag == '' then
+    redis.call('LPUSH', KEYS[3], msg)
+    out[#out + 1] = 2
+    out[#out + 1] = queue
+    out[#out + 1] = msg
+    break
+  end
+  if record then
+    local exchange, rk = '', queue
+    local di = props['delivery_info']
+    if type(di) == 'table' and type(di['exchange']) == 'string'
+        and type(di['routing_key']) == 'string' then
+      exchange, rk = di['exchange'], di['routing_key']
+    end
+    redis.call('ZADD', KEYS[2], ARGV[2], tag)
+    redis.call('HSET', KEYS[1], tag,
+      '[' .. msg .. ', ' .. pystr(exchange) .. ', ' .. pystr(rk) .. ']')
+    taken[#taken + 1] = { queue, #msg, tag, digest(msg) }
+  end
+  out[#out + 1] = 1
+  out[#out + 1] = queue
+  out[#out + 1] = msg
+end
+if #taken > 0 then
+  redis.call('SET', KEYS[4], cjson.encode(taken), 'PX', 10000)
+end
+if #out == 0 then
+  return nil
+end
+return out

@@ -1,0 +1,299 @@
+package redis
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kombu-go/kombu/transport"
+)
+
+// batchTests are the shared tests of the batch capabilities (GetBatch,
+// AckBatch, PublishBatch); they run on miniredis and on a real server.
+var batchTests = []struct {
+	name string
+	fn   func(*testing.T, *env)
+}{
+	{"GetBatchIsSuccessiveGets", testGetBatchIsSuccessiveGets},
+	{"GetBatchRecordsUnacked", testGetBatchRecords},
+	{"GetBatchReceiptReplay", testGetBatchReceiptReplay},
+	{"GetBatchMalformedEndsBatch", testGetBatchMalformed},
+	{"GetBatchSpentReceiptsDeleted", testGetBatchSpentReceipts},
+	{"AckBatch", testAckBatch},
+}
+
+func TestBatch(t *testing.T) {
+	for _, tc := range batchTests {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newMiniEnv(t)) })
+	}
+}
+
+func TestIntegrationBatch(t *testing.T) {
+	for _, tc := range batchTests {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, integrationEnv(t)) })
+	}
+}
+
+// epochForTests is the fake receive time of the batch tests.
+var epochForTests = time.Unix(1795550496, 396872300)
+
+func tagOf(t *testing.T, d transport.Delivery) string {
+	t.Helper()
+	tag, ok := transport.ExtractTag(d.Envelope)
+	if !ok {
+		t.Fatalf("no tag in %q", d.Envelope)
+	}
+	return tag
+}
+
+// Proves: GetBatch(n) takes exactly what n successive Gets take, in the
+// same order (step-major; queue order fixed, or rotated after each take
+// as the consumer loop does for round robin), for every n.
+func testGetBatchIsSuccessiveGets(t *testing.T, e *env) {
+	fill := func(b *Backend) {
+		for i := 0; i < 5; i++ {
+			for _, q := range []string{"A", "B", "C"} {
+				for _, p := range []int{0, 3, 9} {
+					if q == "B" && p == 0 && i > 1 {
+						continue // B runs dry early in step 0
+					}
+					mustPut(t, b, q, p, envelope(fmt.Sprintf("%s%d-%d", q, p, i), "", q, p))
+				}
+			}
+		}
+	}
+	queues := []string{"A", "B", "C"}
+	for _, rotate := range []bool{false, true} {
+		for _, n := range []int{1, 2, 7, 100} {
+			name := fmt.Sprintf("rotate=%v/n=%d", rotate, n)
+			one := e.backend(WithKeyPrefix(e.prefix + fmt.Sprintf("one-%v-%d:", rotate, n)))
+			batch := e.backend(WithKeyPrefix(e.prefix + fmt.Sprintf("batch-%v-%d:", rotate, n)))
+			fill(one)
+			fill(batch)
+			var want []string
+			order := append([]string(nil), queues...)
+			for {
+				d, err := one.Get(bg, order, true)
+				if errors.Is(err, transport.ErrEmpty) {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				want = append(want, d.Queue+"/"+tagOf(t, d))
+				if rotate {
+					rotateTo(order, d.Queue)
+				}
+			}
+			var got []string
+			order = append([]string(nil), queues...)
+			for {
+				ds, err := batch.GetBatch(bg, order, true, n, rotate)
+				if errors.Is(err, transport.ErrEmpty) {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(ds) == 0 || len(ds) > n {
+					t.Fatalf("%s: batch of %d", name, len(ds))
+				}
+				for _, d := range ds {
+					got = append(got, d.Queue+"/"+tagOf(t, d))
+					if rotate {
+						rotateTo(order, d.Queue)
+					}
+				}
+			}
+			if strings.Join(got, " ") != strings.Join(want, " ") {
+				t.Fatalf("%s:\n got %v\nwant %v", name, got, want)
+			}
+		}
+	}
+}
+
+// rotateTo moves q to the end of order, as the consumer loop does.
+func rotateTo(order []string, q string) {
+	for i, x := range order {
+		if x == q {
+			copy(order[i:], order[i+1:])
+			order[len(order)-1] = q
+			return
+		}
+	}
+}
+
+// Proves: every message of a batch is recorded exactly as Get records it
+// (the Kombu value and the receive-time score), and a no-ack batch records
+// nothing.
+func testGetBatchRecords(t *testing.T, e *env) {
+	now := newFakeClock(epochForTests)
+	b := e.backend(WithClock(now))
+	raws := []string{envelope("t1", "ex", "rk1", 0), kombuEnvelope, celeryEnvelope}
+	for _, r := range raws {
+		e.lpush(e.key("q"), r)
+	}
+	ds, err := b.GetBatch(bg, []string{"q"}, true, 10, false)
+	if err != nil || len(ds) != 3 {
+		t.Fatalf("GetBatch: %d, %v", len(ds), err)
+	}
+	for i, d := range ds {
+		if string(d.Envelope) != raws[i] || d.Queue != "q" {
+			t.Fatalf("delivery %d: %q from %q", i, d.Envelope, d.Queue)
+		}
+		env, err := transport.ParseEnvelope(d.Envelope)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, ok := e.hget(e.key("unacked"), env.DeliveryTag)
+		if want := string(transport.UnackedValue(d.Envelope, env.Exchange, env.RoutingKey)); !ok || v != want {
+			t.Fatalf("record %d:\n got %q\nwant %q", i, v, want)
+		}
+		if s, ok := e.zscore(e.key("unacked_index"), env.DeliveryTag); !ok || s != transport.UnixSeconds(epochForTests) {
+			t.Fatalf("score %d: %v %v", i, s, ok)
+		}
+	}
+	mustPut(t, b, "q2", 0, envelope("t2", "", "q2", 0))
+	if ds, err := b.GetBatch(bg, []string{"q2"}, false, 10, false); err != nil || len(ds) != 1 {
+		t.Fatalf("no-ack GetBatch: %d, %v", len(ds), err)
+	}
+	if _, ok := e.hget(e.key("unacked"), "t2"); ok {
+		t.Fatal("no-ack batch wrote a record")
+	}
+}
+
+// Proves: a batch call retried with the same receipt (a lost reply)
+// returns the same messages, byte for byte, without taking more; records
+// acked in between are left out; large messages (digest of head, tail and
+// length) replay too.
+func testGetBatchReceiptReplay(t *testing.T, e *env) {
+	b := e.backend()
+	big := strings.Replace(envelope("big", "", "rq", 0), `"body": "`, `"body": "`+strings.Repeat("A", 10000), 1)
+	sent := []string{envelope("r1", "", "rq", 0), big, envelope("r3", "", "rq", 0)}
+	for _, r := range sent {
+		e.lpush(e.key("rq"), r)
+	}
+	e.lpush(e.key("rq"), envelope("r4", "", "rq", 0))
+	keys := []string{b.k.unacked, b.k.unackedIndex, b.k.malformed, b.k.receiptKey("fixed"), b.k.stepKey("rq", 0)}
+	run := func() []any {
+		t.Helper()
+		res, err := getScript.Run(bg, e.client, keys, "1", "1795550400.5", "3", "0", "1", "1", "rq").Slice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	for i := 0; i < 3; i++ {
+		res := run()
+		if len(res) != 9 {
+			t.Fatalf("call %d: %d items", i, len(res))
+		}
+		for j, want := range sent {
+			if res[3*j] != int64(1) || res[3*j+1] != "rq" || res[3*j+2] != want {
+				t.Fatalf("call %d message %d: %v %v %.40q", i, j, res[3*j], res[3*j+1], res[3*j+2])
+			}
+		}
+	}
+	if n := len(e.lrange(e.key("rq"))); n != 1 {
+		t.Fatalf("replays took messages: %d left", n)
+	}
+	if err := b.Ack(bg, "r1"); err != nil {
+		t.Fatal(err)
+	}
+	if res := run(); len(res) != 6 || res[2] != big || res[5] != sent[2] {
+		t.Fatalf("after acking r1: %d items", len(res))
+	}
+	if err := b.AckBatch(bg, []string{"big", "r3"}); err != nil {
+		t.Fatal(err)
+	}
+	if res := run(); len(res) != 3 || !strings.Contains(res[2].(string), `"r4"`) {
+		t.Fatalf("all acked: want a fresh take of r4, got %v", res)
+	}
+}
+
+// Proves: a malformed message ends a batch: the messages before it are
+// returned (and recorded), it is moved to the malformed list and reported
+// as a *transport.MalformedError, and the messages after it stay queued.
+func testGetBatchMalformed(t *testing.T, e *env) {
+	b := e.backend()
+	e.lpush(e.key("q"), envelope("g1", "", "q", 0), "not json", envelope("g2", "", "q", 0))
+	ds, err := b.GetBatch(bg, []string{"q"}, true, 10, false)
+	var mal *transport.MalformedError
+	if !errors.As(err, &mal) || mal.Queue != "q" || string(mal.Raw) != "not json" || mal.Where != e.key(DefaultMalformedKey) {
+		t.Fatalf("err %v", err)
+	}
+	if len(ds) != 1 || tagOf(t, ds[0]) != "g1" {
+		t.Fatalf("deliveries %v", ds)
+	}
+	if _, ok := e.hget(e.key("unacked"), "g1"); !ok {
+		t.Fatal("g1 not recorded")
+	}
+	if got := e.lrange(e.key(DefaultMalformedKey)); len(got) != 1 || got[0] != "not json" {
+		t.Fatalf("malformed list %q", got)
+	}
+	ds, err = b.GetBatch(bg, []string{"q"}, true, 10, false)
+	if err != nil || len(ds) != 1 || tagOf(t, ds[0]) != "g2" {
+		t.Fatalf("after: %v %v", ds, err)
+	}
+}
+
+// Proves: the receipt of a take whose reply arrived is deleted by the next
+// take, so receipts do not pile up for 10 s under load.
+func testGetBatchSpentReceipts(t *testing.T, e *env) {
+	b := e.backend()
+	for i := 0; i < 5; i++ {
+		mustPut(t, b, "q", 0, envelope(fmt.Sprintf("s%d", i), "", "q", 0))
+	}
+	receipts := func() int {
+		n := 0
+		for _, k := range e.allKeys() {
+			if strings.Contains(k, "kombu-go.get.") {
+				n++
+			}
+		}
+		return n
+	}
+	for i := 0; i < 4; i++ {
+		if _, err := b.GetBatch(bg, []string{"q"}, true, 1, false); err != nil {
+			t.Fatal(err)
+		}
+		if n := receipts(); n != 1 {
+			t.Fatalf("after take %d: %d receipts", i, n)
+		}
+	}
+	mustGet(t, b, []string{"q"}, true)
+	if _, err := b.Get(bg, []string{"q"}, true); !errors.Is(err, transport.ErrEmpty) {
+		t.Fatal(err)
+	}
+	if n := receipts(); n != 0 {
+		t.Fatalf("after an empty take: %d receipts", n)
+	}
+}
+
+// Proves: AckBatch deletes every record of its tags in one call (missing
+// tags are fine), leaving the others.
+func testAckBatch(t *testing.T, e *env) {
+	b := e.backend()
+	for i := 0; i < 4; i++ {
+		mustPut(t, b, "q", 0, envelope(fmt.Sprintf("a%d", i), "", "q", 0))
+	}
+	if ds, err := b.GetBatch(bg, []string{"q"}, true, 4, false); err != nil || len(ds) != 4 {
+		t.Fatal(err)
+	}
+	if err := b.AckBatch(bg, []string{"a0", "a2", "a3", "nope"}); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []bool{false, true, false, false} {
+		tag := fmt.Sprintf("a%d", i)
+		_, inHash := e.hget(e.key("unacked"), tag)
+		_, inIndex := e.zscore(e.key("unacked_index"), tag)
+		if inHash != want || inIndex != want {
+			t.Fatalf("%s: hash %v index %v, want %v", tag, inHash, inIndex, want)
+		}
+	}
+	if err := b.AckBatch(bg, nil); err != nil {
+		t.Fatal(err)
+	}
+}
