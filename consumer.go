@@ -3,9 +3,11 @@ package kombu
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/kombu-go/kombu/entity"
+	"github.com/kombu-go/kombu/serialization"
 	"github.com/kombu-go/kombu/transport"
 )
 
@@ -13,8 +15,11 @@ import (
 // shuts down, until the shutdown timeout; see Stopping. Unless the consumer was made with
 // WithManualAck or WithNoAck, the message is settled when the handler
 // returns, if the handler did not settle it itself: nil acks it, an error
-// wrapping ErrReject rejects (drops) it, any other error requeues it (to the
-// back of its queue, redelivered) and goes to the error handler.
+// wrapping ErrReject rejects (drops) it, a *serialization.DecodeError (from
+// m.Decode or m.Payload: the body can never be decoded) moves it to the
+// dead-letter queue (see WithDeadLetterQueue) and goes to the error
+// handler, any other error requeues it (to the back of its queue,
+// redelivered) and goes to the error handler.
 type Handler func(ctx context.Context, m *Message) error
 
 // ConsumerOption configures a Consumer.
@@ -73,7 +78,11 @@ func WithErrorHandler(f func(error)) ConsumerOption {
 
 // WithDeadLetterQueue names the list that receives messages that cannot be
 // delivered (malformed, refused content type, too large). Without it they
-// stay unacked and come back after the visibility timeout.
+// stay unacked and come back after the visibility timeout. Messages whose
+// body a handler could not decode (it returned the *serialization.DecodeError)
+// go there too, or to transport.DefaultBadMessageQueue without it. Envelopes
+// that are not JSON or have no delivery tag never reach the consumer: the
+// Redis backend moves them to its malformed list (malformed_key).
 func WithDeadLetterQueue(q string) ConsumerOption {
 	return func(o *consumerOptions) { o.DeadLetterQueue = q }
 }
@@ -88,6 +97,20 @@ func WithReady(f func()) ConsumerOption { return func(o *consumerOptions) { o.On
 
 // WithoutDeclare skips declaring the queues before consuming.
 func WithoutDeclare() ConsumerOption { return func(o *consumerOptions) { o.noDeclare = true } }
+
+// deadLetter moves a message whose body cannot be decoded to the
+// dead-letter queue (transport.DefaultBadMessageQueue without one), then
+// acks it. If the move fails the message is requeued.
+func (c *Consumer) deadLetter(ctx context.Context, m *Message) error {
+	q := c.opts.DeadLetterQueue
+	if q == "" {
+		q = transport.DefaultBadMessageQueue
+	}
+	if err := c.conn.t.Backend().Put(ctx, q, 0, m.Raw); err != nil {
+		return errors.Join(fmt.Errorf("kombu: move undecodable message %s to %q: %w", m.DeliveryTag, q, err), m.Requeue(ctx))
+	}
+	return m.Ack(ctx)
+}
 
 type stoppingKey struct{}
 
@@ -190,6 +213,11 @@ func (c *Consumer) Consume(ctx context.Context, h Handler) error {
 			serr = m.Ack(sctx)
 		case errors.Is(err, ErrReject):
 			serr = m.Reject(sctx)
+		case errors.As(err, new(*serialization.DecodeError)):
+			// The body cannot be decoded, so a requeue would only bring it
+			// back forever: keep it in the dead-letter list instead.
+			onError(err)
+			serr = c.deadLetter(sctx, m)
 		default:
 			onError(err)
 			serr = m.Requeue(sctx)
