@@ -12,10 +12,10 @@ import (
 
 func runCelery(ctx context.Context, e *env, args []string) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintln(e.stderr, "usage: kombu celery send --task NAME [flags]")
 		if len(args) == 0 {
 			return usageError{"missing subcommand: send"}
 		}
+		fmt.Fprintln(e.stdout, "usage: kombu celery send --task NAME [flags] (see kombu celery send --help)")
 		return nil
 	}
 	if args[0] != "send" {
@@ -30,13 +30,16 @@ func runCelery(ctx context.Context, e *env, args []string) error {
 	queue := fs.String("queue", "celery", "queue")
 	priority := fs.Int("priority", 0, "priority 0..9 (on Redis, 0 is consumed first)")
 	countdown := fs.Float64("countdown", 0, "run no sooner than this many `seconds` from now")
-	wait := fs.Duration("wait", 0, "wait this long for the result and print it as JSON")
+	wait := fs.Duration("wait", 0, "wait this long for the result and print it as JSON (exit status 1 if the task failed, 3 if no result came in time)")
 	backendURL := fs.String("result-backend", "", "result backend URL (default: the broker URL)")
 	if err := parse(fs, args[1:]); err != nil {
 		return err
 	}
 	if *task == "" {
 		return usageError{"--task is required"}
+	}
+	if err := noArgs(fs); err != nil {
+		return err
 	}
 	taskArgs, err := celery.ParseArgs(*argsJSON)
 	if err != nil {
@@ -84,9 +87,12 @@ func runCelery(ctx context.Context, e *env, args []string) error {
 		out["state"], out["result"] = "SUCCESS", v
 	case errors.As(err, &te):
 		out["state"] = string(te.State)
-		out["exc_type"], out["exc_message"] = te.Type, te.Message()
-	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("task %s: no result within %s", res.ID, *wait)
+		out["exc_type"], out["exc_message"], out["exc_module"] = te.Type, te.Message(), te.Module
+		if te.Traceback != "" {
+			out["traceback"] = te.Traceback
+		}
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+		return fmt.Errorf("task %s: no result within %s: %w", res.ID, *wait, errTimeout)
 	default:
 		return err
 	}

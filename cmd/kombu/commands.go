@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 	"unicode/utf8"
@@ -23,7 +24,7 @@ func runPublish(ctx context.Context, e *env, args []string) error {
 	var cf connFlags
 	cf.register(fs)
 	exchange := fs.String("exchange", "", "exchange `name` (\"\" is the default exchange: the routing key names the queue)")
-	typ := fs.String("type", "direct", "exchange type: direct, topic or fanout")
+	typ := fs.String("type", "", "exchange type: direct, topic or fanout (default: topic if the exchange's bindings hold topic patterns, else direct; fanout is never guessed)")
 	rk := fs.String("routing-key", "", "routing key")
 	priority := fs.Int("priority", 0, "priority 0..9 (on Redis, 0 is consumed first)")
 	serializer := fs.String("serializer", "", "json (BODY is JSON text, sent as that value) or raw (bytes as is); default: text/plain string")
@@ -49,13 +50,36 @@ func runPublish(ctx context.Context, e *env, args []string) error {
 	default:
 		return usageError{fmt.Sprintf("--serializer %q: want json or raw", *serializer)}
 	}
+	if err := checkType(*typ); err != nil {
+		return err
+	}
+	var hopts []kombu.PublishOption
+	for _, h := range headers {
+		k, v, ok := strings.Cut(h, "=")
+		if !ok || k == "" {
+			return usageError{fmt.Sprintf("--header %q: want k=v", h)}
+		}
+		// A JSON value goes in as its text, written as Python's json.dumps
+		// would (integers stay integers, object keys keep their order).
+		var val any = v
+		if json.Valid([]byte(v)) {
+			val = json.RawMessage(v)
+		}
+		hopts = append(hopts, kombu.WithHeader(k, val))
+	}
+	if *serializer == "json" && *contentType == "" && fs.Arg(0) != "-" && !json.Valid([]byte(fs.Arg(0))) {
+		return notJSON(fs.Arg(0))
+	}
 	conn, err := cf.dial(ctx)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	ex := kombu.Exchange{Name: *exchange, Type: kombu.ExchangeType(*typ)}
+	ex := kombu.Exchange{Name: *exchange}
 	if *exchange != "" {
+		if ex.Type, err = exchangeType(ctx, conn, *exchange, *typ); err != nil {
+			return err
+		}
 		if err := conn.DeclareExchange(ctx, ex); err != nil {
 			return err
 		}
@@ -77,18 +101,8 @@ func runPublish(ctx context.Context, e *env, args []string) error {
 	if *corrID != "" {
 		opts = append(opts, kombu.WithCorrelationID(*corrID))
 	}
-	for _, h := range headers {
-		k, v, ok := strings.Cut(h, "=")
-		if !ok || k == "" {
-			return usageError{fmt.Sprintf("--header %q: want k=v", h)}
-		}
-		var val any
-		if json.Unmarshal([]byte(v), &val) != nil {
-			val = v
-		}
-		opts = append(opts, kombu.WithHeader(k, val))
-	}
-	prod := conn.Producer(opts...)
+	prod := conn.Producer(append(opts, hopts...)...)
+	unrouted := 0
 	send := func(text string) error {
 		var body any = text
 		var popts []kombu.PublishOption
@@ -97,11 +111,12 @@ func runPublish(ctx context.Context, e *env, args []string) error {
 			body = []byte(text)
 			popts = append(popts, kombu.WithContentType(*contentType, ""))
 		case *serializer == "json":
-			var v any
-			if err := json.Unmarshal([]byte(text), &v); err != nil {
-				return usageError{fmt.Sprintf("BODY is not JSON: %v", err)}
+			// Sent as json.dumps(json.loads(BODY)) would send it: the value
+			// re-encoded in Python's style, integers and key order kept.
+			if !json.Valid([]byte(text)) {
+				return notJSON(text)
 			}
-			body = v
+			body = json.RawMessage(text)
 			popts = append(popts, kombu.WithSerializer("json"))
 		case *serializer == "raw":
 			body = []byte(text)
@@ -112,10 +127,19 @@ func runPublish(ctx context.Context, e *env, args []string) error {
 			if err != nil {
 				return err
 			}
+			if res.Routed == 0 {
+				unrouted++
+			}
 			fmt.Fprintln(e.stdout, res.DeliveryTag)
 		}
 		return nil
 	}
+	// Kombu drops a message no binding matches; say so (exit status 0).
+	defer func() {
+		if unrouted > 0 {
+			fmt.Fprintf(e.stderr, "kombu publish: warning: %d message(s) matched no queue (exchange %q, routing key %q) and were dropped\n", unrouted, *exchange, *rk)
+		}
+	}()
 	if fs.Arg(0) != "-" {
 		return send(fs.Arg(0))
 	}
@@ -127,6 +151,42 @@ func runPublish(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	return sc.Err()
+}
+
+// notJSON is the usage error for a --serializer json BODY that is not JSON.
+func notJSON(text string) error {
+	var v any
+	err := json.Unmarshal([]byte(text), &v)
+	return usageError{fmt.Sprintf("BODY is not JSON: %v", err)}
+}
+
+// checkType checks a --type value ("" means: see exchangeType).
+func checkType(typ string) error {
+	switch typ {
+	case "", "direct", "topic", "fanout":
+		return nil
+	}
+	return usageError{fmt.Sprintf("--type %q: want direct, topic or fanout", typ)}
+}
+
+// exchangeType returns typ, or when it is "" the type the exchange's
+// binding table shows: topic if a row holds a topic pattern, else direct.
+// (Kombu keeps exchange types in each process, not on Redis, so a fanout
+// exchange cannot be told from a direct one by its table.)
+func exchangeType(ctx context.Context, conn *kombu.Connection, exchange, typ string) (kombu.ExchangeType, error) {
+	if typ != "" {
+		return kombu.ExchangeType(typ), nil
+	}
+	rows, err := conn.Transport().Backend().Bindings(ctx, exchange)
+	if err != nil {
+		return "", err
+	}
+	for _, r := range rows {
+		if r.Pattern != "" {
+			return kombu.Topic, nil
+		}
+	}
+	return kombu.Direct, nil
 }
 
 // messageJSON is the line format of consume and peek.
@@ -159,11 +219,10 @@ func toJSON(m *kombu.Message) messageJSON {
 	if out.Headers == nil {
 		out.Headers = map[string]any{}
 	}
-	if m.ContentType == "application/json" {
-		var v any
-		if json.Unmarshal(m.Body, &v) == nil {
-			out.Body = v
-		}
+	// JSON is printed as it came (numbers and key order untouched); a JSON
+	// body that is not valid JSON (Python's NaN, say) is printed as text.
+	if m.ContentType == "application/json" && json.Valid(m.Body) && utf8.Valid(m.Body) {
+		out.Body = json.RawMessage(m.Body)
 	}
 	if out.Body == nil && utf8.Valid(m.Body) {
 		out.Body = string(m.Body)
@@ -190,12 +249,9 @@ func toJSON(m *kombu.Message) messageJSON {
 }
 
 func printMessage(e *env, m *kombu.Message) error {
-	b, err := json.Marshal(toJSON(m))
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintln(e.stdout, string(b))
-	return err
+	enc := json.NewEncoder(e.stdout) // one line per message
+	enc.SetEscapeHTML(false)
+	return enc.Encode(toJSON(m))
 }
 
 func runConsume(ctx context.Context, e *env, args []string) error {
@@ -204,7 +260,7 @@ func runConsume(ctx context.Context, e *env, args []string) error {
 	cf.register(fs)
 	queue := fs.String("queue", "", "queue `name` (required)")
 	exchange := fs.String("exchange", "", "bind the queue to this exchange first")
-	typ := fs.String("type", "direct", "exchange type: direct, topic or fanout")
+	typ := fs.String("type", "", "exchange type: direct, topic or fanout (default: topic if the exchange's bindings hold topic patterns, else direct; fanout is never guessed)")
 	rk := fs.String("routing-key", "", "binding key")
 	count := fs.Int("count", 0, "stop after this many messages (0: until --timeout or a signal)")
 	timeout := fs.Duration("timeout", 0, "give up after this long (exit status 3 if --count was not reached)")
@@ -216,13 +272,16 @@ func runConsume(ctx context.Context, e *env, args []string) error {
 	if *queue == "" {
 		return usageError{"--queue is required"}
 	}
-	if fs.NArg() != 0 {
-		return usageError{"unexpected arguments: " + strings.Join(fs.Args(), " ")}
+	if err := noArgs(fs); err != nil {
+		return err
 	}
 	switch *mode {
 	case "ack", "no-ack", "reject", "requeue":
 	default:
 		return usageError{fmt.Sprintf("--mode %q: want ack, no-ack, reject or requeue", *mode)}
+	}
+	if err := checkType(*typ); err != nil {
+		return err
 	}
 	conn, err := cf.dial(ctx)
 	if err != nil {
@@ -231,62 +290,91 @@ func runConsume(ctx context.Context, e *env, args []string) error {
 	defer conn.Close()
 	q := kombu.Queue{Name: *queue}
 	if *exchange != "" {
-		q.Exchange = kombu.Exchange{Name: *exchange, Type: kombu.ExchangeType(*typ)}
+		q.Exchange = kombu.Exchange{Name: *exchange}
+		if q.Exchange.Type, err = exchangeType(ctx, conn, *exchange, *typ); err != nil {
+			return err
+		}
 		q.RoutingKey = *rk
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	timedOut := false
+	var timedOut atomic.Bool
 	if *timeout > 0 {
-		t := time.AfterFunc(*timeout, func() { timedOut = true; cancel() })
+		t := time.AfterFunc(*timeout, func() { timedOut.Store(true); cancel() })
 		defer t.Stop()
 	}
-	opts := []kombu.ConsumerOption{kombu.WithPrefetch(*prefetch), kombu.WithManualAck(),
-		kombu.WithShutdownTimeout(5 * time.Second),
-		kombu.WithErrorHandler(func(err error) { fmt.Fprintf(e.stderr, "kombu consume: %s\n", oneLine(err)) })}
-	if *mode == "no-ack" {
-		opts = append(opts, kombu.WithNoAck())
-	}
 	handled := 0
-	var handlerErr error
-	c := conn.Consumer([]kombu.Queue{q}, opts...)
-	err = c.Consume(cctx, func(ctx context.Context, m *kombu.Message) error {
-		if *count > 0 && handled >= *count {
-			return nil // left unsettled: restored when the consumer stops
-		}
+	// handle prints and settles one message; it reports whether --count
+	// is reached. The last message stops the consumer before it is
+	// settled, so that no further message is taken (and then given back).
+	handle := func(ctx context.Context, m *kombu.Message) (bool, error) {
 		if err := printMessage(e, m); err != nil {
-			handlerErr = err
-			cancel()
-			return nil
-		}
-		var serr error
-		switch *mode {
-		case "ack":
-			serr = m.Ack(ctx)
-		case "reject":
-			serr = m.Reject(ctx)
-		case "requeue":
-			serr = m.Requeue(ctx)
-		}
-		if serr != nil {
-			handlerErr = serr
-			cancel()
-			return nil
+			return true, err
 		}
 		handled++
-		if *count > 0 && handled >= *count {
+		done := *count > 0 && handled >= *count
+		if done {
 			cancel()
 		}
-		return nil
-	})
-	if err != nil {
-		return err
+		switch *mode {
+		case "ack":
+			return done, m.Ack(ctx)
+		case "reject":
+			return done, m.Reject(ctx)
+		case "requeue":
+			return done, m.Requeue(ctx)
+		}
+		return done, nil
 	}
-	if handlerErr != nil {
-		return handlerErr
+	if *mode == "no-ack" && q.Exchange.Type != kombu.Fanout {
+		// One Get at a time: a no-ack Consumer may already have taken the
+		// next message when --count is reached, and it could only put it
+		// back at the end of the queue.
+		if _, err := conn.DeclareQueue(ctx, q); err != nil {
+			return err
+		}
+		for cctx.Err() == nil {
+			m, err := conn.Get(cctx, *queue, kombu.GetNoAck(), kombu.GetBlock())
+			if err != nil {
+				if cctx.Err() != nil {
+					break
+				}
+				return err
+			}
+			if done, err := handle(ctx, m); err != nil || done {
+				if err != nil {
+					return err
+				}
+				break
+			}
+		}
+	} else {
+		opts := []kombu.ConsumerOption{kombu.WithPrefetch(*prefetch), kombu.WithManualAck(),
+			kombu.WithShutdownTimeout(5 * time.Second),
+			kombu.WithErrorHandler(func(err error) { fmt.Fprintf(e.stderr, "kombu consume: %s\n", oneLine(err)) })}
+		if *mode == "no-ack" {
+			opts = append(opts, kombu.WithNoAck())
+		}
+		var handlerErr error
+		err = conn.Consumer([]kombu.Queue{q}, opts...).Consume(cctx, func(ctx context.Context, m *kombu.Message) error {
+			if handlerErr != nil || (*count > 0 && handled >= *count) {
+				return nil // left unsettled: restored when the consumer stops
+			}
+			if _, err := handle(ctx, m); err != nil {
+				handlerErr = err
+				cancel()
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if handlerErr != nil {
+			return handlerErr
+		}
 	}
-	if *count > 0 && handled < *count && timedOut {
-		return fmt.Errorf("%w (%d of %d)", errTimeout, handled, *count)
+	if *count > 0 && handled < *count && timedOut.Load() {
+		return fmt.Errorf("%w before --count messages were handled (%d of %d)", errTimeout, handled, *count)
 	}
 	return nil
 }
@@ -330,8 +418,8 @@ func runInspect(ctx context.Context, e *env, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() != 0 {
-		return usageError{"unexpected arguments: " + strings.Join(fs.Args(), " ")}
+	if err := noArgs(fs); err != nil {
+		return err
 	}
 	conn, err := cf.dial(ctx)
 	if err != nil {
@@ -367,6 +455,17 @@ func runInspect(ctx context.Context, e *env, args []string) error {
 				names = append(names, r.Queue)
 			}
 		}
+		// A binding table is a Redis set: sort its rows for a stable output.
+		sort.Slice(list, func(i, j int) bool {
+			a, b := list[i], list[j]
+			if a.Queue != b.Queue {
+				return a.Queue < b.Queue
+			}
+			if a.RoutingKey != b.RoutingKey {
+				return a.RoutingKey < b.RoutingKey
+			}
+			return a.Pattern < b.Pattern
+		})
 		rep.Exchanges[ex] = list
 	}
 	if len(queues) == 0 {
@@ -450,6 +549,12 @@ func runPeek(ctx context.Context, e *env, args []string) error {
 	if *queue == "" {
 		return usageError{"--queue is required"}
 	}
+	if *n < 1 {
+		return usageError{"-n must be at least 1"}
+	}
+	if err := noArgs(fs); err != nil {
+		return err
+	}
 	conn, err := cf.dial(ctx)
 	if err != nil {
 		return err
@@ -490,6 +595,9 @@ func runRestore(ctx context.Context, e *env, args []string) error {
 	cf.register(fs)
 	all := fs.Bool("all", false, "restore every unacked message, expired or not")
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := noArgs(fs); err != nil {
 		return err
 	}
 	conn, err := cf.dial(ctx)
@@ -547,6 +655,9 @@ func runPurge(ctx context.Context, e *env, args []string) error {
 	if *queue == "" {
 		return usageError{"--queue is required"}
 	}
+	if err := noArgs(fs); err != nil {
+		return err
+	}
 	conn, err := cf.dial(ctx)
 	if err != nil {
 		return err
@@ -567,12 +678,18 @@ func bindFlags(e *env, name, summary string, args []string) (*connFlags, string,
 	ex := fs.String("exchange", "", "exchange `name` (required)")
 	q := fs.String("queue", "", "queue `name` (required)")
 	rk := fs.String("routing-key", "", "routing (binding) key")
-	typ := fs.String("type", "", "exchange type: direct, topic or fanout (bind: default direct; unbind: default the binding's own)")
+	typ := fs.String("type", "", "exchange type: direct, topic or fanout (bind: default topic if the exchange's bindings hold topic patterns, else direct; unbind: default any)")
 	if err := parse(fs, args); err != nil {
 		return nil, "", "", "", "", err
 	}
 	if *ex == "" || *q == "" {
 		return nil, "", "", "", "", usageError{"--exchange and --queue are required"}
+	}
+	if err := noArgs(fs); err != nil {
+		return nil, "", "", "", "", err
+	}
+	if err := checkType(*typ); err != nil {
+		return nil, "", "", "", "", err
 	}
 	return &cf, *ex, *q, *rk, *typ, nil
 }
@@ -587,7 +704,11 @@ func runBind(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer conn.Close()
-	return conn.Bind(ctx, q, kombu.Exchange{Name: ex, Type: kombu.ExchangeType(typ)}, rk)
+	t, err := exchangeType(ctx, conn, ex, typ)
+	if err != nil {
+		return err
+	}
+	return conn.Bind(ctx, q, kombu.Exchange{Name: ex, Type: t}, rk)
 }
 
 func runUnbind(ctx context.Context, e *env, args []string) error {

@@ -7,7 +7,8 @@
 // Every subcommand takes --url (default $KOMBU_URL, else
 // redis://127.0.0.1:6379/0) and Kombu transport options as --opt name=value.
 // Errors are one line on stderr and a non-zero exit status: 1 for a
-// failure, 2 for bad usage, 3 when consume's --timeout ran out first.
+// failure, 2 for bad usage, 3 when consume's --timeout (or celery send's
+// --wait) ran out first.
 package main
 
 import (
@@ -25,6 +26,7 @@ import (
 	"github.com/kombu-go/kombu"
 	_ "github.com/kombu-go/kombu/memory"
 	_ "github.com/kombu-go/kombu/redis"
+	"github.com/kombu-go/kombu/transport"
 )
 
 // exit codes
@@ -40,8 +42,9 @@ type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
 
-// timeoutError marks consume's --timeout running out (exit status 3).
-var errTimeout = errors.New("timeout ran out before --count messages were handled")
+// errTimeout marks consume's --timeout or celery send's --wait running out
+// (exit status 3).
+var errTimeout = errors.New("timeout ran out")
 
 type command struct {
 	name    string
@@ -75,11 +78,12 @@ func main() {
 }
 
 func run(ctx context.Context, e *env, args []string) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
 		usage(e.stderr)
-		if len(args) == 0 {
-			return exitUsage
-		}
+		return exitUsage
+	}
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(e.stdout)
 		return exitOK
 	}
 	for _, c := range commands {
@@ -93,7 +97,7 @@ func run(ctx context.Context, e *env, args []string) int {
 			return exitOK
 		case errors.Is(err, flag.ErrHelp):
 			return exitOK
-		case errors.As(err, &ue):
+		case errors.As(err, &ue), errors.Is(err, transport.ErrBadURL):
 			fmt.Fprintf(e.stderr, "kombu %s: %s (see kombu %s --help)\n", c.name, oneLine(err), c.name)
 			return exitUsage
 		case errors.Is(err, errTimeout):
@@ -152,13 +156,17 @@ type multiFlag []string
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
-// newFlags makes a subcommand's flag set, with --help printing its usage.
+// newFlags makes a subcommand's flag set. The flag package itself prints
+// nothing: a parse error becomes one line (see run), and --help prints the
+// usage on stdout (see parse).
 func newFlags(e *env, name, args, summary string) *flag.FlagSet {
 	fs := flag.NewFlagSet("kombu "+name, flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
+	fs.SetOutput(io.Discard)
 	fs.Usage = func() {
-		fmt.Fprintf(e.stderr, "usage: kombu %s %s\n\n%s\n\nflags:\n", name, args, summary)
+		fmt.Fprintf(e.stdout, "usage: kombu %s %s\n\n%s\n\nflags:\n", name, args, summary)
+		fs.SetOutput(e.stdout)
 		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
 	}
 	return fs
 }
@@ -190,11 +198,26 @@ func parse(fs *flag.FlagSet, args []string) error {
 		}
 		pos = append(pos, a)
 	}
-	if err := fs.Parse(append(flags, append([]string{"--"}, pos...)...)); err != nil {
+	// The flag package calls Usage on every parse error too: print it only
+	// when --help was asked for.
+	help := fs.Usage
+	fs.Usage = func() {}
+	err := fs.Parse(append(flags, append([]string{"--"}, pos...)...))
+	fs.Usage = help
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			help()
 			return err
 		}
 		return usageError{err.Error()}
+	}
+	return nil
+}
+
+// noArgs refuses positional arguments where a command takes none.
+func noArgs(fs *flag.FlagSet) error {
+	if fs.NArg() != 0 {
+		return usageError{"unexpected arguments: " + strings.Join(fs.Args(), " ")}
 	}
 	return nil
 }
