@@ -165,7 +165,7 @@ func Dial(ctx context.Context, rawURL string, opts ...Option) (*Connection, erro
 	}
 	b, err := transport.Open(ctx, u)
 	if err != nil {
-		return nil, fmt.Errorf("kombu: connect to %s: %w", u, err)
+		return nil, err // the backend's error names the (redacted) URL
 	}
 	return &Connection{t: transport.New(b, topts), url: u.String()}, nil
 }

@@ -25,7 +25,7 @@ import (
 
 	"github.com/kombu-go/kombu"
 	_ "github.com/kombu-go/kombu/memory"
-	_ "github.com/kombu-go/kombu/redis"
+	kredis "github.com/kombu-go/kombu/redis"
 	"github.com/kombu-go/kombu/transport"
 )
 
@@ -71,6 +71,9 @@ type env struct {
 }
 
 func main() {
+	// go-redis logs dial failures to stderr by itself; errors reach the user
+	// as one line from this command instead.
+	kredis.RouteClientLogs(nil)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}, os.Args[1:])
 	stop()
