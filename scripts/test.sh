@@ -34,6 +34,27 @@ fi
 echo "== go vet"
 go vet ./...
 echo "== go test -race (redis-server $(redis-server --version | awk '{print $3}') on port $port)"
-go test -race -count=1 -timeout 20m ./...
+log="$dir/go-test.log"
+set +e
+go test -race -count=1 -timeout 20m -v ./... >"$log" 2>&1
+status=$?
+set -e
+grep -E '^(ok|FAIL|panic:)' "$log" || true
+if [ "$status" -ne 0 ]; then
+	echo "== failures"
+	grep -E -B3 -A40 -- '--- FAIL|^panic:|build failed|\[setup failed\]' "$log" | head -400
+fi
+passed=$(grep -cE -- '^ *--- PASS' "$log" || true)
+failed=$(grep -cE -- '^ *--- FAIL' "$log" || true)
+skipped=$(grep -cE -- '^ *--- SKIP' "$log" || true)
+if [ "$skipped" -gt 0 ]; then
+	echo "== skipped (each says why)"
+	grep -E -A2 -- '^ *--- SKIP' "$log" | grep -vE -- '^--$' | head -60
+fi
+if [ "$status" -ne 0 ]; then
+	echo "tests: $passed passed, $failed failed, $skipped skipped"
+	exit "$status"
+fi
 echo "== fuzz (short)"
 bash scripts/fuzz.sh 10s
+echo "tests: $passed passed, $failed failed, $skipped skipped"
