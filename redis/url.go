@@ -200,7 +200,7 @@ func parseDB(vhost string) (int, error) {
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 0 {
-		return 0, fmt.Errorf("%w: database is an integer from 0, not %q", transport.ErrBadURL, vhost)
+		return 0, fmt.Errorf("%w: database is an integer from 0, not %q", transport.ErrBadURL, transport.Redact(vhost))
 	}
 	return n, nil
 }

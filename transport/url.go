@@ -41,6 +41,9 @@ type HostPort struct {
 // String returns "host:port" (port omitted when zero).
 func (h HostPort) String() string {
 	if h.Port == 0 {
+		if strings.Contains(h.Host, ":") {
+			return "[" + h.Host + "]" // IPv6
+		}
 		return h.Host
 	}
 	return net.JoinHostPort(h.Host, strconv.Itoa(h.Port))
@@ -60,7 +63,7 @@ func ParseURL(raw string) (*URL, error) {
 			continue
 		}
 		scheme, rest, ok := strings.Cut(p, "://")
-		if !ok || scheme == "" {
+		if !ok || !validScheme(scheme) {
 			return nil, fmt.Errorf("%w: %q has no scheme://", ErrBadURL, Redact(raw))
 		}
 		if i == 0 || out.Scheme == "" {
@@ -106,8 +109,27 @@ func ParseURL(raw string) (*URL, error) {
 	return out, nil
 }
 
+// validScheme reports whether s is a URI scheme (RFC 3986: a letter, then
+// letters, digits, "+", "-" or "."), so that text before a misplaced
+// "://" (credentials, say) is never taken for one.
+func validScheme(s string) bool {
+	for i, c := range s {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z':
+		case i > 0 && ('0' <= c && c <= '9' || c == '+' || c == '-' || c == '.'):
+		default:
+			return false
+		}
+	}
+	return s != ""
+}
+
 // String returns the URL with its password masked, safe to log.
-func (u *URL) String() string { return u.format(true) }
+func (u *URL) String() string {
+	// Redact again: credentials typed where the parser saw a path (a third
+	// slash: "redis:///u:pw@h") are masked too.
+	return Redact(u.format(true))
+}
 
 // Unredacted returns the URL with its password in clear text.
 func (u *URL) Unredacted() string { return u.format(false) }
@@ -125,14 +147,20 @@ func (u *URL) format(redact bool) string {
 		b.WriteString(u.Scheme)
 		b.WriteString("://")
 		if u.Username != "" || u.Password != "" {
-			b.WriteString(url.PathEscape(u.Username))
-			if u.Password != "" {
-				b.WriteString(":")
-				if redact {
-					b.WriteString("**")
-				} else {
-					b.WriteString(url.PathEscape(u.Password))
-				}
+			// Userinfo escaping: a ":" or "@" in the user name must not
+			// move the password's boundary.
+			ui := url.User(u.Username)
+			switch {
+			case u.Password == "":
+			case redact:
+				ui = nil
+			default:
+				ui = url.UserPassword(u.Username, u.Password)
+			}
+			if ui == nil {
+				b.WriteString(url.User(u.Username).String() + ":**")
+			} else {
+				b.WriteString(ui.String())
 			}
 			b.WriteString("@")
 		}
@@ -161,24 +189,36 @@ func (u *URL) format(redact bool) string {
 }
 
 // Redact masks the password of every URL in a (possibly ";"-joined) raw
-// broker URL string, for logs and errors. It never fails: unparseable text
-// has everything between "://" and "@" masked.
+// broker URL string, for logs and errors. It never fails and needs no
+// valid URL: in each part, the credentials before the last "@" (back to
+// the "://" if it comes before any "@", else to the start of the part)
+// keep only the user name. So "redis://u:secret@h" becomes
+// "redis://u:**@h", a password holding ";", "/" or "@" is masked whole,
+// and "redis:/u:secret@h" becomes "redis:**@h".
 func Redact(raw string) string {
-	parts := strings.Split(raw, ";")
-	for i, p := range parts {
-		scheme, rest, ok := strings.Cut(p, "://")
-		if !ok {
+	var parts []string
+	for i, p := range strings.Split(raw, ";") {
+		scheme, at := strings.Index(p, "://"), strings.IndexByte(p, '@')
+		if i > 0 && (scheme < 0 || 0 <= at && at < scheme) {
+			// Not a URL of its own: the rest of the previous one (a
+			// password holding ";").
+			parts[len(parts)-1] += ";" + p
 			continue
 		}
-		at := strings.LastIndex(rest, "@")
+		parts = append(parts, p)
+	}
+	for i, p := range parts {
+		at := strings.LastIndex(p, "@")
 		if at < 0 {
 			continue
 		}
-		cred := rest[:at]
-		if user, _, has := strings.Cut(cred, ":"); has {
-			cred = user + ":**"
+		start := 0
+		if j := strings.Index(p, "://"); j >= 0 && j < strings.IndexByte(p, '@') {
+			start = j + 3
 		}
-		parts[i] = scheme + "://" + cred + rest[at:]
+		if user, _, has := strings.Cut(p[start:at], ":"); has {
+			parts[i] = p[:start] + user + ":**" + p[at:]
+		}
 	}
 	return strings.Join(parts, ";")
 }

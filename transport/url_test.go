@@ -98,7 +98,7 @@ func TestRedact(t *testing.T) {
 		{"not a url", "not a url"},
 		{"", ""},
 		{"x://", "x://"},
-		{"junk :secret@ junk", "junk :secret@ junk"},
+		{"junk :secret@ junk", "junk :**@ junk"}, // no "://" (a typo): masked all the same
 		{"redis://u:pw@", "redis://u:**@"},
 	}
 	for _, c := range cases {
