@@ -127,7 +127,7 @@ func TestIntegrationTLS(t *testing.T) {
 			if err != nil || string(d.Envelope) != kombuEnvelope {
 				t.Fatalf("round trip over TLS: %v", err)
 			}
-			if err := b.Ack(bg, "5f1c9613-e589-46e7-8446-34d6e706a3ce"); err != nil {
+			if err := b.Ack(bg, kombuTag); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -215,7 +215,7 @@ func TestIntegrationACL(t *testing.T) {
 	if _, err := b.GetWait(bg, []string{"aq"}, true, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Ack(bg, "5f1c9613-e589-46e7-8446-34d6e706a3ce"); err != nil {
+	if err := b.Ack(bg, kombuTag); err != nil {
 		t.Fatal(err)
 	}
 	for _, bad := range []string{
