@@ -1,7 +1,7 @@
 # kombu-go: a Go peer of Python Kombu's Redis transport.
 GO ?= go
 
-.PHONY: demo test bench fmt lint vet deps fuzz
+.PHONY: demo test bench fmt lint vet deps fuzz chaos
 
 ## demo: a real producer and consumer over the Redis transport on an embedded miniredis
 demo:
@@ -18,6 +18,11 @@ bench:
 ## deps: install redis-server and Debian's python3-kombu/celery/redis (apt-get)
 deps:
 	bash scripts/deps.sh
+
+## chaos: the long fault runs: 100,000 messages with consumers killed by SIGKILL, then the other fault tests, printing the fault table
+chaos:
+	bash scripts/deps.sh
+	KOMBU_REQUIRE_INTEGRATION=1 KOMBU_CHAOS_MESSAGES=$${KOMBU_CHAOS_MESSAGES:-100000} $(GO) test -count=1 -v -timeout 60m ./reliability/
 
 ## fuzz: run every fuzz target for 60s
 fuzz:
