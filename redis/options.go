@@ -75,7 +75,8 @@ type Options struct {
 	// waits: GetWait then polls.
 	WaitConnections int
 	// HealthCheckInterval is how often an idle fanout subscription is
-	// checked with PING (Kombu: health_check_interval, 25 s).
+	// checked with PING (Kombu: health_check_interval, 25 s); one that does
+	// not answer within another interval is replaced by a new subscription.
 	HealthCheckInterval time.Duration
 	// Logger receives the backend's logs; nil discards them.
 	Logger *slog.Logger

@@ -17,6 +17,13 @@
 //     the typed error the error handler saw and where the message ended.
 //   - TestGracefulShutdown: handlers in flight get the shutdown timeout,
 //     then every unacked message is restored.
+//   - TestPublishRetryGivesUp, TestUnroutable, TestCredentialsRedacted:
+//     WithRetry's bounded policy and its give-up error, Kombu's silent drop
+//     of unroutable publishes (WithMandatory for ErrNoRoute), and no
+//     password in any error, log line or kombu command output.
+//
+// TLS, ACL and Sentinel failover tests live in package redis
+// (tls_test.go, sentinel_test.go); fuzz targets beside the code they fuzz.
 //
 // Run with -v to see each test's row of the fault table; set
 // KOMBU_RELIABILITY_REPORT to a file name to have the rows appended there.
