@@ -670,8 +670,8 @@ func (w *Worker) fail(ctx context.Context, req *request, err error, traceback st
 	w.log.Error("celery: task failed", "task", tm.Task, "id", tm.ID, "error", exc.Error())
 }
 
-// retry is Celery's task.retry(): send the task again with retries+1 and an
-// eta, store RETRY, acknowledge; past the retry limit, fail instead.
+// retry is Celery's task.retry(): store RETRY, send the task again with
+// retries+1 and an eta, acknowledge; past the retry limit, fail instead.
 func (w *Worker) retry(ctx context.Context, req *request, r *RetryError) {
 	tm, cfg := req.tm, req.reg.cfg
 	retries := tm.Retries + 1
@@ -733,6 +733,18 @@ func (w *Worker) retry(ctx context.Context, req *request, r *RetryError) {
 	case di.Exchange != "":
 		queue, exchange, rk = "", di.Exchange, di.RoutingKey
 	}
+	// RETRY is stored before the retry is sent: once sent, the retry may
+	// run and store its final state before a later RETRY would overwrite
+	// it (the client would then wait forever).
+	var result any
+	if r.Err != nil {
+		result = exceptionOf(r.Err).exceptionDict()
+	}
+	tb := ""
+	if r.Err != nil {
+		tb = fmt.Sprintf("Traceback (most recent call last):\n  Go handler %s[%s]\ncelery.exceptions.Retry: %s\n", tm.Task, tm.ID, r.Error())
+	}
+	w.store(ctx, req, &ResultMeta{Status: StateRetry, Result: result, Traceback: tb, Children: []any{resultTuple(tm.ID)}}, false)
 	if err := w.client.Publish(ctx, &next, queue, exchange, w.conn.Transport().ExchangeType(di.Exchange), rk); err != nil {
 		w.log.Error("celery: could not send retry", "task", tm.Task, "id", tm.ID, "error", err)
 		w.onError(err)
@@ -746,15 +758,6 @@ func (w *Worker) retry(ctx context.Context, req *request, r *RetryError) {
 		w.fail(ctx, req, err, "")
 		return
 	}
-	var result any
-	if r.Err != nil {
-		result = exceptionOf(r.Err).exceptionDict()
-	}
-	tb := ""
-	if r.Err != nil {
-		tb = fmt.Sprintf("Traceback (most recent call last):\n  Go handler %s[%s]\ncelery.exceptions.Retry: %s\n", tm.Task, tm.ID, r.Error())
-	}
-	w.store(ctx, req, &ResultMeta{Status: StateRetry, Result: result, Traceback: tb, Children: []any{resultTuple(tm.ID)}}, false)
 	w.settle(req, settleAck)
 	w.log.Info("celery: task retry", "task", tm.Task, "id", tm.ID, "retries", retries, "eta", formatISO(eta))
 }
