@@ -11,6 +11,7 @@ package memory
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -117,6 +118,8 @@ var (
 	_ transport.BlockingGetter = (*Backend)(nil)
 	_ transport.Fanout         = (*Backend)(nil)
 	_ transport.BatchPutter    = (*Backend)(nil)
+	_ transport.BatchGetter    = (*Backend)(nil)
+	_ transport.BatchAcker     = (*Backend)(nil)
 )
 
 type deque struct {
@@ -221,6 +224,39 @@ func (b *Broker) getLocked(queues []string, ack bool) (transport.Delivery, error
 	return transport.Delivery{}, transport.ErrEmpty
 }
 
+// GetBatch takes up to n messages as n successive Gets would, in one
+// critical section (transport.BatchGetter). With rotate, a queue moves to
+// the end of the order after each take.
+func (b *Backend) GetBatch(ctx context.Context, queues []string, ack bool, n int, rotate bool) ([]transport.Delivery, error) {
+	order := queues
+	if rotate {
+		order = slices.Clone(queues)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []transport.Delivery
+	for len(out) < max(n, 1) {
+		d, err := b.getLocked(order, ack)
+		if errors.Is(err, transport.ErrEmpty) {
+			break
+		}
+		if err != nil {
+			return out, err
+		}
+		out = append(out, d)
+		if rotate {
+			if i := slices.Index(order, d.Queue); i >= 0 {
+				copy(order[i:], order[i+1:])
+				order[len(order)-1] = d.Queue
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, transport.ErrEmpty
+	}
+	return out, nil
+}
+
 // GetWait is Get, waiting up to timeout for a message.
 func (b *Backend) GetWait(ctx context.Context, queues []string, ack bool, timeout time.Duration) (transport.Delivery, error) {
 	timer := time.NewTimer(timeout)
@@ -317,6 +353,16 @@ func (b *Backend) Ack(ctx context.Context, tag string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.unacked, tag)
+	return nil
+}
+
+// AckBatch deletes the unacked records of tags (transport.BatchAcker).
+func (b *Backend) AckBatch(ctx context.Context, tags []string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, t := range tags {
+		delete(b.unacked, t)
+	}
 	return nil
 }
 

@@ -19,6 +19,7 @@ func TestConformance(t *testing.T) {
 	transporttest.Run(t, transporttest.Features{
 		Fanout:          true,
 		Blocking:        true,
+		Batch:           true,
 		DeadLetterQueue: memory.DeadLetterKey,
 	}, func(t *testing.T, clock transport.Clock) transport.Backend {
 		return memory.New(memory.WithClock(clock))

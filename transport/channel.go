@@ -26,12 +26,17 @@ type Channel struct {
 	delivered map[*entity.Message]*pending
 	closed    bool
 	done      chan struct{} // closed by Close
+
+	acks ackBatcher // coalesces concurrent acks (see acks.go)
 }
 
 type pending struct {
 	seq     uint64
 	tag     string
 	release func()
+	// deferred, if set, queues the ack instead of sending it (a consumer
+	// with DeferredAcks delivered the message).
+	deferred *deferredAcks
 }
 
 // Channel opens a channel on the transport.
@@ -114,7 +119,12 @@ func (c *Channel) Ack(ctx context.Context, m *entity.Message) error {
 	if err != nil {
 		return err
 	}
-	if err := c.t.backend.Ack(ctx, p.tag); err != nil {
+	if p.deferred != nil {
+		p.deferred.add(p.tag)
+		p.settled()
+		return nil
+	}
+	if err := c.acks.ack(ctx, c.t.backend, p.tag); err != nil {
 		c.unclaim(ctx, m, p)
 		return err
 	}
@@ -134,7 +144,7 @@ func (c *Channel) Reject(ctx context.Context, m *entity.Message, requeue bool) e
 	if requeue {
 		err = c.t.backend.Restore(ctx, p.tag, true, c.t.routeFunc())
 	} else {
-		err = c.t.backend.Ack(ctx, p.tag)
+		err = c.acks.ack(ctx, c.t.backend, p.tag)
 	}
 	if err != nil {
 		c.unclaim(ctx, m, p)
@@ -186,15 +196,16 @@ func (p *pending) settled() {
 	}
 }
 
-// track records a message delivered with acks.
-func (c *Channel) track(m *entity.Message, release func()) error {
+// track records a message delivered with acks; deferred, if not nil, is
+// where its ack is queued.
+func (c *Channel) track(m *entity.Message, release func(), deferred *deferredAcks) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return ErrClosed
 	}
 	c.seq++
-	c.delivered[m] = &pending{seq: c.seq, tag: m.DeliveryTag, release: release}
+	c.delivered[m] = &pending{seq: c.seq, tag: m.DeliveryTag, release: release, deferred: deferred}
 	m.Acknowledger = c
 	return nil
 }
@@ -225,7 +236,7 @@ func (c *Channel) receive(ctx context.Context, d Delivery, noAck bool, accept []
 		return nil, err
 	}
 	if !noAck {
-		if err := c.track(m, nil); err != nil {
+		if err := c.track(m, nil, nil); err != nil {
 			return nil, err
 		}
 	}
@@ -363,7 +374,24 @@ type ConsumeOptions struct {
 	// fanout exchanges and about to take messages: a fanout publish made
 	// after it returns reaches this consumer.
 	OnReady func()
+	// BatchSize is the most messages one fetch takes from a backend with
+	// BatchGetter (one round trip); a fetch never takes more than the
+	// free prefetch slots. Zero means DefaultBatchSize; 1 turns batching
+	// off. No-ack consumers always take one message per fetch.
+	BatchSize int
+	// DeferredAcks, if positive, makes Ack return as soon as the ack is
+	// queued instead of when it reached the backend (opt-in). Queued acks
+	// are sent together before the next fetch, at least every
+	// DeferredAcks, and when the consumer stops. The cost: if the process
+	// dies before a flush, those messages are still unacked in the
+	// backend and are delivered again after the visibility timeout (never
+	// lost). A failed flush is reported to OnError and retried with the
+	// next one.
+	DeferredAcks time.Duration
 }
+
+// DefaultBatchSize is the default ConsumeOptions.BatchSize.
+const DefaultBatchSize = 128
 
 // Consume delivers messages from opts.Queues to handler until ctx is
 // cancelled or the channel closes. On cancellation it stops taking
@@ -446,6 +474,17 @@ func (c *Channel) Consume(ctx context.Context, opts ConsumeOptions, handler Hand
 		}()
 	}
 
+	var deferred *deferredAcks
+	if opts.DeferredAcks > 0 && !opts.NoAck {
+		deferred = newDeferredAcks(c.t.backend, opts.DeferredAcks, opts.OnError)
+		flusher := make(chan struct{})
+		go func() {
+			defer close(flusher)
+			deferred.run(ctx)
+		}()
+		defer func() { <-flusher }()
+	}
+
 	subs, listQueues := c.t.fanoutSubs(opts.Queues)
 	var fetchers sync.WaitGroup
 	if len(subs) > 0 {
@@ -461,14 +500,14 @@ func (c *Channel) Consume(ctx context.Context, opts ConsumeOptions, handler Hand
 		go func() {
 			defer fetchers.Done()
 			defer sub.Close()
-			c.fanoutLoop(ctx, sub, subs, work, opts)
+			c.fanoutLoop(ctx, sub, subs, work, opts, deferred)
 		}()
 	}
 	if len(listQueues) > 0 {
 		fetchers.Add(1)
 		go func() {
 			defer fetchers.Done()
-			c.fetchLoop(ctx, listQueues, slots, work, opts)
+			c.fetchLoop(ctx, listQueues, slots, work, opts, deferred)
 		}()
 	}
 	if opts.OnReady != nil {
@@ -497,6 +536,12 @@ func (c *Channel) Consume(ctx context.Context, opts ConsumeOptions, handler Hand
 	}
 	restoreCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
+	if deferred != nil {
+		// Acks handlers made: sent before anything is restored.
+		if err := deferred.flush(restoreCtx); err != nil {
+			opts.OnError(fmt.Errorf("kombu: deferred acks not sent (those messages will be redelivered after the visibility timeout): %w", err))
+		}
+	}
 	if err := c.restoreAll(restoreCtx); err != nil {
 		opts.OnError(err)
 	}
@@ -521,42 +566,110 @@ func (c *Channel) runHandler(ctx context.Context, h Handler, m *entity.Message, 
 	h(ctx, m)
 }
 
-// fetchLoop takes messages from the list queues while prefetch allows.
-func (c *Channel) fetchLoop(ctx context.Context, queues []string, slots chan struct{}, work chan<- *entity.Message, opts ConsumeOptions) {
+// fetchLoop takes messages from the list queues while prefetch allows: as
+// many as there are free prefetch slots (up to BatchSize) in one
+// BatchGetter call when the backend has it, else one per Get or GetWait.
+func (c *Channel) fetchLoop(ctx context.Context, queues []string, slots chan struct{}, work chan *entity.Message, opts ConsumeOptions, deferred *deferredAcks) {
 	order := append([]string(nil), queues...)
 	if c.t.opts.QueueOrder == SortedOrder {
 		sort.Strings(order)
 	}
+	rr := c.t.opts.QueueOrder == RoundRobin
 	bg, blocking := c.t.backend.(BlockingGetter)
+	bgb, batching := c.t.backend.(BatchGetter)
+	batchSize := opts.BatchSize
+	if batchSize <= 0 {
+		batchSize = DefaultBatchSize
+	}
+	if opts.NoAck || batchSize == 1 {
+		// A no-ack message is taken only for a worker that is ready for
+		// it: one at a time.
+		batching = false
+	}
+	release := func() {
+		if slots != nil {
+			<-slots
+		}
+	}
 	poll := c.t.opts.PollingInterval
 	var lastRestore time.Time
 	backoff := time.Duration(0)
+	var batch []Delivery
 	for ctx.Err() == nil {
 		if now := c.t.opts.Clock.Now(); now.Sub(lastRestore) >= c.t.opts.RestoreInterval || now.Before(lastRestore) {
 			lastRestore = now
 			c.restoreExpired(ctx, opts)
 		}
+		n := 1
 		if slots != nil {
 			select {
 			case slots <- struct{}{}:
 			case <-ctx.Done():
 				return
 			}
+		fill:
+			for batching && n < batchSize {
+				select {
+				case slots <- struct{}{}:
+					n++
+				default:
+					break fill
+				}
+			}
+		} else if batching {
+			n = min(batchSize, max(1, cap(work)-len(work)))
 		}
-		release := func() {
-			if slots != nil {
-				<-slots
+		select {
+		case <-c.done:
+			// Close is restoring (which frees slots): take nothing more,
+			// or a message it just put back would be taken again.
+			for ; n > 0; n-- {
+				release()
+			}
+			return
+		default:
+		}
+		if deferred != nil && deferred.queued() > 0 {
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackFlushTimeout)
+			if err := deferred.flush(fctx); err != nil {
+				opts.OnError(fmt.Errorf("kombu: deferred acks: %w", err))
+			}
+			cancel()
+		}
+		var err error
+		batch = batch[:0]
+		if batching && (n > 1 || !blocking) {
+			var got []Delivery
+			got, err = bgb.GetBatch(ctx, order, !opts.NoAck, n, rr)
+			batch = append(batch, got...)
+		}
+		if !batching || (n == 1 && blocking) || (blocking && errors.Is(err, ErrEmpty)) {
+			// Wait for one message: give back the slots a batch would
+			// have filled.
+			for ; n > 1; n-- {
+				release()
+			}
+			var d Delivery
+			if blocking {
+				d, err = bg.GetWait(ctx, order, !opts.NoAck, poll)
+			} else {
+				d, err = c.t.backend.Get(ctx, order, !opts.NoAck)
+			}
+			if err == nil {
+				batch = append(batch, d)
 			}
 		}
-		var d Delivery
-		var err error
-		if blocking {
-			d, err = bg.GetWait(ctx, order, !opts.NoAck, poll)
-		} else {
-			d, err = c.t.backend.Get(ctx, order, !opts.NoAck)
+		for ; n > len(batch); n-- {
+			release()
+		}
+		for i := range batch {
+			if rr {
+				rotate(order, batch[i].Queue)
+			}
+			c.deliver(ctx, batch[i], work, release, opts, deferred)
+			batch[i] = Delivery{}
 		}
 		if err != nil {
-			release()
 			var mal *MalformedError
 			switch {
 			case errors.Is(err, ErrEmpty):
@@ -576,17 +689,13 @@ func (c *Channel) fetchLoop(ctx context.Context, queues []string, slots chan str
 			continue
 		}
 		backoff = 0
-		if c.t.opts.QueueOrder == RoundRobin {
-			rotate(order, d.Queue)
-		}
-		c.deliver(ctx, d, work, release, opts)
 	}
 }
 
 // deliver builds and hands one message to the workers. The message is
 // tracked before the hand-off so that a shutdown restores it even if no
 // worker ever takes it.
-func (c *Channel) deliver(ctx context.Context, d Delivery, work chan<- *entity.Message, release func(), opts ConsumeOptions) {
+func (c *Channel) deliver(ctx context.Context, d Delivery, work chan<- *entity.Message, release func(), opts ConsumeOptions, deferred *deferredAcks) {
 	m, err := c.buildMessage(d, opts.Accept, opts.MaxBodySize)
 	if err != nil {
 		release()
@@ -607,7 +716,7 @@ func (c *Channel) deliver(ctx context.Context, d Delivery, work chan<- *entity.M
 		}
 		return
 	}
-	if err := c.track(m, release); err != nil {
+	if err := c.track(m, release, deferred); err != nil {
 		release()
 		// The channel closed after the message was taken, so its restore
 		// at close missed it: put it back at the front now rather than
@@ -641,7 +750,7 @@ func (c *Channel) giveBack(m *entity.Message, opts ConsumeOptions) {
 
 // fanoutLoop delivers broadcast messages. Like Kombu, fanout deliveries are
 // not held back by prefetch.
-func (c *Channel) fanoutLoop(ctx context.Context, sub Subscription, subs []FanoutSub, work chan<- *entity.Message, opts ConsumeOptions) {
+func (c *Channel) fanoutLoop(ctx context.Context, sub Subscription, subs []FanoutSub, work chan<- *entity.Message, opts ConsumeOptions, deferred *deferredAcks) {
 	queueOf := map[string]string{}
 	for _, s := range subs {
 		queueOf[s.Exchange] = s.Queue // Kombu: the last queue registered wins
@@ -672,7 +781,7 @@ func (c *Channel) fanoutLoop(ctx context.Context, sub Subscription, subs []Fanou
 					continue
 				}
 			}
-			c.deliver(ctx, d, work, func() {}, opts)
+			c.deliver(ctx, d, work, func() {}, opts, deferred)
 		}
 	}
 }

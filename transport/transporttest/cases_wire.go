@@ -40,6 +40,11 @@ func (s *suite) testCapabilities(t *testing.T) {
 	if _, ok := b.(transport.Fanout); ok != s.f.Fanout {
 		t.Errorf("backend implements Fanout: %v, Features.Fanout: %v", ok, s.f.Fanout)
 	}
+	_, getBatch := b.(transport.BatchGetter)
+	_, ackBatch := b.(transport.BatchAcker)
+	if getBatch != s.f.Batch || ackBatch != s.f.Batch {
+		t.Errorf("backend implements BatchGetter: %v, BatchAcker: %v; Features.Batch: %v", getBatch, ackBatch, s.f.Batch)
+	}
 	if s.f.RestartBroker != nil && !s.f.Persistent {
 		t.Errorf("Features.RestartBroker is set but Persistent is not")
 	}

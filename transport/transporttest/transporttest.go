@@ -32,6 +32,10 @@ type Features struct {
 	// Blocking: the backend implements transport.BlockingGetter. The suite
 	// checks that the backend implements it exactly when this is set.
 	Blocking bool
+	// Batch: the backend implements transport.BatchGetter and
+	// transport.BatchAcker. The suite checks that the backend implements
+	// them exactly when this is set.
+	Batch bool
 	// Persistent: messages outlive the backend value; a second backend from
 	// newBackend sees what the first one stored (redis: yes; memory: each
 	// backend is a private broker, no).
@@ -170,6 +174,11 @@ func (s *suite) parallelCases() []testCase {
 		{"Inspector", s.testInspector},
 		{"FaultyBackend", s.testFaulty},
 		{"Persistent", s.testPersistent},
+		{"GetBatch", s.testGetBatch},
+		{"GetBatchMalformed", s.testGetBatchMalformed},
+		{"AckBatch", s.testAckBatch},
+		{"BatchedConsume", s.testBatchedConsume},
+		{"DeferredAcks", s.testDeferredAcks},
 	}
 }
 
