@@ -97,6 +97,7 @@ func badInputs() []badInput {
 // error handler sees a typed error, and the raw message is kept (the
 // malformed list, the dead-letter list, or its unacked record).
 func TestBadInput(t *testing.T) {
+	t.Parallel()
 	srv := startRedis(t)
 	rc := client(t, srv)
 	for _, dlq := range []string{"dlq", ""} {
@@ -218,6 +219,7 @@ func TestBadInput(t *testing.T) {
 // dropped without error, as Kombu does, unless WithMandatory asks for
 // ErrNoRoute.
 func TestUnroutable(t *testing.T) {
+	t.Parallel()
 	srv := startRedis(t)
 	conn, err := kombu.Dial(bg, srv.URL(0))
 	if err != nil {

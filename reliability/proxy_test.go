@@ -176,6 +176,7 @@ func (p *proxy) close() {
 // while the subscription is cut are not counted; the test checks that the
 // subscription comes back.
 func TestTCPFaults(t *testing.T) {
+	t.Parallel()
 	srv := startRedis(t)
 	px := newProxy(t, srv.Addr())
 	const prefix, queue = "proxy:", "pq"

@@ -21,6 +21,7 @@ import (
 // while it consumes, retries and fails, and the kombu command's error
 // lines.
 func TestCredentialsRedacted(t *testing.T) {
+	t.Parallel()
 	srv := startRedis(t)
 	rc := client(t, srv)
 	const pw = "Sup3r-S3cret-pw"

@@ -139,6 +139,7 @@ func runProducers(t *testing.T, url, queue, prefix string, n int, l *ledger, sto
 // publish with WithRetry and consumers consume. Every publish that
 // returned nil is handled.
 func TestRedisRestart(t *testing.T) {
+	t.Parallel()
 	srv := startRedis(t, "--appendonly", "yes", "--appendfsync", "always")
 	rc := client(t, srv)
 	const prefix, queue = "restart:", "rq"
@@ -196,6 +197,7 @@ func TestRedisRestart(t *testing.T) {
 // that says so and wraps the connection error; without WithRetry the
 // first error is returned at once.
 func TestPublishRetryGivesUp(t *testing.T) {
+	t.Parallel()
 	srv := startRedis(t)
 	url := "redis://:s3cr3t-pw@" + srv.Addr() + "/0"
 	rc := client(t, srv)

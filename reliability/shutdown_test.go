@@ -19,6 +19,7 @@ import (
 // not acked (the cut-off one and the prefetched ones) is back on the queue,
 // once each, with no unacked record left.
 func TestGracefulShutdown(t *testing.T) {
+	t.Parallel()
 	srv := startRedis(t)
 	rc := client(t, srv)
 	const prefix, queue = "shut:", "sq"
