@@ -168,7 +168,7 @@ func (u *URL) format(redact bool) string {
 		if i == len(hosts)-1 {
 			if u.VirtualHost != "" {
 				b.WriteString("/")
-				b.WriteString(u.VirtualHost)
+				b.WriteString(url.PathEscape(u.VirtualHost))
 			}
 			if len(u.Options) > 0 {
 				keys := make([]string, 0, len(u.Options))
