@@ -95,6 +95,27 @@ func WithMaxBodySize(n int64) ConsumerOption { return func(o *consumerOptions) {
 // at-most-once: a broadcast published before then is not received.
 func WithReady(f func()) ConsumerOption { return func(o *consumerOptions) { o.OnReady = f } }
 
+// WithBatchSize sets the most messages one fetch takes from the broker in
+// one round trip (Redis: one script call), never more than the free
+// prefetch slots. The default is transport.DefaultBatchSize (128); 1
+// fetches one message at a time. Raise WithPrefetch too: a fetch takes
+// only what prefetch allows.
+func WithBatchSize(n int) ConsumerOption { return func(o *consumerOptions) { o.BatchSize = n } }
+
+// WithDeferredAcks makes acks asynchronous (opt-in): Ack, and the
+// automatic ack after a handler returns nil, return as soon as the ack is
+// queued. Queued acks are sent together in one round trip before the
+// consumer's next fetch, at least every maxDelay (10 ms if maxDelay <= 0),
+// and when the consumer stops. The cost: if the process dies before a
+// flush, those messages are still unacked in Redis and are delivered again
+// after the visibility timeout (never lost, but handled twice).
+func WithDeferredAcks(maxDelay time.Duration) ConsumerOption {
+	if maxDelay <= 0 {
+		maxDelay = 10 * time.Millisecond
+	}
+	return func(o *consumerOptions) { o.DeferredAcks = maxDelay }
+}
+
 // WithoutDeclare skips declaring the queues before consuming.
 func WithoutDeclare() ConsumerOption { return func(o *consumerOptions) { o.noDeclare = true } }
 

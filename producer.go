@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strconv"
 	"time"
 
 	"github.com/kombu-go/kombu/entity"
@@ -190,13 +191,27 @@ func (p *Producer) Publish(ctx context.Context, body any, opts ...PublishOption)
 			return PublishResult{}, err
 		}
 	}
-	reg := t.Options().Serializers
-	enc, err := reg.Prepare(body, serialization.PrepareOptions{
+	env, err := p.envelope(body, &o)
+	if err != nil {
+		return PublishResult{}, err
+	}
+	var n int
+	err = retry(ctx, o.retry, t.Logger(), func() error {
+		var err error
+		n, err = t.Publish(ctx, o.exchange.Name, o.routingKey, env, o.mandatory)
+		return err
+	})
+	return PublishResult{DeliveryTag: env.DeliveryTag, Routed: n}, err
+}
+
+// envelope serializes body and builds its envelope under options o.
+func (p *Producer) envelope(body any, o *publishOptions) (*transport.Envelope, error) {
+	enc, err := p.conn.t.Options().Serializers.Prepare(body, serialization.PrepareOptions{
 		Serializer: o.serializer, ContentType: o.contentType,
 		ContentEncoding: o.contentEnc, Compression: o.compression,
 	})
 	if err != nil {
-		return PublishResult{}, err
+		return nil, err
 	}
 	env := &transport.Envelope{
 		Body:            enc.Body,
@@ -212,15 +227,117 @@ func (p *Producer) Publish(ctx context.Context, body any, opts ...PublishOption)
 		env.Properties.DeliveryMode = o.exchange.DeliveryMode
 	}
 	if o.expiration > 0 {
-		env.Properties.Expiration = fmt.Sprint(o.expiration.Milliseconds())
+		env.Properties.Expiration = strconv.FormatInt(o.expiration.Milliseconds(), 10)
 	}
-	var n int
-	err = retry(ctx, o.retry, t.Logger(), func() error {
-		var err error
-		n, err = t.Publish(ctx, o.exchange.Name, o.routingKey, env, o.mandatory)
-		return err
-	})
-	return PublishResult{DeliveryTag: env.DeliveryTag, Routed: n}, err
+	return env, nil
+}
+
+// Outgoing is one message of Producer.PublishBatch: its body and the
+// publish options that apply to it alone.
+type Outgoing struct {
+	Body    any
+	Options []PublishOption
+}
+
+// BatchError reports the messages of a PublishBatch that failed: Errs[i]
+// is message i's error, nil if it was published. errors.Is and errors.As
+// see every error it holds.
+type BatchError = transport.BatchError
+
+// PublishBatch publishes many messages in as few round trips as the
+// backend allows (Redis: one pipeline, with consecutive messages to one
+// exchange routed by one script call), each exactly as Publish would.
+// Options apply in this order: the producer's defaults, opts (for every
+// message), then each message's own Options. Messages that land in the
+// same queue are consumed in the order given.
+//
+// It returns one result per message, in order. The batch is not atomic:
+// if any message fails, the error is a *BatchError saying which (the
+// others were published). A body that cannot be serialized fails the
+// whole batch before anything is sent. With WithRetry, messages that
+// failed on a connection error are sent again (at-least-once, as for
+// Publish).
+func (p *Producer) PublishBatch(ctx context.Context, msgs []Outgoing, opts ...PublishOption) ([]PublishResult, error) {
+	base := p.defaults
+	base.headers = maps.Clone(p.defaults.headers)
+	base.props.Extra = maps.Clone(p.defaults.props.Extra)
+	base.declare = append([]entity.Queue(nil), p.defaults.declare...)
+	for _, f := range opts {
+		f(&base)
+	}
+	t := p.conn.t
+	if err := p.conn.declareOnce(ctx, base.declare); err != nil {
+		return nil, err
+	}
+	declared := map[string]bool{}
+	batch := make([]transport.BatchMessage, len(msgs))
+	policies := make([]*RetryPolicy, len(msgs))
+	encErrs := make([]error, len(msgs))
+	failed := false
+	for i, m := range msgs {
+		o := &base
+		if len(m.Options) > 0 {
+			own := base
+			own.headers = maps.Clone(base.headers)
+			own.props.Extra = maps.Clone(base.props.Extra)
+			own.declare = nil
+			for _, f := range m.Options {
+				f(&own)
+			}
+			if err := p.conn.declareOnce(ctx, own.declare); err != nil {
+				return nil, err
+			}
+			o = &own
+		}
+		if name := o.exchange.Name; name != "" && !o.noAutoDeclare && !declared[name] {
+			if err := t.DeclareExchange(ctx, o.exchange); err != nil {
+				return nil, err
+			}
+			declared[name] = true
+		}
+		env, err := p.envelope(m.Body, o)
+		if err != nil {
+			encErrs[i], failed = err, true
+			continue
+		}
+		batch[i] = transport.BatchMessage{Exchange: o.exchange.Name, RoutingKey: o.routingKey, Envelope: env, Mandatory: o.mandatory}
+		policies[i] = o.retry
+	}
+	if failed {
+		return nil, &BatchError{Errs: encErrs}
+	}
+	results := make([]PublishResult, len(msgs))
+	routed, err := t.PublishBatch(ctx, batch)
+	for i := range batch {
+		results[i] = PublishResult{DeliveryTag: batch[i].Envelope.DeliveryTag, Routed: routed[i]}
+	}
+	var be *BatchError
+	if err == nil || !errors.As(err, &be) {
+		return results, err
+	}
+	// Send again, under their policies, the messages that failed on what
+	// may be a lost connection.
+	for i, e := range be.Errs {
+		if e == nil || policies[i] == nil || !retryable(e) {
+			continue
+		}
+		first := true
+		be.Errs[i] = retry(ctx, policies[i], t.Logger(), func() error {
+			if first { // the batch was the first attempt
+				first = false
+				return e
+			}
+			n, err := t.Publish(ctx, batch[i].Exchange, batch[i].RoutingKey, batch[i].Envelope, batch[i].Mandatory)
+			results[i].Routed = n
+			return err
+		})
+	}
+	for _, e := range be.Errs {
+		if e != nil {
+			return results, be
+		}
+	}
+	return results, nil
 }
 
 // retry runs f, and again under policy while it fails with an error that

@@ -3,10 +3,12 @@ package redis
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kombu-go/kombu/entity"
 	"github.com/kombu-go/kombu/transport"
 )
 
@@ -22,6 +24,9 @@ var batchTests = []struct {
 	{"GetBatchMalformedEndsBatch", testGetBatchMalformed},
 	{"GetBatchSpentReceiptsDeleted", testGetBatchSpentReceipts},
 	{"AckBatch", testAckBatch},
+	{"PublishBatchIsSuccessivePublishes", testPublishBatchIsSuccessivePublishes},
+	{"PublishBatchTopicFallback", testPublishBatchTopicFallback},
+	{"PublishBatchNoScript", testPublishBatchNoScript},
 }
 
 func TestBatch(t *testing.T) {
@@ -295,5 +300,164 @@ func testAckBatch(t *testing.T, e *env) {
 	}
 	if err := b.AckBatch(bg, nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Proves: PublishBatch leaves exactly the lists that the same messages
+// published one by one leave (direct, topic with the captured Kombu table,
+// fanout-typed routing into lists, the default exchange, priorities,
+// unrouted messages, a missing table), returns the same counts, and keeps
+// each list in the order given across runs of different exchanges; large
+// batches (over one script call, over one LPUSH chunk) too.
+func testPublishBatchIsSuccessivePublishes(t *testing.T, e *env) {
+	setup := func(b *Backend) {
+		for _, r := range []transport.BindingRow{
+			{RoutingKey: "rk.direct", Queue: "q_direct"},
+			{RoutingKey: "rk.direct", Pattern: "junk", Queue: "q_other"},
+			{RoutingKey: "rk.other", Queue: "q_direct"},
+		} {
+			if err := b.Bind(bg, "ex_direct", r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, x := range []struct{ key, q string }{{"a.*.#", "q_topic1"}, {"a.#", "q_topic2"}, {"*.x_y-z", "q_topic3"}} {
+			if err := b.Bind(bg, "ex_topic", transport.BindingRow{RoutingKey: x.key, Pattern: transport.KeyToPattern(x.key), Queue: x.q}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var items []transport.PublishItem
+	add := func(ex string, typ entity.ExchangeType, rk string, prio int) {
+		tag := fmt.Sprintf("m%d", len(items))
+		items = append(items, transport.PublishItem{Exchange: ex, Type: typ, RoutingKey: rk, Priority: prio,
+			Envelope: []byte(envelope(tag, ex, rk, prio))})
+	}
+	for i := 0; i < 3; i++ {
+		add("ex_direct", entity.Direct, "rk.direct", i*3)
+		add("", "", "q_direct", 0)
+		add("ex_direct", entity.Direct, "rk.other", 0)
+		add("ex_topic", entity.Topic, "a.b.c", 0)
+		add("ex_topic", entity.Topic, "z.x_y-z", 9)
+		add("ex_topic", entity.Topic, "nothing", 0)
+		add("ex_direct", entity.Fanout, "ignored", 0)
+		add("no_such_exchange", entity.Direct, "rk", 0)
+		add("", "", "q_topic2", 4)
+	}
+	for i := 0; i < 1100; i++ {
+		add("ex_direct", entity.Direct, "rk.direct", 0)
+	}
+	for i := 0; i < 1100; i++ {
+		add("", "", "q_big", 0)
+	}
+	one := e.backend(WithKeyPrefix(e.prefix + "one:"))
+	batch := e.backend(WithKeyPrefix(e.prefix + "batch:"))
+	setup(one)
+	setup(batch)
+	var want []int
+	for _, it := range items {
+		var n int
+		var err error
+		if it.Exchange == "" {
+			n, err = 1, one.Put(bg, it.RoutingKey, it.Priority, it.Envelope)
+		} else {
+			n, err = one.Publish(bg, it.Exchange, it.Type, it.RoutingKey, it.Priority, it.Envelope)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, n)
+	}
+	got, errs := batch.PublishBatch(bg, items)
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("counts\n got %v\nwant %v", got, want)
+	}
+	lists := func(prefix string) map[string][]string {
+		out := map[string][]string{}
+		for _, k := range e.allKeys() {
+			if rest, ok := strings.CutPrefix(k, prefix); ok && !strings.HasPrefix(rest, "_kombu.binding.") {
+				out[rest] = e.lrange(k)
+			}
+		}
+		return out
+	}
+	gotLists, wantLists := lists(e.prefix+"batch:"), lists(e.prefix+"one:")
+	if len(wantLists) < 6 {
+		t.Fatalf("only %d lists written", len(wantLists))
+	}
+	for k, w := range wantLists {
+		if !slices.Equal(gotLists[k], w) {
+			t.Errorf("list %q: batch wrote %d messages, one by one %d (or a different order)", k, len(gotLists[k]), len(w))
+		}
+	}
+	if len(gotLists) != len(wantLists) {
+		t.Errorf("batch wrote %d lists, one by one %d", len(gotLists), len(wantLists))
+	}
+}
+
+// Proves: PublishBatch with a stored pattern outside the Lua matcher
+// routes in Go with the same result, and one with a pattern Python cannot
+// compile fails those messages only, writing none of them.
+func testPublishBatchTopicFallback(t *testing.T, e *env) {
+	b := e.backend()
+	for _, r := range []struct{ ex, key, pattern, q string }{
+		{"ex_t", "x", `^a(b|c)$`, "qf"},
+		{"ex_t", "a.#", transport.KeyToPattern("a.#"), "qg"},
+		{"ex_bad", "*a", transport.KeyToPattern("*a"), "qb"},
+	} {
+		if err := b.Bind(bg, r.ex, transport.BindingRow{RoutingKey: r.key, Pattern: r.pattern, Queue: r.q}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	items := []transport.PublishItem{
+		{Exchange: "ex_t", Type: entity.Topic, RoutingKey: "ac", Envelope: []byte(envelope("f1", "ex_t", "ac", 0))},
+		{Exchange: "ex_t", Type: entity.Topic, RoutingKey: "a.b", Envelope: []byte(envelope("f2", "ex_t", "a.b", 0))},
+		{Exchange: "ex_bad", Type: entity.Topic, RoutingKey: "a", Envelope: []byte(envelope("f3", "ex_bad", "a", 0))},
+		{Exchange: "", RoutingKey: "qd", Envelope: []byte(envelope("f4", "", "qd", 0))},
+	}
+	ns, errs := b.PublishBatch(bg, items)
+	if errs[0] != nil || errs[1] != nil || errs[3] != nil || errs[2] == nil {
+		t.Fatalf("errors %v", errs)
+	}
+	if !slices.Equal(ns, []int{1, 1, 0, 1}) {
+		t.Fatalf("counts %v", ns)
+	}
+	if got := e.lrange(e.key("qf")); len(got) != 1 {
+		t.Fatalf("qf %q", got)
+	}
+	if n, _ := e.client.Exists(bg, e.key("qb")).Result(); n != 0 {
+		t.Fatal("failed publish wrote")
+	}
+}
+
+// Proves: PublishBatch works after the server's script cache was flushed
+// (a pipeline sends only EVALSHA: NOSCRIPT calls are loaded and sent
+// again, once).
+func testPublishBatchNoScript(t *testing.T, e *env) {
+	b := e.backend()
+	if err := b.Bind(bg, "ex", transport.BindingRow{RoutingKey: "k", Queue: "q"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.client.ScriptFlush(bg).Err(); err != nil {
+		t.Fatal(err)
+	}
+	items := []transport.PublishItem{
+		{Exchange: "ex", Type: entity.Direct, RoutingKey: "k", Envelope: []byte(envelope("n1", "ex", "k", 0))},
+		{Exchange: "", RoutingKey: "q", Envelope: []byte(envelope("n2", "", "q", 0))},
+		{Exchange: "ex", Type: entity.Direct, RoutingKey: "k", Envelope: []byte(envelope("n3", "ex", "k", 0))},
+	}
+	ns, errs := b.PublishBatch(bg, items)
+	for i, err := range errs {
+		if err != nil || ns[i] != 1 {
+			t.Fatalf("message %d: %d %v", i, ns[i], err)
+		}
+	}
+	got := e.lrange(e.key("q"))
+	if len(got) != 3 || !strings.Contains(got[2], `"n1"`) || !strings.Contains(got[1], `"n2"`) || !strings.Contains(got[0], `"n3"`) {
+		t.Fatalf("q %v", got)
 	}
 }

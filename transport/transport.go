@@ -447,6 +447,11 @@ func (t *Transport) Route(ctx context.Context, exchange, routingKey string) ([]s
 	if err != nil {
 		return nil, err
 	}
+	return t.lookup(exchange, table, routingKey)
+}
+
+// lookup is Route for a binding table already read.
+func (t *Transport) lookup(exchange string, table []BindingRow, routingKey string) ([]string, error) {
 	typ := t.ExchangeType(exchange)
 	if t.opts.InferExchangeTypes && typ == entity.Direct && !t.isDeclared(exchange) && hasPatterns(table) {
 		typ = entity.Topic
