@@ -224,19 +224,23 @@ func (b *Broker) getLocked(queues []string, ack bool) (transport.Delivery, error
 	return transport.Delivery{}, transport.ErrEmpty
 }
 
-// GetBatch takes up to n messages as n successive Gets would, in one
-// critical section (transport.BatchGetter). With rotate, a queue moves to
-// the end of the order after each take.
-func (b *Backend) GetBatch(ctx context.Context, queues []string, ack bool, n int, rotate bool) ([]transport.Delivery, error) {
-	order := queues
-	if rotate {
-		order = slices.Clone(queues)
+// GetBatch deletes the unacked records of req.Settle, then takes up to
+// req.Max messages as that many successive Gets would, in one critical
+// section (transport.BatchGetter). With req.Rotate, a queue moves to the
+// end of the order after each take.
+func (b *Backend) GetBatch(ctx context.Context, req transport.BatchGet) ([]transport.Delivery, error) {
+	order := req.Queues
+	if req.Rotate {
+		order = slices.Clone(req.Queues)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	for _, t := range req.Settle {
+		delete(b.unacked, t)
+	}
 	var out []transport.Delivery
-	for len(out) < max(n, 1) {
-		d, err := b.getLocked(order, ack)
+	for len(out) < max(req.Max, 1) {
+		d, err := b.getLocked(order, req.Ack)
 		if errors.Is(err, transport.ErrEmpty) {
 			break
 		}
@@ -244,7 +248,7 @@ func (b *Backend) GetBatch(ctx context.Context, queues []string, ack bool, n int
 			return out, err
 		}
 		out = append(out, d)
-		if rotate {
+		if req.Rotate {
 			if i := slices.Index(order, d.Queue); i >= 0 {
 				copy(order[i:], order[i+1:])
 				order[len(order)-1] = d.Queue

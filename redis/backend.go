@@ -228,26 +228,32 @@ func (b *Backend) Get(ctx context.Context, queues []string, ack bool) (transport
 	return b.get(ctx, queues, b.k.consumeLists(queues), ack)
 }
 
-// GetBatch takes up to n messages of queues in one script call, as n
-// successive Gets would (rotating the queue order after each take when
-// rotate is set), each recorded as unacked in the same atomic step
-// (transport.BatchGetter). A malformed message ends the batch: it is
-// moved to the malformed list and reported as a *transport.MalformedError
-// after the messages taken before it.
-func (b *Backend) GetBatch(ctx context.Context, queues []string, ack bool, n int, rotate bool) ([]transport.Delivery, error) {
+// GetBatch takes up to req.Max messages of req.Queues in one script call,
+// as that many successive Gets would (rotating the queue order after each
+// take when req.Rotate is set), each recorded as unacked in the same atomic
+// step, after deleting the unacked records of req.Settle in the same call
+// (transport.BatchGetter). A malformed message ends the batch: it is moved
+// to the malformed list and reported as a *transport.MalformedError after
+// the messages taken before it.
+func (b *Backend) GetBatch(ctx context.Context, req transport.BatchGet) ([]transport.Delivery, error) {
 	if err := b.checkOpen(); err != nil {
 		return nil, err
 	}
-	if len(queues) == 0 {
+	if len(req.Queues) == 0 {
+		if len(req.Settle) > 0 {
+			if err := b.AckBatch(ctx, req.Settle); err != nil {
+				return nil, err
+			}
+		}
 		return nil, transport.ErrEmpty
 	}
-	return b.take(ctx, queues, b.k.consumeLists(queues), ack, max(n, 1), rotate, nil)
+	return b.take(ctx, req.Queues, b.k.consumeLists(req.Queues), req.Ack, max(req.Max, 1), req.Rotate, req.Settle, nil)
 }
 
 // get is a one-message take.
 func (b *Backend) get(ctx context.Context, queues, lists []string, ack bool) (transport.Delivery, error) {
 	var one [1]transport.Delivery
-	ds, err := b.take(ctx, queues, lists, ack, 1, false, one[:0])
+	ds, err := b.take(ctx, queues, lists, ack, 1, false, nil, one[:0])
 	if len(ds) == 0 {
 		if err == nil {
 			err = transport.ErrEmpty
@@ -260,9 +266,10 @@ func (b *Backend) get(ctx context.Context, queues, lists []string, ack bool) (tr
 // maxSpentReceipts bounds the receipts kept for deletion by the next take.
 const maxSpentReceipts = 64
 
-// take runs scripts/get.lua for up to n messages; lists are queues' lists
-// step-major (keys.consumeLists). Deliveries are appended to dst.
-func (b *Backend) take(ctx context.Context, queues, lists []string, ack bool, n int, rotate bool, dst []transport.Delivery) ([]transport.Delivery, error) {
+// take runs scripts/get.lua for up to n messages, after deleting the
+// unacked records of settle; lists are queues' lists step-major
+// (keys.consumeLists). Deliveries are appended to dst.
+func (b *Backend) take(ctx context.Context, queues, lists []string, ack bool, n int, rotate bool, settle []string, dst []transport.Delivery) ([]transport.Delivery, error) {
 	nonce, err := newToken()
 	if err != nil {
 		return dst, err
@@ -273,7 +280,7 @@ func (b *Backend) take(ctx context.Context, queues, lists []string, ack bool, n 
 	keys = append(keys, b.k.unacked, b.k.unackedIndex, b.k.malformed, receipt)
 	keys = append(keys, lists...)
 	keys = append(keys, spent...)
-	args := make([]any, 0, 6+len(queues))
+	args := make([]any, 0, 8+len(queues)+len(settle))
 	flag, rot := "0", "0"
 	if ack {
 		flag = "1"
@@ -282,16 +289,22 @@ func (b *Backend) take(ctx context.Context, queues, lists []string, ack bool, n 
 		rot = "1"
 	}
 	args = append(args, flag, formatScore(b.opts.Clock.Now()), strconv.Itoa(n), rot,
-		strconv.Itoa(len(queues)), strconv.Itoa(len(lists)))
+		strconv.Itoa(len(queues)), strconv.Itoa(len(lists)), "0", strconv.Itoa(len(settle)))
 	for _, q := range queues {
 		args = append(args, q)
+	}
+	for _, t := range settle {
+		args = append(args, t)
 	}
 	// The script pops: never let a cancelled context cut its reply off.
 	sctx := context.WithoutCancel(ctx)
 	var res any
 	start := time.Now()
 	delay := 50 * time.Millisecond
-	for {
+	for attempt := 0; ; attempt++ {
+		if attempt == 1 {
+			args[6] = "1" // a retry: look for this call's receipt
+		}
 		res, err = getScript.Run(sctx, b.client, keys, args...).Result()
 		if err == nil || errors.Is(err, goredis.Nil) || !ack || !retryable(err) ||
 			b.closed.Load() || ctx.Err() != nil || time.Since(start)+delay > getRetryBudget {

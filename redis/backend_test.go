@@ -428,7 +428,7 @@ func testGetReceiptReplay(t *testing.T, e *env) {
 	keys := []string{b.k.unacked, b.k.unackedIndex, b.k.malformed, b.k.receiptKey("fixed"), b.k.stepKey("rq", 0)}
 	run := func() []any {
 		t.Helper()
-		res, err := getScript.Run(bg, e.client, keys, "1", "1795550400.5", "1", "0", "1", "1", "rq").Slice()
+		res, err := getScript.Run(bg, e.client, keys, "1", "1795550400.5", "1", "0", "1", "1", "1", "0", "rq").Slice()
 		if err != nil {
 			t.Fatal(err)
 		}

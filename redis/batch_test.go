@@ -23,6 +23,7 @@ var batchTests = []struct {
 	{"GetBatchReceiptReplay", testGetBatchReceiptReplay},
 	{"GetBatchMalformedEndsBatch", testGetBatchMalformed},
 	{"GetBatchSpentReceiptsDeleted", testGetBatchSpentReceipts},
+	{"GetBatchSettle", testGetBatchSettle},
 	{"AckBatch", testAckBatch},
 	{"PublishBatchIsSuccessivePublishes", testPublishBatchIsSuccessivePublishes},
 	{"PublishBatchTopicFallback", testPublishBatchTopicFallback},
@@ -95,7 +96,7 @@ func testGetBatchIsSuccessiveGets(t *testing.T, e *env) {
 			var got []string
 			order = append([]string(nil), queues...)
 			for {
-				ds, err := batch.GetBatch(bg, order, true, n, rotate)
+				ds, err := batch.GetBatch(bg, transport.BatchGet{Queues: order, Ack: true, Max: n, Rotate: rotate})
 				if errors.Is(err, transport.ErrEmpty) {
 					break
 				}
@@ -140,7 +141,7 @@ func testGetBatchRecords(t *testing.T, e *env) {
 	for _, r := range raws {
 		e.lpush(e.key("q"), r)
 	}
-	ds, err := b.GetBatch(bg, []string{"q"}, true, 10, false)
+	ds, err := b.GetBatch(bg, transport.BatchGet{Queues: []string{"q"}, Ack: true, Max: 10})
 	if err != nil || len(ds) != 3 {
 		t.Fatalf("GetBatch: %d, %v", len(ds), err)
 	}
@@ -161,7 +162,7 @@ func testGetBatchRecords(t *testing.T, e *env) {
 		}
 	}
 	mustPut(t, b, "q2", 0, envelope("t2", "", "q2", 0))
-	if ds, err := b.GetBatch(bg, []string{"q2"}, false, 10, false); err != nil || len(ds) != 1 {
+	if ds, err := b.GetBatch(bg, transport.BatchGet{Queues: []string{"q2"}, Max: 10}); err != nil || len(ds) != 1 {
 		t.Fatalf("no-ack GetBatch: %d, %v", len(ds), err)
 	}
 	if _, ok := e.hget(e.key("unacked"), "t2"); ok {
@@ -184,7 +185,7 @@ func testGetBatchReceiptReplay(t *testing.T, e *env) {
 	keys := []string{b.k.unacked, b.k.unackedIndex, b.k.malformed, b.k.receiptKey("fixed"), b.k.stepKey("rq", 0)}
 	run := func() []any {
 		t.Helper()
-		res, err := getScript.Run(bg, e.client, keys, "1", "1795550400.5", "3", "0", "1", "1", "rq").Slice()
+		res, err := getScript.Run(bg, e.client, keys, "1", "1795550400.5", "3", "0", "1", "1", "1", "0", "rq").Slice()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -224,7 +225,7 @@ func testGetBatchReceiptReplay(t *testing.T, e *env) {
 func testGetBatchMalformed(t *testing.T, e *env) {
 	b := e.backend()
 	e.lpush(e.key("q"), envelope("g1", "", "q", 0), "not json", envelope("g2", "", "q", 0))
-	ds, err := b.GetBatch(bg, []string{"q"}, true, 10, false)
+	ds, err := b.GetBatch(bg, transport.BatchGet{Queues: []string{"q"}, Ack: true, Max: 10})
 	var mal *transport.MalformedError
 	if !errors.As(err, &mal) || mal.Queue != "q" || string(mal.Raw) != "not json" || mal.Where != e.key(DefaultMalformedKey) {
 		t.Fatalf("err %v", err)
@@ -238,7 +239,7 @@ func testGetBatchMalformed(t *testing.T, e *env) {
 	if got := e.lrange(e.key(DefaultMalformedKey)); len(got) != 1 || got[0] != "not json" {
 		t.Fatalf("malformed list %q", got)
 	}
-	ds, err = b.GetBatch(bg, []string{"q"}, true, 10, false)
+	ds, err = b.GetBatch(bg, transport.BatchGet{Queues: []string{"q"}, Ack: true, Max: 10})
 	if err != nil || len(ds) != 1 || tagOf(t, ds[0]) != "g2" {
 		t.Fatalf("after: %v %v", ds, err)
 	}
@@ -261,7 +262,7 @@ func testGetBatchSpentReceipts(t *testing.T, e *env) {
 		return n
 	}
 	for i := 0; i < 4; i++ {
-		if _, err := b.GetBatch(bg, []string{"q"}, true, 1, false); err != nil {
+		if _, err := b.GetBatch(bg, transport.BatchGet{Queues: []string{"q"}, Ack: true, Max: 1}); err != nil {
 			t.Fatal(err)
 		}
 		if n := receipts(); n != 1 {
@@ -284,7 +285,7 @@ func testAckBatch(t *testing.T, e *env) {
 	for i := 0; i < 4; i++ {
 		mustPut(t, b, "q", 0, envelope(fmt.Sprintf("a%d", i), "", "q", 0))
 	}
-	if ds, err := b.GetBatch(bg, []string{"q"}, true, 4, false); err != nil || len(ds) != 4 {
+	if ds, err := b.GetBatch(bg, transport.BatchGet{Queues: []string{"q"}, Ack: true, Max: 4}); err != nil || len(ds) != 4 {
 		t.Fatal(err)
 	}
 	if err := b.AckBatch(bg, []string{"a0", "a2", "a3", "nope"}); err != nil {
@@ -459,5 +460,37 @@ func testPublishBatchNoScript(t *testing.T, e *env) {
 	got := e.lrange(e.key("q"))
 	if len(got) != 3 || !strings.Contains(got[2], `"n1"`) || !strings.Contains(got[1], `"n2"`) || !strings.Contains(got[0], `"n3"`) {
 		t.Fatalf("q %v", got)
+	}
+}
+
+// Proves: GetBatch deletes the records of req.Settle in the same call
+// (exactly as AckBatch), before taking, and also when nothing is taken.
+func testGetBatchSettle(t *testing.T, e *env) {
+	b := e.backend()
+	for i := 0; i < 3; i++ {
+		mustPut(t, b, "q", 0, envelope(fmt.Sprintf("s%d", i), "", "q", 0))
+	}
+	if ds, err := b.GetBatch(bg, transport.BatchGet{Queues: []string{"q"}, Ack: true, Max: 2}); err != nil || len(ds) != 2 {
+		t.Fatal(err)
+	}
+	ds, err := b.GetBatch(bg, transport.BatchGet{Queues: []string{"q"}, Ack: true, Max: 5, Settle: []string{"s0", "nope"}})
+	if err != nil || len(ds) != 1 || tagOf(t, ds[0]) != "s2" {
+		t.Fatalf("%v %v", ds, err)
+	}
+	if _, ok := e.hget(e.key("unacked"), "s0"); ok {
+		t.Fatal("s0 not settled")
+	}
+	for _, tag := range []string{"s1", "s2"} {
+		if _, ok := e.hget(e.key("unacked"), tag); !ok {
+			t.Fatalf("%s settled", tag)
+		}
+	}
+	if _, err := b.GetBatch(bg, transport.BatchGet{Queues: []string{"q"}, Ack: true, Max: 5, Settle: []string{"s1", "s2"}}); !errors.Is(err, transport.ErrEmpty) {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"unacked", "unacked_index"} {
+		if n, _ := e.client.Exists(bg, e.key(k)).Result(); n != 0 {
+			t.Fatalf("%s left", k)
+		}
 	}
 }

@@ -17,9 +17,10 @@ import (
 // the round trips are shared (a database's group commit).
 //
 // With deferred acks (ConsumeOptions.DeferredAcks, opt-in) an Ack returns
-// as soon as the tag is queued; the queue is flushed before the consumer
-// loop's next fetch, at least every DeferredAcks interval, and when the
-// consumer stops. A crash before the flush leaves the record in the
+// as soon as the tag is queued; the queued tags ride the consumer loop's
+// next fetch (BatchGet.Settle: one round trip for the acks and the next
+// messages), and are otherwise flushed at least every DeferredAcks
+// interval and when the consumer stops. A crash before the flush leaves the record in the
 // backend, so the message comes back after the visibility timeout: it is
 // delivered again, never lost.
 
@@ -189,6 +190,26 @@ func (d *deferredAcks) run(ctx context.Context) {
 		}
 		cancel()
 	}
+}
+
+// take removes and returns the queued tags, for a fetch to carry
+// (BatchGet.Settle).
+func (d *deferredAcks) take() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.tags) == 0 {
+		return nil
+	}
+	tags := d.tags
+	d.tags = nil
+	return tags
+}
+
+// putBack queues tags again after the fetch that carried them failed.
+func (d *deferredAcks) putBack(tags []string) {
+	d.mu.Lock()
+	d.tags = append(d.tags, tags...)
+	d.mu.Unlock()
 }
 
 // queued returns how many acks wait to be sent.

@@ -114,19 +114,38 @@ type BatchPutter interface {
 	PutBatch(ctx context.Context, items []PutItem) error
 }
 
-// BatchGetter is an optional Backend capability: take up to max messages
-// in one step (Redis: one script call), as max successive Get calls would,
-// each recorded as unacked atomically with its take when ack is set. With
-// rotate set, a queue moves to the end of the order after each message
-// taken from it (round robin), as the consumer loop does between Gets.
+// BatchGetter is an optional Backend capability: take up to req.Max
+// messages in one step (Redis: one script call), as that many successive
+// Get calls would, each recorded as unacked atomically with its take when
+// req.Ack is set; and first delete the unacked records of req.Settle (acks
+// riding the fetch, as BatchAcker.AckBatch would delete them).
 //
 // It returns the messages in the order they were taken, ErrEmpty when
-// every list is empty, or the messages taken so far plus a
-// *MalformedError when it reaches an envelope it cannot read (kept as Get
-// keeps it). The consumer loop uses it when prefetch allows more than one
-// message; without it the loop calls Get (or GetWait) once per message.
+// every list is empty (the Settle records are deleted all the same), or
+// the messages taken so far plus a *MalformedError when it reaches an
+// envelope it cannot read (kept as Get keeps it). On any other error the
+// Settle records may or may not have been deleted. The consumer loop uses
+// it when prefetch allows more than one message, or when deferred acks
+// are waiting; without it the loop calls Get (or GetWait) once per
+// message.
 type BatchGetter interface {
-	GetBatch(ctx context.Context, queues []string, ack bool, max int, rotate bool) ([]Delivery, error)
+	GetBatch(ctx context.Context, req BatchGet) ([]Delivery, error)
+}
+
+// BatchGet is a BatchGetter request.
+type BatchGet struct {
+	// Queues to take from, step-major as Get.
+	Queues []string
+	// Ack records each message taken as unacked.
+	Ack bool
+	// Max is the most messages to take (at least 1).
+	Max int
+	// Rotate moves a queue to the end of the order after each message
+	// taken from it (round robin), as the consumer loop does between Gets.
+	Rotate bool
+	// Settle are delivery tags whose unacked records are deleted before
+	// anything is taken.
+	Settle []string
 }
 
 // BatchAcker is an optional Backend capability: delete the unacked records

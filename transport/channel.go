@@ -429,11 +429,8 @@ func (c *Channel) Consume(ctx context.Context, opts ConsumeOptions, handler Hand
 		}
 	}()
 
-	// Slots bound the messages delivered and not settled (prefetch).
-	var slots chan struct{}
-	if opts.Prefetch > 0 {
-		slots = make(chan struct{}, opts.Prefetch)
-	}
+	// The gate bounds the messages delivered and not settled (prefetch).
+	g := newGate(max(opts.Prefetch, 0))
 	// With acks, messages wait in a buffer up to the prefetch count: they
 	// are tracked, so a shutdown restores them. Without acks nothing could
 	// restore a buffered message, so the hand-off is unbuffered: a message
@@ -461,6 +458,9 @@ func (c *Channel) Consume(ctx context.Context, opts ConsumeOptions, handler Hand
 				case m, ok := <-work:
 					if !ok {
 						return
+					}
+					if len(work) == 0 {
+						g.poke() // the fetch loop may be waiting for this
 					}
 					if ctx.Err() != nil {
 						// Shutting down: not handled. Tracked messages are
@@ -507,7 +507,7 @@ func (c *Channel) Consume(ctx context.Context, opts ConsumeOptions, handler Hand
 		fetchers.Add(1)
 		go func() {
 			defer fetchers.Done()
-			c.fetchLoop(ctx, listQueues, slots, work, opts, deferred)
+			c.fetchLoop(ctx, listQueues, g, work, opts, deferred)
 		}()
 	}
 	if opts.OnReady != nil {
@@ -566,10 +566,12 @@ func (c *Channel) runHandler(ctx context.Context, h Handler, m *entity.Message, 
 	h(ctx, m)
 }
 
-// fetchLoop takes messages from the list queues while prefetch allows: as
-// many as there are free prefetch slots (up to BatchSize) in one
-// BatchGetter call when the backend has it, else one per Get or GetWait.
-func (c *Channel) fetchLoop(ctx context.Context, queues []string, slots chan struct{}, work chan *entity.Message, opts ConsumeOptions, deferred *deferredAcks) {
+// fetchLoop takes messages from the list queues while prefetch allows:
+// with a BatchGetter, as many as there are free prefetch slots (up to
+// BatchSize) in one call, once half the prefetch count is free or the
+// handlers run out of work, with the deferred acks riding along; else one
+// per Get or GetWait.
+func (c *Channel) fetchLoop(ctx context.Context, queues []string, g *gate, work chan *entity.Message, opts ConsumeOptions, deferred *deferredAcks) {
 	order := append([]string(nil), queues...)
 	if c.t.opts.QueueOrder == SortedOrder {
 		sort.Strings(order)
@@ -584,13 +586,13 @@ func (c *Channel) fetchLoop(ctx context.Context, queues []string, slots chan str
 	if opts.NoAck || batchSize == 1 {
 		// A no-ack message is taken only for a worker that is ready for
 		// it: one at a time.
-		batching = false
+		batching, batchSize = false, 1
 	}
-	release := func() {
-		if slots != nil {
-			<-slots
-		}
+	want := 1
+	if batching {
+		want = max(1, min(batchSize, opts.Prefetch/2))
 	}
+	hungry := func() bool { return len(work) == 0 }
 	poll := c.t.opts.PollingInterval
 	var lastRestore time.Time
 	backoff := time.Duration(0)
@@ -600,55 +602,51 @@ func (c *Channel) fetchLoop(ctx context.Context, queues []string, slots chan str
 			lastRestore = now
 			c.restoreExpired(ctx, opts)
 		}
-		n := 1
-		if slots != nil {
-			select {
-			case slots <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
-		fill:
-			for batching && n < batchSize {
-				select {
-				case slots <- struct{}{}:
-					n++
-				default:
-					break fill
-				}
-			}
-		} else if batching {
-			n = min(batchSize, max(1, cap(work)-len(work)))
+		limit := batchSize
+		if g.limit == 0 && batching {
+			// No prefetch limit: fill the hand-off buffer.
+			limit = min(batchSize, max(1, cap(work)-len(work)))
+		}
+		n, err := g.acquire(ctx, want, limit, hungry)
+		if err != nil {
+			return
 		}
 		select {
 		case <-c.done:
 			// Close is restoring (which frees slots): take nothing more,
 			// or a message it just put back would be taken again.
-			for ; n > 0; n-- {
-				release()
-			}
+			g.giveBack(n)
 			return
 		default:
 		}
-		if deferred != nil && deferred.queued() > 0 {
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackFlushTimeout)
-			if err := deferred.flush(fctx); err != nil {
+		var settle []string
+		if deferred != nil {
+			if batching {
+				settle = deferred.take()
+			} else if deferred.queued() > 0 {
+				fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackFlushTimeout)
+				if err := deferred.flush(fctx); err != nil {
+					opts.OnError(fmt.Errorf("kombu: deferred acks: %w", err))
+				}
+				cancel()
+			}
+		}
+		batch = batch[:0]
+		if batching && (n > 1 || !blocking || len(settle) > 0) {
+			var got []Delivery
+			got, err = bgb.GetBatch(ctx, BatchGet{Queues: order, Ack: !opts.NoAck, Max: n, Rotate: rr, Settle: settle})
+			batch = append(batch, got...)
+			var mal *MalformedError
+			if len(settle) > 0 && err != nil && !errors.Is(err, ErrEmpty) && !errors.As(err, &mal) {
+				deferred.putBack(settle) // sent again with the next fetch or flush
 				opts.OnError(fmt.Errorf("kombu: deferred acks: %w", err))
 			}
-			cancel()
 		}
-		var err error
-		batch = batch[:0]
-		if batching && (n > 1 || !blocking) {
-			var got []Delivery
-			got, err = bgb.GetBatch(ctx, order, !opts.NoAck, n, rr)
-			batch = append(batch, got...)
-		}
-		if !batching || (n == 1 && blocking) || (blocking && errors.Is(err, ErrEmpty)) {
+		if !batching || (n == 1 && blocking && len(settle) == 0) || (blocking && errors.Is(err, ErrEmpty)) {
 			// Wait for one message: give back the slots a batch would
 			// have filled.
-			for ; n > 1; n-- {
-				release()
-			}
+			g.giveBack(n - 1)
+			n = 1
 			var d Delivery
 			if blocking {
 				d, err = bg.GetWait(ctx, order, !opts.NoAck, poll)
@@ -659,14 +657,12 @@ func (c *Channel) fetchLoop(ctx context.Context, queues []string, slots chan str
 				batch = append(batch, d)
 			}
 		}
-		for ; n > len(batch); n-- {
-			release()
-		}
+		g.giveBack(n - len(batch))
 		for i := range batch {
 			if rr {
 				rotate(order, batch[i].Queue)
 			}
-			c.deliver(ctx, batch[i], work, release, opts, deferred)
+			c.deliver(ctx, batch[i], work, g.release, opts, deferred)
 			batch[i] = Delivery{}
 		}
 		if err != nil {

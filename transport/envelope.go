@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -181,7 +182,269 @@ func sortedKeys(m map[string]any) []string {
 // routing key). It fails with an error wrapping ErrMalformed when the text
 // is not a JSON object, the body cannot be decoded, or the delivery tag is
 // missing.
+//
+// It walks the JSON once without building maps for the envelope itself
+// (only headers and unknown properties become maps and values, as
+// pyjson.Unmarshal makes them); the result is what parseEnvelopeMaps,
+// which unmarshals the whole text first, returns (FuzzParseEnvelopeFast
+// checks that).
 func ParseEnvelope(raw []byte) (*Envelope, error) {
+	w := pyjson.NewWalker(raw)
+	defer w.Release()
+	if w.Kind() != '{' {
+		return parseEnvelopeMaps(raw)
+	}
+	e := &Envelope{}
+	var p envelopeParse
+	if err := p.walk(&w, e); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	e.Redelivered = p.hdrRed || p.topRed || p.infoRed
+	switch {
+	case p.bodyIsStr:
+		switch e.BodyEncoding {
+		case "base64":
+			var err error
+			if p.bodyRaw != nil {
+				e.Body, err = decodeBase64Bytes(p.bodyRaw)
+			} else {
+				e.Body, err = decodeBase64(p.bodyStr)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%w: body_encoding base64: %w", ErrMalformed, err)
+			}
+		case "", "utf-8", "utf8":
+			if p.bodyRaw != nil {
+				e.Body = bytes.Clone(p.bodyRaw)
+			} else {
+				e.Body = []byte(p.bodyStr)
+			}
+		default:
+			return nil, fmt.Errorf("%w: unknown body_encoding %q", ErrMalformed, e.BodyEncoding)
+		}
+	case p.body == nil:
+		if !p.hasBody {
+			return nil, fmt.Errorf("%w: envelope has no body", ErrMalformed)
+		}
+	default:
+		// A JSON value where Kombu writes a string: keep its JSON text.
+		var err error
+		if e.Body, err = pyjson.Marshal(p.body); err != nil {
+			return nil, fmt.Errorf("%w: body: %w", ErrMalformed, err)
+		}
+	}
+	if e.DeliveryTag == "" {
+		return nil, fmt.Errorf("%w: envelope has no properties.delivery_tag", ErrMalformed)
+	}
+	return e, nil
+}
+
+// envelopeParse is ParseEnvelope's state while it walks the text. A key
+// that repeats is read each time and the last one wins, as in the map
+// that json.loads (and parseEnvelopeMaps) builds.
+type envelopeParse struct {
+	body                    any    // a non-string body
+	bodyRaw                 []byte // a string body without escapes (into the text)
+	bodyStr                 string // a string body with escapes
+	bodyIsStr, hasBody      bool
+	hdrRed, topRed, infoRed bool
+}
+
+func (p *envelopeParse) walk(w *pyjson.Walker, e *Envelope) error {
+	if err := w.Enter(); err != nil {
+		return err
+	}
+	for {
+		key, ok, err := w.Next()
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return w.End()
+		}
+		switch string(key) {
+		case "body":
+			p.hasBody = true
+			p.body, p.bodyRaw, p.bodyStr, p.bodyIsStr = nil, nil, "", false
+			if w.Kind() == '"' {
+				p.bodyIsStr = true
+				p.bodyStr, p.bodyRaw, err = w.String()
+			} else {
+				p.body, err = w.Any()
+			}
+		case "content-type":
+			e.ContentType, err = walkString(w)
+		case "content-encoding":
+			e.ContentEncoding, err = walkString(w)
+		case "headers":
+			e.Headers, e.Compression, p.hdrRed = nil, "", false
+			var v any
+			v, err = w.Any()
+			if h, ok := v.(map[string]any); ok {
+				e.Headers = h
+				if c, ok := h["compression"].(string); ok {
+					e.Compression = c
+				}
+				if r, ok := h["redelivered"].(bool); ok && r {
+					p.hdrRed = true
+				}
+			}
+		case "redelivered":
+			var v any
+			v, err = w.Any()
+			r, ok := v.(bool)
+			p.topRed = ok && r
+		case "properties":
+			e.Properties, e.BodyEncoding, e.DeliveryTag = entity.Properties{}, "", ""
+			e.Exchange, e.RoutingKey, p.infoRed = "", "", false
+			if w.Kind() == '{' {
+				err = p.properties(w, e)
+			} else {
+				err = w.Skip()
+			}
+		default:
+			err = w.Skip()
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (p *envelopeParse) properties(w *pyjson.Walker, e *Envelope) error {
+	if err := w.Enter(); err != nil {
+		return err
+	}
+	for {
+		key, ok, err := w.Next()
+		if err != nil || !ok {
+			return err
+		}
+		switch string(key) {
+		case "correlation_id":
+			e.Properties.CorrelationID, err = walkAnyString(w)
+		case "reply_to":
+			e.Properties.ReplyTo, err = walkAnyString(w)
+		case "expiration":
+			e.Properties.Expiration, err = walkAnyString(w)
+		case "delivery_tag":
+			e.DeliveryTag, err = walkAnyString(w)
+		case "priority":
+			e.Properties.Priority, err = walkInt(w)
+		case "delivery_mode":
+			var m int
+			m, err = walkInt(w)
+			e.Properties.DeliveryMode = entity.DeliveryMode(m)
+		case "body_encoding":
+			e.BodyEncoding, err = walkString(w)
+		case "delivery_info":
+			e.Exchange, e.RoutingKey, p.infoRed = "", "", false
+			if w.Kind() == '{' {
+				err = p.deliveryInfo(w, e)
+			} else {
+				err = w.Skip()
+			}
+		default:
+			k := string(key)
+			var v any
+			v, err = w.Any()
+			if e.Properties.Extra == nil {
+				e.Properties.Extra = map[string]any{}
+			}
+			e.Properties.Extra[k] = v
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (p *envelopeParse) deliveryInfo(w *pyjson.Walker, e *Envelope) error {
+	if err := w.Enter(); err != nil {
+		return err
+	}
+	for {
+		key, ok, err := w.Next()
+		if err != nil || !ok {
+			return err
+		}
+		switch string(key) {
+		case "exchange":
+			e.Exchange, err = walkAnyString(w)
+		case "routing_key":
+			e.RoutingKey, err = walkAnyString(w)
+		case "redelivered":
+			var v any
+			v, err = w.Any()
+			r, ok := v.(bool)
+			p.infoRed = ok && r
+		default:
+			err = w.Skip()
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// walkString reads a value kept only if it is a string (else "").
+func walkString(w *pyjson.Walker) (string, error) {
+	if w.Kind() == '"' {
+		s, _, err := w.String()
+		return s, err
+	}
+	return "", w.Skip()
+}
+
+// walkAnyString reads a value as anyString converts it.
+func walkAnyString(w *pyjson.Walker) (string, error) {
+	if w.Kind() == '"' {
+		return walkString(w)
+	}
+	v, err := w.Any()
+	return anyString(v), err
+}
+
+// walkInt reads a value as anyInt converts it, small integers without
+// allocating.
+func walkInt(w *pyjson.Walker) (int, error) {
+	if text, ok := w.Number(); ok {
+		if n, ok := smallInt(text); ok {
+			return n, nil
+		}
+		return anyInt(pyjson.AsNumber(text)), nil
+	}
+	v, err := w.Any()
+	return anyInt(v), err
+}
+
+// smallInt parses an integer of at most 9 digits (no fraction or
+// exponent).
+func smallInt(text []byte) (int, bool) {
+	neg := len(text) > 0 && text[0] == '-'
+	if neg {
+		text = text[1:]
+	}
+	if len(text) == 0 || len(text) > 9 {
+		return 0, false
+	}
+	n := 0
+	for _, c := range text {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	if neg {
+		n = -n
+	}
+	return n, true
+}
+
+// parseEnvelopeMaps is ParseEnvelope by way of pyjson.Unmarshal: the
+// reference its walk must agree with, and its path for a text that is not
+// a JSON object.
+func parseEnvelopeMaps(raw []byte) (*Envelope, error) {
 	v, err := pyjson.Unmarshal(raw)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
@@ -265,6 +528,18 @@ func ParseEnvelope(raw []byte) (*Envelope, error) {
 		return nil, fmt.Errorf("%w: envelope has no properties.delivery_tag", ErrMalformed)
 	}
 	return e, nil
+}
+
+func decodeBase64Bytes(b []byte) ([]byte, error) {
+	dst := make([]byte, base64.RawStdEncoding.DecodedLen(len(b))) // >= StdEncoding's
+	n, err := base64.StdEncoding.Decode(dst, b)
+	if err == nil {
+		return dst[:n:n], nil
+	}
+	if n, err2 := base64.RawStdEncoding.Decode(dst, b); err2 == nil {
+		return dst[:n:n], nil
+	}
+	return nil, err
 }
 
 func decodeBase64(s string) ([]byte, error) {

@@ -193,7 +193,12 @@ func MatchTopic(row BindingRow, routingKey string) (bool, error) {
 // table order.
 func Lookup(table []BindingRow, typ string, routingKey, deadLetterQueue string) ([]string, error) {
 	var out []string
+	var index map[string]struct{} // once out is long, for seen
 	seen := func(q string) bool {
+		if index != nil {
+			_, ok := index[q]
+			return ok
+		}
 		for _, x := range out {
 			if x == q {
 				return true
@@ -217,6 +222,14 @@ func Lookup(table []BindingRow, typ string, routingKey, deadLetterQueue string) 
 		}
 		if ok && row.Queue != "" && !seen(row.Queue) {
 			out = append(out, row.Queue)
+			if index != nil {
+				index[row.Queue] = struct{}{}
+			} else if len(out) == 16 {
+				index = make(map[string]struct{}, 32)
+				for _, x := range out {
+					index[x] = struct{}{}
+				}
+			}
 		}
 	}
 	return out, nil

@@ -70,6 +70,7 @@ type decoder struct {
 	elems   []any    // elements of the arrays being parsed, innermost last
 	buf     []byte   // scratch for unescaping strings
 	index   map[string]int
+	starts  []int // Walker: offsets of the objects entered
 }
 
 var decPool = sync.Pool{New: func() any { return new(decoder) }}

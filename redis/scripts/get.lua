@@ -20,7 +20,12 @@
 --            order (Kombu's round_robin cycle); "0": fixed order
 -- ARGV[5]    N, the number of queues
 -- ARGV[6]    L, the number of lists (N times the number of steps)
--- ARGV[6+q]  the name of queue q (1 <= q <= N)
+-- ARGV[7]    "1" if this call is a retry (see Receipt), else "0"
+-- ARGV[8]    S, the number of tags to settle
+-- ARGV[8+q]  the name of queue q (1 <= q <= N)
+-- ARGV[8+N+i]  tag i to settle (1 <= i <= S): its unacked records are
+--            deleted first (ZREM KEYS[2], HDEL KEYS[1]: acks riding the
+--            fetch), whatever else the call does
 --
 -- Returns nil when every list is empty, else a flat array of triples
 -- {status, queue, message, status, queue, message, ...} in take order:
@@ -36,8 +41,9 @@
 -- missing or not two strings, "" and the queue name are recorded, which
 -- routes a restore back to the queue it was taken from.
 --
--- Receipt (ARGV[1] "1" only): the caller sends the same KEYS[4] again when
--- it retries after losing the reply (connection reset, server restart).
+-- Receipt (ARGV[1] "1" only): the caller sends the same KEYS[4] again, with
+-- ARGV[7] "1", when it retries after losing the reply (connection reset,
+-- server restart).
 -- A call that recorded takes leaves KEYS[4] = cjson [[queue, length, tag,
 -- digest], ...] for 10 s (digest: sha1 of the message; of its length and
 -- first and last 2 KiB when it is longer than 4 KiB). A call that finds
@@ -90,6 +96,10 @@ local short_escapes = {
 
 -- pystr quotes s as Python's json.dumps (ensure_ascii) does.
 local function pystr(s)
+  -- Printable ASCII without quote or backslash is written as it is.
+  if not string.find(s, '[%c"\\\128-\255]') then
+    return '"' .. s .. '"'
+  end
   local out = { '"' }
   local i, n, start = 1, #s, 1
   while i <= n do
@@ -132,12 +142,19 @@ local max = tonumber(ARGV[3])
 local rotate = ARGV[4] == '1'
 local nq = tonumber(ARGV[5])
 local nl = tonumber(ARGV[6])
+local nsettle = tonumber(ARGV[8])
 
-for i = 5 + nl, #KEYS do
-  redis.call('DEL', KEYS[i])
+if #KEYS > 4 + nl then
+  redis.call('DEL', unpack(KEYS, 5 + nl))
+end
+-- unpack is bounded by Lua's C stack: settle in chunks.
+for from = 9 + nq, 8 + nq + nsettle, 1000 do
+  local to = math.min(from + 999, 8 + nq + nsettle)
+  redis.call('ZREM', KEYS[2], unpack(ARGV, from, to))
+  redis.call('HDEL', KEYS[1], unpack(ARGV, from, to))
 end
 
-if record then
+if record and ARGV[7] == '1' then
   local receipt = redis.call('GET', KEYS[4])
   if receipt then
     local ok, r = pcall(cjson.decode, receipt)
@@ -178,7 +195,7 @@ while #out < 3 * max do
       if not empty[key] then
         msg = redis.call('RPOP', KEYS[key])
         if msg then
-          queue, pos = ARGV[6 + order[k]], k
+          queue, pos = ARGV[8 + order[k]], k
           break
         end
         empty[key] = true

@@ -83,7 +83,7 @@ func (s *suite) testGetBatch(t *testing.T) {
 			}
 			order = slices.Clone(batched)
 			for {
-				ds, err := bb.GetBatch(e.ctx, order, false, n, rotate)
+				ds, err := bb.GetBatch(e.ctx, transport.BatchGet{Queues: order, Max: n, Rotate: rotate})
 				if errors.Is(err, transport.ErrEmpty) {
 					break
 				}
@@ -103,7 +103,7 @@ func (s *suite) testGetBatch(t *testing.T) {
 			if !slices.Equal(got, want) {
 				t.Errorf("rotate %v, n %d: GetBatch took\n%v\nsuccessive Gets took\n%v", rotate, n, got, want)
 			}
-			ds, err := bb.GetBatch(e.ctx, batched, true, n, rotate)
+			ds, err := bb.GetBatch(e.ctx, transport.BatchGet{Queues: batched, Ack: true, Max: n, Rotate: rotate})
 			if !errors.Is(err, transport.ErrEmpty) || len(ds) != 0 {
 				t.Errorf("GetBatch on empty queues = %d messages, %v; want ErrEmpty", len(ds), err)
 			}
@@ -111,7 +111,7 @@ func (s *suite) testGetBatch(t *testing.T) {
 	}
 	q := name("q")
 	e.send(q, "r1", "r2", "r3")
-	ds, err := bb.GetBatch(e.ctx, []string{q}, true, 10, false)
+	ds, err := bb.GetBatch(e.ctx, transport.BatchGet{Queues: []string{q}, Ack: true, Max: 10})
 	if err != nil || len(ds) != 3 {
 		t.Fatalf("GetBatch = %d messages, %v", len(ds), err)
 	}
@@ -122,7 +122,7 @@ func (s *suite) testGetBatch(t *testing.T) {
 	}
 	// Without acks nothing is recorded.
 	e.send(q, "n1")
-	ds, err = bb.GetBatch(e.ctx, []string{q}, false, 10, false)
+	ds, err = bb.GetBatch(e.ctx, transport.BatchGet{Queues: []string{q}, Max: 10})
 	if err != nil || len(ds) != 1 {
 		t.Fatalf("no-ack GetBatch = %d messages, %v", len(ds), err)
 	}
@@ -147,7 +147,7 @@ func (s *suite) testGetBatchMalformed(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.send(q, "g2")
-	ds, err := bb.GetBatch(e.ctx, []string{q}, true, 10, false)
+	ds, err := bb.GetBatch(e.ctx, transport.BatchGet{Queues: []string{q}, Ack: true, Max: 10})
 	var mal *transport.MalformedError
 	if !errors.As(err, &mal) {
 		t.Fatalf("GetBatch error = %v, want a *MalformedError", err)
@@ -167,7 +167,8 @@ func (s *suite) testGetBatchMalformed(t *testing.T) {
 }
 
 // testAckBatch proves BatchAcker.AckBatch deletes the records of exactly
-// the tags it is given (unknown tags are fine).
+// the tags it is given (unknown tags are fine), and BatchGet.Settle does
+// the same within a fetch.
 func (s *suite) testAckBatch(t *testing.T) {
 	e := s.parallelEnv(t)
 	ba, ok := e.backend.(transport.BatchAcker)
@@ -193,6 +194,32 @@ func (s *suite) testAckBatch(t *testing.T) {
 	for i, want := range []bool{false, true, false, false} {
 		if got := e.recordLeft(q, tags[i]); got != want {
 			t.Errorf("a%d: record left %v, want %v", i, got, want)
+		}
+	}
+
+	// Settle: acks riding a fetch, applied before the take and also when
+	// nothing is taken.
+	bb := e.backend.(transport.BatchGetter)
+	e.send(q, "s0", "s1")
+	var stags []string
+	for range 2 {
+		d, err := e.backend.Get(e.ctx, []string{q}, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stags = append(stags, tagOf(t, d))
+	}
+	e.send(q, "s2")
+	ds, err := bb.GetBatch(e.ctx, transport.BatchGet{Queues: []string{q}, Ack: true, Max: 5, Settle: stags[:1]})
+	if err != nil || len(ds) != 1 || headerID(t, ds[0]) != "s2" {
+		t.Fatalf("GetBatch with Settle = %d messages, %v", len(ds), err)
+	}
+	if _, err := bb.GetBatch(e.ctx, transport.BatchGet{Queues: []string{q}, Ack: true, Max: 5, Settle: []string{stags[1], tagOf(t, ds[0])}}); !errors.Is(err, transport.ErrEmpty) {
+		t.Fatalf("GetBatch on an empty queue = %v, want ErrEmpty", err)
+	}
+	for i, tag := range append(stags, tagOf(t, ds[0])) {
+		if e.recordLeft(q, tag) {
+			t.Errorf("s%d: record left after Settle", i)
 		}
 	}
 }
