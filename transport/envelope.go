@@ -199,6 +199,7 @@ func ParseEnvelope(raw []byte) (*Envelope, error) {
 	if err := p.walk(&w, e); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
+	p.strings(e)
 	e.Redelivered = p.hdrRed || p.topRed || p.infoRed
 	switch {
 	case p.bodyIsStr:
@@ -248,6 +249,8 @@ type envelopeParse struct {
 	bodyStr                 string // a string body with escapes
 	bodyIsStr, hasBody      bool
 	hdrRed, topRed, infoRed bool
+	raw                     [nFields][]byte // string fields read as bytes, see str
+	pending                 bool            // raw has some
 }
 
 func (p *envelopeParse) walk(w *pyjson.Walker, e *Envelope) error {
@@ -273,9 +276,9 @@ func (p *envelopeParse) walk(w *pyjson.Walker, e *Envelope) error {
 				p.body, err = w.Any()
 			}
 		case "content-type":
-			e.ContentType, err = walkString(w)
+			err = p.str(w, e, fContentType, false)
 		case "content-encoding":
-			e.ContentEncoding, err = walkString(w)
+			err = p.str(w, e, fContentEncoding, false)
 		case "headers":
 			e.Headers, e.Compression, p.hdrRed = nil, "", false
 			var v any
@@ -295,8 +298,10 @@ func (p *envelopeParse) walk(w *pyjson.Walker, e *Envelope) error {
 			r, ok := v.(bool)
 			p.topRed = ok && r
 		case "properties":
-			e.Properties, e.BodyEncoding, e.DeliveryTag = entity.Properties{}, "", ""
-			e.Exchange, e.RoutingKey, p.infoRed = "", "", false
+			e.Properties, p.infoRed = entity.Properties{}, false
+			for _, f := range []int{fCorrelationID, fReplyTo, fExpiration, fDeliveryTag, fBodyEncoding, fExchange, fRoutingKey} {
+				p.clear(e, f)
+			}
 			if w.Kind() == '{' {
 				err = p.properties(w, e)
 			} else {
@@ -322,13 +327,13 @@ func (p *envelopeParse) properties(w *pyjson.Walker, e *Envelope) error {
 		}
 		switch string(key) {
 		case "correlation_id":
-			e.Properties.CorrelationID, err = walkAnyString(w)
+			err = p.str(w, e, fCorrelationID, true)
 		case "reply_to":
-			e.Properties.ReplyTo, err = walkAnyString(w)
+			err = p.str(w, e, fReplyTo, true)
 		case "expiration":
-			e.Properties.Expiration, err = walkAnyString(w)
+			err = p.str(w, e, fExpiration, true)
 		case "delivery_tag":
-			e.DeliveryTag, err = walkAnyString(w)
+			err = p.str(w, e, fDeliveryTag, true)
 		case "priority":
 			e.Properties.Priority, err = walkInt(w)
 		case "delivery_mode":
@@ -336,9 +341,11 @@ func (p *envelopeParse) properties(w *pyjson.Walker, e *Envelope) error {
 			m, err = walkInt(w)
 			e.Properties.DeliveryMode = entity.DeliveryMode(m)
 		case "body_encoding":
-			e.BodyEncoding, err = walkString(w)
+			err = p.str(w, e, fBodyEncoding, false)
 		case "delivery_info":
-			e.Exchange, e.RoutingKey, p.infoRed = "", "", false
+			p.clear(e, fExchange)
+			p.clear(e, fRoutingKey)
+			p.infoRed = false
 			if w.Kind() == '{' {
 				err = p.deliveryInfo(w, e)
 			} else {
@@ -370,9 +377,9 @@ func (p *envelopeParse) deliveryInfo(w *pyjson.Walker, e *Envelope) error {
 		}
 		switch string(key) {
 		case "exchange":
-			e.Exchange, err = walkAnyString(w)
+			err = p.str(w, e, fExchange, true)
 		case "routing_key":
-			e.RoutingKey, err = walkAnyString(w)
+			err = p.str(w, e, fRoutingKey, true)
 		case "redelivered":
 			var v any
 			v, err = w.Any()
@@ -387,22 +394,96 @@ func (p *envelopeParse) deliveryInfo(w *pyjson.Walker, e *Envelope) error {
 	}
 }
 
-// walkString reads a value kept only if it is a string (else "").
-func walkString(w *pyjson.Walker) (string, error) {
-	if w.Kind() == '"' {
-		s, _, err := w.String()
-		return s, err
+// The envelope's string fields. A string read without escapes is kept as
+// its bytes in the text until the walk ends; then all of them become one
+// string (one allocation) that the fields share.
+const (
+	fContentType = iota
+	fContentEncoding
+	fCorrelationID
+	fReplyTo
+	fExpiration
+	fDeliveryTag
+	fBodyEncoding
+	fExchange
+	fRoutingKey
+	nFields
+)
+
+func (e *Envelope) field(f int) *string {
+	switch f {
+	case fContentType:
+		return &e.ContentType
+	case fContentEncoding:
+		return &e.ContentEncoding
+	case fCorrelationID:
+		return &e.Properties.CorrelationID
+	case fReplyTo:
+		return &e.Properties.ReplyTo
+	case fExpiration:
+		return &e.Properties.Expiration
+	case fDeliveryTag:
+		return &e.DeliveryTag
+	case fBodyEncoding:
+		return &e.BodyEncoding
+	case fExchange:
+		return &e.Exchange
+	default:
+		return &e.RoutingKey
 	}
-	return "", w.Skip()
 }
 
-// walkAnyString reads a value as anyString converts it.
-func walkAnyString(w *pyjson.Walker) (string, error) {
-	if w.Kind() == '"' {
-		return walkString(w)
+// str reads string field f: a string as it is; another value as anyString
+// converts it if conv is set (Kombu's str()), else as "".
+func (p *envelopeParse) str(w *pyjson.Walker, e *Envelope, f int, conv bool) error {
+	p.clear(e, f)
+	switch {
+	case w.Kind() == '"':
+		s, raw, err := w.String()
+		if raw != nil {
+			p.raw[f], p.pending = raw, true
+		} else {
+			*e.field(f) = s
+		}
+		return err
+	case conv:
+		v, err := w.Any()
+		*e.field(f) = anyString(v)
+		return err
+	default:
+		return w.Skip()
 	}
-	v, err := w.Any()
-	return anyString(v), err
+}
+
+// clear empties string field f.
+func (p *envelopeParse) clear(e *Envelope, f int) {
+	p.raw[f] = nil
+	*e.field(f) = ""
+}
+
+// strings gives the fields read as bytes their strings, which share one
+// allocation.
+func (p *envelopeParse) strings(e *Envelope) {
+	if !p.pending {
+		return
+	}
+	n := 0
+	for _, r := range p.raw {
+		n += len(r)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, r := range p.raw {
+		b.Write(r)
+	}
+	all := b.String()
+	at := 0
+	for f, r := range p.raw {
+		if r != nil {
+			*e.field(f) = all[at : at+len(r)]
+			at += len(r)
+		}
+	}
 }
 
 // walkInt reads a value as anyInt converts it, small integers without

@@ -53,6 +53,12 @@ func (w *Walker) Kind() byte {
 
 // Any reads the next value as Unmarshal would.
 func (w *Walker) Any() (any, error) {
+	if w.Kind() == '{' {
+		if j := skipSpace(w.d.data, w.i+1); j < len(w.d.data) && w.d.data[j] == '}' {
+			w.i = j + 1
+			return map[string]any{}, nil
+		}
+	}
 	w.str()
 	v, j, err := w.d.value(w.i)
 	if err != nil {
@@ -97,8 +103,7 @@ func (w *Walker) Skip() error {
 
 // String reads the next value, which must be a string (Kind '"'). When
 // the string has no escapes and is valid UTF-8, raw is its bytes inside
-// the input (not a copy), and s shares one copy of the input with every
-// other such string the walker returns; otherwise raw is nil and s is the
+// the input (not a copy) and s is empty; otherwise raw is nil and s is the
 // decoded string.
 func (w *Walker) String() (s string, raw []byte, err error) {
 	end, verbatim, err := w.d.scanString(w.i)
@@ -108,7 +113,7 @@ func (w *Walker) String() (s string, raw []byte, err error) {
 	start := w.i + 1
 	w.i = end + 1
 	if verbatim {
-		return w.str()[start:end], w.d.data[start:end:end], nil
+		return "", w.d.data[start:end:end], nil
 	}
 	return string(w.d.unescape(w.d.data[start:end])), nil, nil
 }

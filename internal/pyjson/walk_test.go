@@ -35,7 +35,10 @@ func walkAll(data []byte) (any, bool) {
 				m[k] = v
 			}
 		case '"':
-			s, _, err := w.String()
+			s, raw, err := w.String()
+			if raw != nil {
+				s = string(raw)
+			}
 			return s, err
 		default:
 			if text, ok := w.Number(); ok {
