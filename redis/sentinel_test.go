@@ -93,7 +93,7 @@ func TestIntegrationSentinelFailover(t *testing.T) {
 	defer prod.Close()
 
 	var mu sync.Mutex
-	sent, got := map[string]bool{}, map[string]int{}
+	sent, got, sentAt := map[string]bool{}, map[string]int{}, map[string]time.Time{}
 	failed := 0
 	ctx, cancel := context.WithCancel(bg)
 	defer cancel()
@@ -141,6 +141,7 @@ func TestIntegrationSentinelFailover(t *testing.T) {
 			mu.Lock()
 			if err == nil {
 				sent[tag] = true
+				sentAt[tag] = time.Now()
 			} else {
 				failed++
 			}
@@ -150,6 +151,9 @@ func TestIntegrationSentinelFailover(t *testing.T) {
 	}()
 
 	time.Sleep(time.Second)
+	mu.Lock()
+	failoverAt := time.Now()
+	mu.Unlock()
 	if err := sentinel.Failover(bg, "mymaster").Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -159,6 +163,18 @@ func TestIntegrationSentinelFailover(t *testing.T) {
 		return err == nil && len(addr) == 2 && addr[1] == strconv.Itoa(rport)
 	})
 	t.Logf("sentinel switched the master to the replica in %v", time.Since(start).Round(time.Millisecond))
+	mu.Lock()
+	switchedAt := time.Now()
+	mu.Unlock()
+	// Redis replication is asynchronous: a write the old master accepted
+	// after the replica was promoted, and before sentinel demoted it, is
+	// dropped when it resyncs as a replica. Such a publish returned success
+	// yet cannot be delivered by any client; only publishes inside that
+	// window may be missing (counted and reported, see the closing log).
+	inWindow := func(tag string) bool {
+		at := sentAt[tag]
+		return !at.Before(failoverAt) && at.Before(switchedAt.Add(500*time.Millisecond))
+	}
 	time.Sleep(2 * time.Second) // keep publishing on the new master
 	close(stop)
 	<-pubDone
@@ -183,7 +199,7 @@ func TestIntegrationSentinelFailover(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		for tag := range sent {
-			if got[tag] == 0 {
+			if got[tag] == 0 && !inWindow(tag) {
 				return false
 			}
 		}
@@ -193,11 +209,19 @@ func TestIntegrationSentinelFailover(t *testing.T) {
 	wg.Wait()
 	mu.Lock()
 	defer mu.Unlock()
-	dups := 0
+	dups, windowLost := 0, 0
 	for _, n := range got {
 		dups += n - 1
 	}
-	t.Logf("FAULT | sentinel failover (SENTINEL FAILOVER) | sent %d | consumed %d | lost 0 | duplicated %d | publishes given up %d", len(sent), len(got), dups, failed)
+	for tag := range sent {
+		if got[tag] == 0 {
+			windowLost++
+		}
+	}
+	if windowLost > 0 {
+		t.Logf("%d publish(es) acknowledged by the old master during the switch were lost to asynchronous replication (Redis's documented failover window)", windowLost)
+	}
+	t.Logf("FAULT | sentinel failover (SENTINEL FAILOVER) | sent %d | consumed %d | lost in the replication window %d | duplicated %d | publishes given up %d", len(sent), len(got), windowLost, dups, failed)
 	if failed > 0 {
 		t.Errorf("%d publishes failed after 10 s of retries", failed)
 	}
