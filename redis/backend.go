@@ -225,7 +225,7 @@ func (b *Backend) Get(ctx context.Context, queues []string, ack bool) (transport
 	if len(queues) == 0 {
 		return transport.Delivery{}, transport.ErrEmpty
 	}
-	return b.get(ctx, queues, b.k.consumeLists(queues), ack)
+	return b.get(ctx, queues, ack)
 }
 
 // GetBatch takes up to req.Max messages of req.Queues in one script call,
@@ -247,13 +247,13 @@ func (b *Backend) GetBatch(ctx context.Context, req transport.BatchGet) ([]trans
 		}
 		return nil, transport.ErrEmpty
 	}
-	return b.take(ctx, req.Queues, b.k.consumeLists(req.Queues), req.Ack, max(req.Max, 1), req.Rotate, req.Settle, nil)
+	return b.take(ctx, req.Queues, req.Ack, max(req.Max, 1), req.Rotate, req.Settle, nil)
 }
 
 // get is a one-message take.
-func (b *Backend) get(ctx context.Context, queues, lists []string, ack bool) (transport.Delivery, error) {
+func (b *Backend) get(ctx context.Context, queues []string, ack bool) (transport.Delivery, error) {
 	var one [1]transport.Delivery
-	ds, err := b.take(ctx, queues, lists, ack, 1, false, nil, one[:0])
+	ds, err := b.take(ctx, queues, ack, 1, false, nil, one[:0])
 	if len(ds) == 0 {
 		if err == nil {
 			err = transport.ErrEmpty
@@ -266,21 +266,20 @@ func (b *Backend) get(ctx context.Context, queues, lists []string, ack bool) (tr
 // maxSpentReceipts bounds the receipts kept for deletion by the next take.
 const maxSpentReceipts = 64
 
-// take runs scripts/get.lua for up to n messages, after deleting the
-// unacked records of settle; lists are queues' lists step-major
-// (keys.consumeLists). Deliveries are appended to dst.
-func (b *Backend) take(ctx context.Context, queues, lists []string, ack bool, n int, rotate bool, settle []string, dst []transport.Delivery) ([]transport.Delivery, error) {
+// take runs scripts/get.lua for up to n messages of queues, after
+// deleting the unacked records of settle. Deliveries are appended to dst.
+func (b *Backend) take(ctx context.Context, queues []string, ack bool, n int, rotate bool, settle []string, dst []transport.Delivery) ([]transport.Delivery, error) {
 	nonce, err := newToken()
 	if err != nil {
 		return dst, err
 	}
 	receipt := b.k.receiptKey(nonce)
 	spent := b.takeSpent()
-	keys := make([]string, 0, 4+len(lists)+len(spent))
+	keys := make([]string, 0, 4+len(spent))
 	keys = append(keys, b.k.unacked, b.k.unackedIndex, b.k.malformed, receipt)
-	keys = append(keys, lists...)
 	keys = append(keys, spent...)
-	args := make([]any, 0, 8+len(queues)+len(settle))
+	suffixes := b.k.stepSuffixes()
+	args := make([]any, 0, 8+len(suffixes)+len(queues)+len(settle))
 	flag, rot := "0", "0"
 	if ack {
 		flag = "1"
@@ -289,7 +288,10 @@ func (b *Backend) take(ctx context.Context, queues, lists []string, ack bool, n 
 		rot = "1"
 	}
 	args = append(args, flag, formatScore(b.opts.Clock.Now()), strconv.Itoa(n), rot,
-		strconv.Itoa(len(queues)), strconv.Itoa(len(lists)), "0", strconv.Itoa(len(settle)))
+		strconv.Itoa(len(queues)), strconv.Itoa(len(suffixes)), strconv.Itoa(len(settle)), b.k.prefix)
+	for _, sfx := range suffixes {
+		args = append(args, sfx)
+	}
 	for _, q := range queues {
 		args = append(args, q)
 	}
@@ -301,10 +303,7 @@ func (b *Backend) take(ctx context.Context, queues, lists []string, ack bool, n 
 	var res any
 	start := time.Now()
 	delay := 50 * time.Millisecond
-	for attempt := 0; ; attempt++ {
-		if attempt == 1 {
-			args[6] = "1" // a retry: look for this call's receipt
-		}
+	for {
 		res, err = getScript.Run(sctx, b.client, keys, args...).Result()
 		if err == nil || errors.Is(err, goredis.Nil) || !ack || !retryable(err) ||
 			b.closed.Load() || ctx.Err() != nil || time.Since(start)+delay > getRetryBudget {

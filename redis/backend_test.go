@@ -425,10 +425,10 @@ func testGetReceiptReplay(t *testing.T, e *env) {
 	first := envelope("first", "", "rq", 0)
 	mustPut(t, b, "rq", 0, first)
 	mustPut(t, b, "rq", 0, envelope("second", "", "rq", 0))
-	keys := []string{b.k.unacked, b.k.unackedIndex, b.k.malformed, b.k.receiptKey("fixed"), b.k.stepKey("rq", 0)}
+	keys := []string{b.k.unacked, b.k.unackedIndex, b.k.malformed, b.k.receiptKey("fixed")}
 	run := func() []any {
 		t.Helper()
-		res, err := getScript.Run(bg, e.client, keys, "1", "1795550400.5", "1", "0", "1", "1", "1", "0", "rq").Slice()
+		res, err := getScript.Run(bg, e.client, keys, "1", "1795550400.5", "1", "0", "1", "1", "0", e.prefix, "", "rq").Slice()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -186,10 +186,10 @@ func testGetBatchReceiptReplay(t *testing.T, e *env) {
 		e.lpush(e.key("rq"), r)
 	}
 	e.lpush(e.key("rq"), envelope("r4", "", "rq", 0))
-	keys := []string{b.k.unacked, b.k.unackedIndex, b.k.malformed, b.k.receiptKey("fixed"), b.k.stepKey("rq", 0)}
+	keys := []string{b.k.unacked, b.k.unackedIndex, b.k.malformed, b.k.receiptKey("fixed")}
 	run := func() []any {
 		t.Helper()
-		res, err := getScript.Run(bg, e.client, keys, "1", "1795550400.5", "3", "0", "1", "1", "1", "0", "rq").Slice()
+		res, err := getScript.Run(bg, e.client, keys, "1", "1795550400.5", "3", "0", "1", "1", "0", e.prefix, "", "rq").Slice()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -20,7 +20,7 @@
 //	P+"unacked_mutex"               STRING  restore lock: SET token NX PX, Lua release
 //	P+"/"+db+"."+exchange[+"/"+rk]  channel fanout PUBLISH / PSUBSCRIBE
 //	P+"kombu-go.malformed"          LIST    kombu-go only: messages that cannot be parsed
-//	P+"kombu-go.get."+nonce         STRING  kombu-go only: a Get's receipt, expires after 10 s
+//	P+"kombu-go.get."+nonce         STRING  kombu-go only: a Get's receipt, deleted by the next Get or after 10 s
 //
 // Differences from Kombu, all on the safe side:
 //
@@ -29,11 +29,11 @@
 //     loses nothing: the record is there and any restorer, Python's too,
 //     brings the message back after visibility_timeout. Kombu pops with
 //     BRPOP and writes the record afterwards, on another connection.
-//   - Each Get with acks leaves a receipt (a small key living 10 s). When a
-//     reply is lost to a connection reset or a server restart, Get retries
-//     the same call for up to 8 s and the receipt returns the message it
-//     took, instead of stranding it in unacked until the visibility
-//     timeout. Ack and Restore, which can be repeated safely, retry
+//   - Each Get with acks leaves a receipt (a small key living 10 s, deleted
+//     by the Backend's next Get once the reply has arrived). When a reply
+//     is lost to a connection reset or a server restart, Get retries the
+//     same call for up to 8 s and the receipt returns the messages it took,
+//     instead of stranding them in unacked until the visibility timeout. Ack and Restore, which can be repeated safely, retry
 //     connection errors the same way; Put and Publish never resend (a
 //     resent LPUSH could publish twice).
 //   - A message that is not a JSON object with properties.delivery_tag is
@@ -62,6 +62,24 @@
 //   - The fanout prefix's {db} is filled in for Sentinel too (Kombu 5.4+);
 //     Kombu ≤5.3 over Sentinel uses the literal "/{db}.", which
 //     fanout_prefix=/{{db}}. reproduces.
+//
+// # Batches (throughput)
+//
+// Three optional transport capabilities cut round trips; each writes
+// exactly what the one-message operations write:
+//
+//   - GetBatch (transport.BatchGetter) takes up to n messages in one
+//     get.lua call, each recorded as unacked with its take, and deletes the
+//     records of acks the consumer deferred (BatchGet.Settle) in the same
+//     call. The consumer loop uses it whenever prefetch allows more than
+//     one message.
+//   - AckBatch (transport.BatchAcker) deletes many records in one MULTI;
+//     the channel coalesces acks made while one is in flight.
+//   - PublishBatch (transport.BatchPublisher, Producer.PublishBatch) sends
+//     many publishes in one pipeline: consecutive messages to one exchange
+//     share one scripts/publish_batch.lua call that reads the binding table
+//     once; the pipeline's first script call is an EVAL, so a restarted
+//     server's empty script cache never reorders a batch.
 //
 // # Waiting for messages (GetWait)
 //

@@ -13,11 +13,13 @@ import (
 // global_keyprefix) followed by Kombu's name; members, hash fields and
 // everything inside JSON are never prefixed.
 //
-// One exception, by necessity: scripts/publish.lua routes inside Redis and
-// builds the list names of the queues it finds as
+// Exceptions, by necessity: scripts/publish.lua and publish_batch.lua route
+// inside Redis and build the list names of the queues they find as
 // ARGV[prefix] .. queue .. ARGV[suffix], with both pieces supplied by
-// keys.prefix and keys.listSuffix below, so the formula stays the one
-// written here (queueKey).
+// keys.prefix and keys.listSuffix below; scripts/get.lua builds a
+// consumer's lists the same way from keys.stepSuffixes (so that a consumer
+// of many queues does not send every list name with every call). The
+// formula stays the one written here (queueKey).
 
 // keys builds the names of one backend's keys.
 type keys struct {
@@ -30,6 +32,8 @@ type keys struct {
 
 	fanoutPrefix   string // keyprefix_fanout with {db} filled in, without P
 	fanoutPatterns bool
+
+	suffixes []string // stepSuffix of each step, lowest first
 }
 
 func newKeys(o *Options, db int) (keys, error) {
@@ -37,7 +41,12 @@ func newKeys(o *Options, db int) (keys, error) {
 	if err != nil {
 		return keys{}, err
 	}
+	suffixes := make([]string, len(o.PrioritySteps))
+	for i, st := range o.PrioritySteps {
+		suffixes[i] = stepSuffix(st, o.Sep)
+	}
 	return keys{
+		suffixes:       suffixes,
 		prefix:         o.KeyPrefix,
 		sep:            o.Sep,
 		steps:          append([]int(nil), o.PrioritySteps...),
@@ -125,8 +134,12 @@ func (k *keys) consumeKeys(queues []string) (lists []string, owners []string) {
 	return lists, owners
 }
 
+// stepSuffixes are the list suffixes of the priority steps, lowest step
+// first: what scripts/get.lua appends to P+queue to name a queue's lists.
+func (k *keys) stepSuffixes() []string { return k.suffixes }
+
 // consumeLists are the lists of consumeKeys without their owners: step-major,
-// each step's lists in queue order, the layout scripts/get.lua expects.
+// each step's lists in queue order (the lists GetWait watches).
 func (k *keys) consumeLists(queues []string) []string {
 	lists := make([]string, 0, len(queues)*len(k.steps))
 	for _, s := range k.steps {

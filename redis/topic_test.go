@@ -16,7 +16,7 @@ import (
 var matchDriver = goredis.NewScript(topicMatchLua + `
 local cache, out = {}, {}
 for i = 2, #ARGV do
-  local r = topic_match(ARGV[1], topic_chars(ARGV[i]), cache)
+  local r = topic_match(ARGV[1], ARGV[i], cache)
   if r == nil then out[#out + 1] = -1 elseif r then out[#out + 1] = 1 else out[#out + 1] = 0 end
 end
 return out

@@ -246,13 +246,13 @@ func (b *Backend) GetWait(ctx context.Context, queues []string, ack bool, timeou
 	if len(queues) == 0 {
 		return transport.Delivery{}, transport.ErrEmpty
 	}
-	lists := b.k.consumeLists(queues)
 	deadline := time.Now().Add(timeout)
 	// The common case under load: a message is waiting.
-	d, err := b.get(ctx, queues, lists, ack)
+	d, err := b.get(ctx, queues, ack)
 	if !errors.Is(err, transport.ErrEmpty) || timeout <= 0 {
 		return d, err
 	}
+	lists := b.k.consumeLists(queues)
 	w := &waiter{ch: make(chan struct{}, 1)}
 	covered := false
 	if b.hub.max > 0 {
@@ -268,7 +268,7 @@ func (b *Backend) GetWait(ctx context.Context, queues []string, ack bool, timeou
 		// Arm before looking, so that a message pushed after the script
 		// ran finds a watcher that returns at once.
 		b.hub.arm(lists)
-		d, err := b.get(ctx, queues, lists, ack)
+		d, err := b.get(ctx, queues, ack)
 		if !errors.Is(err, transport.ErrEmpty) {
 			return d, err
 		}

@@ -138,3 +138,10 @@ func BenchmarkLookup(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkNewDeliveryTag(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = NewDeliveryTag()
+	}
+}

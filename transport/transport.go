@@ -3,8 +3,9 @@
 //
 // A backend (package redis, package memory) implements the small Backend
 // interface: put, get, size, purge, delete, binding table, ack records.
-// Optional capabilities (BlockingGetter, Publisher, BatchPutter, Fanout,
-// Pinger) are found by type assertion, each with a fallback here. This
+// Optional capabilities (BlockingGetter, Publisher, BatchPutter,
+// BatchGetter, BatchAcker, BatchPublisher, Fanout, Pinger) are found by
+// type assertion, each with a fallback here. This
 // package owns the Kombu JSON envelope, routing tables and exchange types
 // (direct, topic with Kombu's regex translation, fanout), queue and exchange
 // declaration, prefetch (QoS), the consumer loop, ack emulation and restore
@@ -26,7 +27,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/kombu-go/kombu/entity"
 	"github.com/kombu-go/kombu/serialization"
 )
@@ -487,10 +487,6 @@ func hasPatterns(table []BindingRow) bool {
 	}
 	return false
 }
-
-// NewDeliveryTag returns a fresh delivery tag: a uuid4 string, as Kombu's
-// basic_publish makes one per publish.
-func NewDeliveryTag() string { return uuid.NewString() }
 
 // Publish sends one envelope to exchange with routingKey, as Kombu's
 // basic_publish does. It sets the envelope's delivery_info and a fresh

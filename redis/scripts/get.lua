@@ -9,23 +9,29 @@
 -- KEYS[2]    P+unacked_index  (ZSET: tag scored by receive time)
 -- KEYS[3]    P+malformed list (raw messages that cannot be recorded)
 -- KEYS[4]    P+"kombu-go.get."+<nonce>: this call's receipt (see below)
--- KEYS[5 .. 4+L]  the L priority lists to take from, step-major: every
---            queue's step-0 list in queue order, then every queue's next
---            step, ...: list (s, q) is KEYS[4 + (s-1)*N + q]
--- KEYS[5+L ..]    receipts of earlier calls whose replies arrived: deleted
+-- KEYS[5 ..]  receipts of earlier calls whose replies arrived: deleted
 -- ARGV[1]    "1": record the messages as unacked; "0": no_ack
 -- ARGV[2]    the receive time as Unix float seconds (text), the ZADD score
 -- ARGV[3]    the most messages to take (at least 1)
 -- ARGV[4]    "1": after each take, move its queue to the end of the queue
 --            order (Kombu's round_robin cycle); "0": fixed order
 -- ARGV[5]    N, the number of queues
--- ARGV[6]    L, the number of lists (N times the number of steps)
--- ARGV[7]    "1" if this call is a retry (see Receipt), else "0"
--- ARGV[8]    S, the number of tags to settle
--- ARGV[8+q]  the name of queue q (1 <= q <= N)
--- ARGV[8+N+i]  tag i to settle (1 <= i <= S): its unacked records are
+-- ARGV[6]    S, the number of priority steps
+-- ARGV[7]    T, the number of tags to settle
+-- ARGV[8]    P, the global key prefix
+-- ARGV[8+s]  the list suffix of step s (1 <= s <= S, lowest step first):
+--            "" or sep+step
+-- ARGV[8+S+q]  the name of queue q (1 <= q <= N), in the caller's order
+-- ARGV[8+S+N+i]  tag i to settle (1 <= i <= T): its unacked records are
 --            deleted first (ZREM KEYS[2], HDEL KEYS[1]: acks riding the
 --            fetch), whatever else the call does
+--
+-- The lists are taken from step-major: every queue's step-1 list in queue
+-- order, then every queue's next step, ... The list of queue q at step s is
+-- P .. q .. suffix s, the formula of keys.queueKey; the names are built
+-- here rather than sent in KEYS (as publish.lua does), so a consumer of a
+-- thousand queues sends a thousand names per call, not four thousand
+-- (Cluster is not supported).
 --
 -- Returns nil when every list is empty, else a flat array of triples
 -- {status, queue, message, status, queue, message, ...} in take order:
@@ -41,9 +47,10 @@
 -- missing or not two strings, "" and the queue name are recorded, which
 -- routes a restore back to the queue it was taken from.
 --
--- Receipt (ARGV[1] "1" only): the caller sends the same KEYS[4] again, with
--- ARGV[7] "1", when it retries after losing the reply (connection reset,
--- server restart).
+-- Receipt (ARGV[1] "1" only): the caller sends the same KEYS[4] again when
+-- it retries after losing the reply (connection reset, server restart);
+-- so may a client library that resends a command by itself, which is why
+-- every call looks for its receipt.
 -- A call that recorded takes leaves KEYS[4] = cjson [[queue, length, tag,
 -- digest], ...] for 10 s (digest: sha1 of the message; of its length and
 -- first and last 2 KiB when it is longer than 4 KiB). A call that finds
@@ -51,7 +58,7 @@
 -- still those messages, cut from the records, instead of taking others,
 -- so a lost reply neither strands messages in unacked nor takes more. If
 -- none of the records is left unchanged, the call takes anew. The caller
--- names receipts it no longer needs in KEYS[5+L ..], so they rarely live
+-- names receipts it no longer needs in KEYS[5 ..], so they rarely live
 -- their 10 s.
 
 local function hex4(n)
@@ -141,20 +148,23 @@ local record = ARGV[1] == '1'
 local max = tonumber(ARGV[3])
 local rotate = ARGV[4] == '1'
 local nq = tonumber(ARGV[5])
-local nl = tonumber(ARGV[6])
-local nsettle = tonumber(ARGV[8])
+local nsteps = tonumber(ARGV[6])
+local nsettle = tonumber(ARGV[7])
+local prefix = ARGV[8]
+local qbase = 8 + nsteps    -- ARGV[qbase + q] is queue q
+local tbase = qbase + nq    -- ARGV[tbase + i] is tag i to settle
 
-if #KEYS > 4 + nl then
-  redis.call('DEL', unpack(KEYS, 5 + nl))
+if #KEYS > 4 then
+  redis.call('DEL', unpack(KEYS, 5))
 end
 -- unpack is bounded by Lua's C stack: settle in chunks.
-for from = 9 + nq, 8 + nq + nsettle, 1000 do
-  local to = math.min(from + 999, 8 + nq + nsettle)
+for from = tbase + 1, tbase + nsettle, 1000 do
+  local to = math.min(from + 999, tbase + nsettle)
   redis.call('ZREM', KEYS[2], unpack(ARGV, from, to))
   redis.call('HDEL', KEYS[1], unpack(ARGV, from, to))
 end
 
-if record and ARGV[7] == '1' then
+if record then
   local receipt = redis.call('GET', KEYS[4])
   if receipt then
     local ok, r = pcall(cjson.decode, receipt)
@@ -184,21 +194,20 @@ local order = {}
 for q = 1, nq do
   order[q] = q
 end
-local nsteps = nl / nq
 local empty = {}   -- lists found empty in this call stay empty until it ends
 local out, taken = {}, {}
 while #out < 3 * max do
   local msg, queue, pos
-  for s = 0, nsteps - 1 do
+  for s = 1, nsteps do
     for k = 1, nq do
-      local key = 4 + s * nq + order[k]
-      if not empty[key] then
-        msg = redis.call('RPOP', KEYS[key])
+      local list = (s - 1) * nq + order[k]
+      if not empty[list] then
+        msg = redis.call('RPOP', prefix .. ARGV[qbase + order[k]] .. ARGV[8 + s])
         if msg then
-          queue, pos = ARGV[8 + order[k]], k
+          queue, pos = ARGV[qbase + order[k]], k
           break
         end
-        empty[key] = true
+        empty[list] = true
       end
     end
     if msg then break end

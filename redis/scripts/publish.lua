@@ -38,7 +38,7 @@ end
 local typ, rk, sep = ARGV[1], ARGV[2], ARGV[5]
 local members = redis.call('SMEMBERS', KEYS[1])
 local queues, seen, skipped = {}, {}, 0
-local chars, cache = nil, {}
+local cache = {}
 for _, m in ipairs(members) do
   local parts = split3(m, sep)
   if #parts ~= 3 then
@@ -48,8 +48,7 @@ for _, m in ipairs(members) do
     if typ == 'fanout' then
       hit = true
     elseif typ == 'topic' then
-      if chars == nil then chars = topic_chars(rk) end
-      hit = topic_match(parts[2], chars, cache)
+      hit = topic_match(parts[2], rk, cache)
       if hit == nil then return { -1, skipped } end
     else
       hit = parts[1] == rk

@@ -57,14 +57,13 @@ local cache = {}
 -- route returns the distinct queues routing key rk goes to, or nil when a
 -- pattern is outside topic_match.
 local function route(rk)
-  local queues, seen, chars = {}, {}, nil
+  local queues, seen = {}, {}
   for _, parts in ipairs(rows) do
     local hit
     if typ == 'fanout' then
       hit = true
     elseif typ == 'topic' then
-      if chars == nil then chars = topic_chars(rk) end
-      hit = topic_match(parts[2], chars, cache)
+      hit = topic_match(parts[2], rk, cache)
       if hit == nil then return nil end
     else
       hit = parts[1] == rk

@@ -1,7 +1,8 @@
 -- topic_match.lua: a library chunk, not a script of its own. It is put in
--- front of publish.lua (and of a test driver) and defines
+-- front of publish.lua and publish_batch.lua (and of a test driver) and
+-- defines
 --
---   topic_match(pattern, chars, cache) -> true | false | nil
+--   topic_match(pattern, key, cache) -> true | false | nil
 --
 -- which answers Python's re.match(pattern, key) for the regex subset Kombu's
 -- TopicExchange.key_to_pattern writes: "^" at the start, "$" at the end
@@ -13,9 +14,29 @@
 -- is not valid UTF-8): the caller must then route in Go
 -- (transport.MatchTopic), which also reports Python's compile errors.
 --
--- Matching works on characters, not bytes: chars is the routing key split
--- by topic_chars, in which each invalid UTF-8 byte stands for U+FFFD as in
--- Go's regexp. cache is a table the caller keeps for compiled patterns.
+-- Matching works on characters, not bytes: the key is split into its
+-- characters, each invalid UTF-8 byte standing for U+FFFD as in Go's
+-- regexp. When the pattern and the key are ASCII without NUL, and the key
+-- has no "\n" (nearly always), the compiled pattern is also written as a
+-- Lua pattern, which string.find answers the same way much faster (for a
+-- match of the whole remaining key, greedy and lazy repetition find the
+-- same matches). cache is an empty table the caller keeps for one script
+-- call: topic_match stores compiled patterns and split keys in it.
+--
+-- The functions are made on the first topic_match call, so a script that
+-- routes no topic exchange does not pay for them.
+
+local make_topic_match
+local topic_match_impl
+
+local function topic_match(pattern, key, cache)
+  if topic_match_impl == nil then
+    topic_match_impl = make_topic_match()
+  end
+  return topic_match_impl(pattern, key, cache)
+end
+
+make_topic_match = function()
 
 -- utf8_chars splits s into its characters (valid UTF-8 sequences as Go's
 -- utf8.DecodeRune accepts them). An invalid byte becomes invalid_as (or
@@ -58,10 +79,6 @@ local function utf8_chars(s, invalid_as)
     end
   end
   return out
-end
-
-local function topic_chars(key)
-  return utf8_chars(key, '\239\191\189')
 end
 
 local unsupported = {
@@ -141,14 +158,58 @@ local function atom_ok(a, ch)
   return ch ~= '.'
 end
 
-local function topic_match(pattern, chars, cache)
+-- lua_pattern writes a compiled pattern as a Lua pattern, or returns
+-- false when a literal is not ASCII (or is NUL).
+local function lua_pattern(re)
+  local out = { '^' }
+  for _, a in ipairs(re.atoms) do
+    local piece
+    if a.k == 'any' then
+      piece = '.'
+    elseif a.k == 'notdot' then
+      piece = '[^%.]'
+    else
+      local c = a.c
+      if #c ~= 1 or c == '\0' then return false end
+      if string.find(c, '^[%w]$') then
+        piece = c
+      else
+        piece = '%' .. c
+      end
+    end
+    if a.star then piece = piece .. '*' end
+    out[#out + 1] = piece
+  end
+  if re.anchored then out[#out + 1] = '$' end
+  return table.concat(out)
+end
+
+return function(pattern, key, cache)
   if pattern == '' then return true end
-  local re = cache[pattern]
+  if cache[1] == nil then
+    cache[1], cache[2], cache[3] = {}, {}, {} -- compiled patterns, simple keys, split keys
+  end
+  local res, simples, splits = cache[1], cache[2], cache[3]
+  local re = res[pattern]
   if re == nil then
     re = topic_compile(pattern) or false
-    cache[pattern] = re
+    if re then re.lua = lua_pattern(re) end
+    res[pattern] = re
   end
   if re == false then return nil end
+  local simple = simples[key]
+  if simple == nil then
+    simple = not string.find(key, '[%z\n\128-\255]')
+    simples[key] = simple
+  end
+  if simple and re.lua then
+    return string.find(key, re.lua) ~= nil
+  end
+  local chars = splits[key]
+  if chars == nil then
+    chars = utf8_chars(key, '\239\191\189')
+    splits[key] = chars
+  end
   local atoms, n = re.atoms, #chars
   -- nxt[j]: atoms i+1.. match chars j..; built from the last atom back.
   local nxt = {}
@@ -176,4 +237,6 @@ local function topic_match(pattern, chars, cache)
     nxt = cur
   end
   return nxt[1] and true or false
+end
+
 end
