@@ -96,6 +96,7 @@ type row struct {
 	rawName     string  // the redis-benchmark figure compared with
 	rawRate     float64
 	pyRate      float64 // Python Kombu msg/s (0: none)
+	server      float64 // Redis CPU µs per message, kombu-go
 	rawTarget   float64 // minimum kombu-go/raw (0: no target)
 	pyTarget    float64 // minimum kombu-go/Python (0: no target)
 }
@@ -203,6 +204,7 @@ func (r *runner) fill(conn *kombu.Connection, queues []string, n, size int) {
 type result struct {
 	rate          float64 // msg/s
 	allocs, bytes int64   // per message
+	server        float64 // Redis CPU µs per message (INFO commandstats)
 }
 
 // measure runs f with testing.Benchmark for about d, or exactly n
@@ -219,7 +221,38 @@ func measure(d time.Duration, n int, f func(b *testing.B)) result {
 	if res.N == 0 || res.T <= 0 {
 		log.Fatal("a benchmark failed (see above)")
 	}
-	return result{float64(res.N) / res.T.Seconds(), res.AllocsPerOp(), res.AllocedBytesPerOp()}
+	return result{float64(res.N) / res.T.Seconds(), res.AllocsPerOp(), res.AllocedBytesPerOp(), lastServer}
+}
+
+// lastServer is the Redis CPU time per message of the last benchmark run
+// (the one testing.Benchmark reports), set by serverStop.
+var lastServer float64
+
+// serverStart clears Redis's command statistics.
+func (r *runner) serverStart() { r.admin.ConfigResetStat(r.ctx) }
+
+// serverStop sets lastServer from the command statistics gathered since
+// serverStart: the usec of every command, over n messages.
+func (r *runner) serverStop(n int) {
+	info, err := r.admin.Info(r.ctx, "commandstats").Result()
+	if err != nil || n <= 0 {
+		lastServer = 0
+		return
+	}
+	total := 0.0
+	for line := range strings.Lines(info) {
+		line = strings.TrimSpace(line)
+		if !strings.HasPrefix(line, "cmdstat_") || strings.HasPrefix(line, "cmdstat_info:") || strings.HasPrefix(line, "cmdstat_config") {
+			continue
+		}
+		for _, f := range strings.Split(line[strings.IndexByte(line, ':')+1:], ",") {
+			if v, ok := strings.CutPrefix(f, "usec="); ok {
+				u, _ := strconv.ParseFloat(v, 64)
+				total += u
+			}
+		}
+	}
+	lastServer = total / float64(n)
 }
 
 // publishBench publishes b.N messages of body(size) from producers
@@ -243,6 +276,7 @@ func (r *runner) publishBench(size, producers, conns int, typ kombu.ExchangeType
 		bd := body(size)
 		var next atomic.Int64
 		var wg sync.WaitGroup
+		r.serverStart()
 		b.ReportAllocs()
 		b.StartTimer()
 		for range producers {
@@ -259,6 +293,7 @@ func (r *runner) publishBench(size, producers, conns int, typ kombu.ExchangeType
 		}
 		wg.Wait()
 		b.StopTimer()
+		r.serverStop(b.N)
 		_ = conn.DeleteQueue(r.ctx, q)
 	}
 }
@@ -281,6 +316,7 @@ func (r *runner) batchPublishBench(size, batch int) func(b *testing.B) {
 		for i := range msgs {
 			msgs[i].Body = body(size)
 		}
+		r.serverStart()
 		b.ReportAllocs()
 		b.StartTimer()
 		for done := 0; done < b.N; done += batch {
@@ -289,6 +325,7 @@ func (r *runner) batchPublishBench(size, batch int) func(b *testing.B) {
 			}
 		}
 		b.StopTimer()
+		r.serverStop(b.N)
 		_ = conn.DeleteQueue(r.ctx, q)
 	}
 }
@@ -341,6 +378,7 @@ func (r *runner) consumeBench(cfg consumeCfg, peak *int) func(b *testing.B) {
 			stopWatch = r.watchConnections()
 		}
 		errs := make(chan error, consumers)
+		r.serverStart()
 		b.ReportAllocs()
 		b.StartTimer()
 		for range consumers {
@@ -362,6 +400,7 @@ func (r *runner) consumeBench(cfg consumeCfg, peak *int) func(b *testing.B) {
 			}
 		}
 		b.StopTimer()
+		r.serverStop(b.N)
 		if stopWatch != nil {
 			*peak = max(*peak, stopWatch())
 		}
@@ -431,6 +470,7 @@ func (r *runner) goFloor(pop bool) func(b *testing.B) {
 				c.LPush(r.ctx, key, vals...)
 			}
 		}
+		r.serverStart()
 		b.ReportAllocs()
 		b.StartTimer()
 		for i := 0; i < b.N; i++ {
@@ -445,6 +485,7 @@ func (r *runner) goFloor(pop bool) func(b *testing.B) {
 			}
 		}
 		b.StopTimer()
+		r.serverStop(b.N)
 		c.Del(r.ctx, key)
 	}
 }
@@ -535,7 +576,7 @@ func (p *pair) addRaw(v float64) { p.rawRates = append(p.rawRates, v) }
 
 func (p *pair) row(x row) row {
 	x.goRate, x.rawRate = median(p.goRates), median(p.rawRates)
-	x.allocs, x.bytes = p.last.allocs, p.last.bytes
+	x.allocs, x.bytes, x.server = p.last.allocs, p.last.bytes, p.last.server
 	return x
 }
 
@@ -554,31 +595,36 @@ func (r *runner) targets() {
 		reps, n = 1, 10000
 	}
 	es := envSize(100)
-	var pub, pubTopic, con, bpub, bcon, bconH, floorPush, floorPop pair
-	var pushP1, popP1 []float64
+	var pub, pubTopic, con, con64, con64d, bpub, bcon, bconH, floorPush, floorPop pair
+	one := func(cfg consumeCfg) consumeCfg {
+		cfg.size, cfg.queues, cfg.conns = 100, 1, max(cfg.conns, 1)
+		return cfg
+	}
 	for range reps {
 		push, pop := r.raw(es, 1, 1, n)
-		pub.addRaw(push)
-		pubTopic.addRaw(push)
-		floorPush.addRaw(push)
+		for _, p := range []*pair{&pub, &pubTopic, &floorPush} {
+			p.addRaw(push)
+		}
+		for _, p := range []*pair{&con, &con64, &con64d, &floorPop} {
+			p.addRaw(pop)
+		}
 		pub.addGo(measure(d, 0, r.publishBench(100, 1, 1, kombu.Direct)))
 		pubTopic.addGo(measure(d, 0, r.publishBench(100, 1, 1, kombu.Topic)))
 		floorPush.addGo(measure(d, 0, r.goFloor(false)))
-		con.addRaw(pop)
-		floorPop.addRaw(pop)
-		con.addGo(measure(d, 0, r.consumeBench(consumeCfg{size: 100, queues: 1, concurrency: 1, conns: 1}, nil)))
+		con.addGo(measure(d, 0, r.consumeBench(one(consumeCfg{concurrency: 1}), nil)))
+		con64.addGo(measure(d, 0, r.consumeBench(one(consumeCfg{concurrency: 1, prefetch: 64}), nil)))
+		con64d.addGo(measure(d, 0, r.consumeBench(one(consumeCfg{concurrency: 1, prefetch: 64, deferred: true}), nil)))
 		floorPop.addGo(measure(d, 0, r.goFloor(true)))
 
 		push, pop = r.raw(es, 50, 64, 20*n)
 		bpub.addRaw(push)
-		bpub.addGo(measure(d, 0, r.batchPublishBench(100, 100)))
 		bcon.addRaw(pop)
 		bconH.addRaw(pop)
-		bcon.addGo(measure(d, 0, r.consumeBench(consumeCfg{size: 100, queues: 1, concurrency: 1, prefetch: 1000, batch: 256, deferred: true, conns: 1}, nil)))
-		bconH.addGo(measure(d, 0, r.consumeBench(consumeCfg{size: 100, queues: 1, concurrency: 64, prefetch: 1000, batch: 256, conns: 4}, nil)))
-		push, pop = r.raw(es, 1, 64, 10*n)
-		pushP1, popP1 = append(pushP1, push), append(popP1, pop)
+		bpub.addGo(measure(d, 0, r.batchPublishBench(100, 100)))
+		bcon.addGo(measure(d, 0, r.consumeBench(one(consumeCfg{concurrency: 1, prefetch: 1000, batch: 256, deferred: true}), nil)))
+		bconH.addGo(measure(d, 0, r.consumeBench(one(consumeCfg{concurrency: 64, prefetch: 1000, batch: 256, conns: 4}), nil)))
 	}
+	pushP1, popP1 := r.raw(es, 1, 64, 10*n)
 	pyN := 3000
 	if *flagQuick {
 		pyN = 500
@@ -586,14 +632,16 @@ func (r *runner) targets() {
 	pyPub, pyCon := r.python(pyN, 100)
 	r.add(pub.row(row{group: "target", name: "publish, direct exchange, 1 goroutine, 1 connection", rawName: "LPUSH -c 1", pyRate: pyPub, rawTarget: 0.8, pyTarget: 5}))
 	r.add(pubTopic.row(row{group: "target", name: "publish, topic exchange, 1 goroutine, 1 connection", rawName: "LPUSH -c 1", pyRate: pyPub, rawTarget: 0.8, pyTarget: 5}))
-	r.add(con.row(row{group: "target", name: "consume + ack, 1 consumer, 1 connection, prefetch 4", rawName: "LPOP -c 1", pyRate: pyCon, rawTarget: 0.5, pyTarget: 5}))
+	r.add(con.row(row{group: "target", name: "consume + ack, 1 consumer, 1 connection, defaults (prefetch 4, acks awaited)", rawName: "LPOP -c 1", pyRate: pyCon, rawTarget: 0.5, pyTarget: 5}))
+	r.add(con64.row(row{group: "target", name: "consume + ack, 1 consumer, 1 connection, prefetch 64, acks awaited", rawName: "LPOP -c 1", pyRate: pyCon, rawTarget: 0.5, pyTarget: 5}))
+	r.add(con64d.row(row{group: "target", name: "consume + ack, 1 consumer, 1 connection, prefetch 64, deferred acks", rawName: "LPOP -c 1", pyRate: pyCon, rawTarget: 0.5, pyTarget: 5}))
 	r.add(bpub.row(row{group: "target", name: "PublishBatch of 100, 1 goroutine, 1 connection", rawName: "LPUSH -c 50 -P 64", pyRate: pyPub, rawTarget: 0.3, pyTarget: 5}))
-	r.add(bcon.row(row{group: "target", name: "consume, prefetch 1000, batches of 256, deferred acks, 1 connection", rawName: "LPOP -c 50 -P 64", pyRate: pyCon, rawTarget: 0.3, pyTarget: 5}))
-	r.add(bconH.row(row{group: "target", name: "consume, prefetch 1000, batches of 256, 64 handlers, acks awaited, 4 connections", rawName: "LPOP -c 50 -P 64", pyRate: pyCon, rawTarget: 0.3, pyTarget: 5}))
-	r.add(floorPush.row(row{group: "floor", name: "go-redis LPUSH of the envelope, 1 connection (no kombu-go)", rawName: "LPUSH -c 1"}))
-	r.add(floorPop.row(row{group: "floor", name: "go-redis RPOP, 1 connection (no kombu-go)", rawName: "LPOP -c 1"}))
-	r.add(row{group: "raw", name: "redis-benchmark LPUSH, 1 client pipelining 64", rawName: "LPUSH -c 1 -P 64", rawRate: median(pushP1)})
-	r.add(row{group: "raw", name: "redis-benchmark LPOP, 1 client pipelining 64", rawName: "LPOP -c 1 -P 64", rawRate: median(popP1)})
+	r.add(bcon.row(row{group: "target", name: "consume + ack, prefetch 1000, batches of 256, deferred acks, 1 connection", rawName: "LPOP -c 50 -P 64", pyRate: pyCon, rawTarget: 0.3, pyTarget: 5}))
+	r.add(bconH.row(row{group: "target", name: "consume + ack, prefetch 1000, batches of 256, 64 handlers, acks awaited, 4 connections", rawName: "LPOP -c 50 -P 64", pyRate: pyCon, rawTarget: 0.3, pyTarget: 5}))
+	r.add(floorPush.row(row{group: "floor", name: "go-redis alone: LPUSH of a 426-byte value, 1 connection", rawName: "LPUSH -c 1"}))
+	r.add(floorPop.row(row{group: "floor", name: "go-redis alone: RPOP, 1 connection", rawName: "LPOP -c 1"}))
+	r.add(row{group: "raw", name: "redis-benchmark LPUSH, 1 client pipelining 64", rawName: "LPUSH -c 1 -P 64", rawRate: pushP1})
+	r.add(row{group: "raw", name: "redis-benchmark LPOP, 1 client pipelining 64", rawName: "LPOP -c 1 -P 64", rawRate: popP1})
 }
 
 // bodies: publish and consume with acks of 10 KB and 1 MB bodies.
@@ -611,9 +659,9 @@ func (r *runner) bodies() {
 		pubRes := measure(d, c.goN, r.publishBench(c.size, 1, 1, kombu.Direct))
 		conRes := measure(d, c.goN, r.consumeBench(consumeCfg{size: c.size, queues: 1, concurrency: 1, conns: 1}, nil))
 		pyPub, pyCon := r.python(c.pyN, c.size)
-		r.add(row{group: "body", name: "publish, direct exchange, " + c.label + " body", goRate: pubRes.rate, allocs: pubRes.allocs, bytes: pubRes.bytes,
+		r.add(row{group: "body", name: "publish, direct exchange, " + c.label + " body", goRate: pubRes.rate, allocs: pubRes.allocs, bytes: pubRes.bytes, server: pubRes.server,
 			rawName: fmt.Sprintf("LPUSH -c 1 -d %d", es), rawRate: push, pyRate: pyPub})
-		r.add(row{group: "body", name: "consume + ack, prefetch 4, " + c.label + " body", goRate: conRes.rate, allocs: conRes.allocs, bytes: conRes.bytes,
+		r.add(row{group: "body", name: "consume + ack, prefetch 4, " + c.label + " body", goRate: conRes.rate, allocs: conRes.allocs, bytes: conRes.bytes, server: conRes.server,
 			rawName: fmt.Sprintf("LPOP -c 1 -d %d", es), rawRate: pop, pyRate: pyCon})
 	}
 }
@@ -627,7 +675,7 @@ func (r *runner) queues() {
 		peak := 0
 		res := measure(d, 0, r.consumeBench(consumeCfg{size: 100, queues: nq, concurrency: 1, conns: 10}, &peak))
 		r.add(row{group: "queues", name: fmt.Sprintf("consume + ack, 1 consumer of %d queues, prefetch 4", nq), goRate: res.rate,
-			allocs: res.allocs, bytes: res.bytes, rawName: "LPOP -c 1 (one list)", rawRate: pop})
+			allocs: res.allocs, bytes: res.bytes, server: res.server, rawName: "LPOP -c 1 (one list)", rawRate: pop})
 		r.notes = append(r.notes, fmt.Sprintf("One consumer of %d queues: at most %d Redis connections open at once beyond those before it started "+
 			"(bound: max_connections of the pool, 10 here, plus wait_connections, 16 by default, for the blocking waits).", nq, peak))
 	}
@@ -646,9 +694,9 @@ func (r *runner) concurrency() {
 		pubRes := measure(d, 0, r.publishBench(100, n, n, kombu.Direct))
 		conRes := measure(d, 0, r.consumeBench(consumeCfg{size: 100, queues: 1, consumers: n, concurrency: 1, conns: 2 * n}, nil))
 		r.add(row{group: "clients", name: fmt.Sprintf("publish, %d goroutines, %d connections", n, n), goRate: pubRes.rate,
-			allocs: pubRes.allocs, bytes: pubRes.bytes, rawName: fmt.Sprintf("LPUSH -c %d", n), rawRate: push})
+			allocs: pubRes.allocs, bytes: pubRes.bytes, server: pubRes.server, rawName: fmt.Sprintf("LPUSH -c %d", n), rawRate: push})
 		r.add(row{group: "clients", name: fmt.Sprintf("consume + ack, %d consumers, prefetch 4 each", n), goRate: conRes.rate,
-			allocs: conRes.allocs, bytes: conRes.bytes, rawName: fmt.Sprintf("LPOP -c %d", n), rawRate: pop})
+			allocs: conRes.allocs, bytes: conRes.bytes, server: conRes.server, rawName: fmt.Sprintf("LPOP -c %d", n), rawRate: pop})
 	}
 }
 
@@ -738,8 +786,8 @@ func (r *runner) table(redisVersion string, took time.Duration) string {
 		"Target rows: median of %d runs, each right after its raw figure.\n\n",
 		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), redisVersion,
 		took.Round(time.Second), envSize(100), max(1, *flagReps))
-	b.WriteString("| group | workload | kombu-go msg/s | raw Redis | raw msg/s | kombu-go / raw | Python Kombu msg/s | kombu-go / Kombu | allocs/msg | B/msg | target |\n")
-	b.WriteString("|---|---|--:|---|--:|--:|--:|--:|--:|--:|---|\n")
+	b.WriteString("| group | workload | kombu-go msg/s | raw Redis | raw msg/s | kombu-go / raw | Python Kombu msg/s | kombu-go / Kombu | allocs/msg | B/msg | Redis µs/msg | target |\n")
+	b.WriteString("|---|---|--:|---|--:|--:|--:|--:|--:|--:|--:|---|\n")
 	for _, x := range r.rows {
 		target := ""
 		if x.rawTarget > 0 {
@@ -750,12 +798,13 @@ func (r *runner) table(redisVersion string, took time.Duration) string {
 			ok := x.goRate >= x.pyTarget*x.pyRate
 			target += fmt.Sprintf("; ≥ %.0f× Kombu: %s", x.pyTarget, yes(ok))
 		}
-		allocs, by := "–", "–"
+		allocs, by, srv := "–", "–", "–"
 		if x.goRate > 0 {
 			allocs, by = strconv.FormatInt(x.allocs, 10), strconv.FormatInt(x.bytes, 10)
+			srv = fmt.Sprintf("%.1f", x.server)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", x.group, x.name, rate(x.goRate), x.rawName,
-			rate(x.rawRate), ratio(x.goRate, x.rawRate), rate(x.pyRate), ratio(x.goRate, x.pyRate), allocs, by, target)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", x.group, x.name, rate(x.goRate), x.rawName,
+			rate(x.rawRate), ratio(x.goRate, x.rawRate), rate(x.pyRate), ratio(x.goRate, x.pyRate), allocs, by, srv, target)
 	}
 	b.WriteString("\n")
 	for _, n := range r.notes {
