@@ -176,8 +176,7 @@ func testGetBatchRecords(t *testing.T, e *env) {
 
 // Proves: a batch call retried with the same receipt (a lost reply)
 // returns the same messages, byte for byte, without taking more; records
-// acked in between are left out; large messages (digest of head, tail and
-// length) replay too.
+// acked in between are left out; large messages replay too.
 func testGetBatchReceiptReplay(t *testing.T, e *env) {
 	b := e.backend()
 	big := strings.Replace(envelope("big", "", "rq", 0), `"body": "`, `"body": "`+strings.Repeat("A", 10000), 1)

@@ -51,11 +51,11 @@
 -- it retries after losing the reply (connection reset, server restart);
 -- so may a client library that resends a command by itself, which is why
 -- every call looks for its receipt.
--- A call that recorded takes leaves KEYS[4] = cjson [[queue, length, tag,
--- digest], ...] for 10 s (digest: sha1 of the message; of its length and
--- first and last 2 KiB when it is longer than 4 KiB). A call that finds
--- its receipt returns the messages it lists whose unacked records are
--- still those messages, cut from the records, instead of taking others,
+-- A call that recorded takes leaves KEYS[4] = cjson [[queue, length,
+-- tag], ...] for 10 s. A call that finds its receipt returns the messages
+-- it lists whose unacked records are still there (a record of the length
+-- noted; tags are uuid4, so a record under the same tag holds the same
+-- message: no digest is needed), cut from the records, instead of taking others,
 -- so a lost reply neither strands messages in unacked nor takes more. If
 -- none of the records is left unchanged, the call takes anew. The caller
 -- names receipts it no longer needs in KEYS[5 ..], so they rarely live
@@ -137,13 +137,6 @@ local function pystr(s)
   return table.concat(out)
 end
 
-local function digest(msg)
-  if #msg > 4096 then
-    return redis.sha1hex(#msg .. ':' .. string.sub(msg, 1, 2048) .. string.sub(msg, -2048))
-  end
-  return redis.sha1hex(msg)
-end
-
 local record = ARGV[1] == '1'
 local max = tonumber(ARGV[3])
 local rotate = ARGV[4] == '1'
@@ -173,13 +166,10 @@ if record then
       for _, e in ipairs(r) do
         if type(e) == 'table' and type(e[3]) == 'string' and type(e[2]) == 'number' then
           local rec = redis.call('HGET', KEYS[1], e[3])
-          if rec and #rec > e[2] + 1 then
-            local msg = string.sub(rec, 2, e[2] + 1)
-            if digest(msg) == e[4] then
-              out[#out + 1] = 1
-              out[#out + 1] = e[1]
-              out[#out + 1] = msg
-            end
+          if rec and #rec > e[2] + 2 and string.byte(rec, e[2] + 2) == 44 then
+            out[#out + 1] = 1
+            out[#out + 1] = e[1]
+            out[#out + 1] = string.sub(rec, 2, e[2] + 1)
           end
         end
       end
@@ -196,6 +186,8 @@ for q = 1, nq do
 end
 local empty = {}   -- lists found empty in this call stay empty until it ends
 local out, taken = {}, {}
+local zargs, hargs = {}, {}   -- ZADD score tag ..., HSET tag record ...
+local now = tonumber(ARGV[2])
 while #out < 3 * max do
   local msg, queue, pos
   for s = 1, nsteps do
@@ -244,16 +236,25 @@ while #out < 3 * max do
     -- and Python's, newest first) put them back in order.
     local score = ARGV[2]
     if #taken > 0 then
-      score = string.format('%.17g', tonumber(ARGV[2]) + #taken * 1e-6)
+      score = string.format('%.17g', now + #taken * 1e-6)
     end
-    redis.call('ZADD', KEYS[2], score, tag)
-    redis.call('HSET', KEYS[1], tag,
-      '[' .. msg .. ', ' .. pystr(exchange) .. ', ' .. pystr(rk) .. ']')
-    taken[#taken + 1] = { queue, #msg, tag, digest(msg) }
+    zargs[#zargs + 1] = score
+    zargs[#zargs + 1] = tag
+    hargs[#hargs + 1] = tag
+    hargs[#hargs + 1] = '[' .. msg .. ', ' .. pystr(exchange) .. ', ' .. pystr(rk) .. ']'
+    taken[#taken + 1] = { queue, #msg, tag }
   end
   out[#out + 1] = 1
   out[#out + 1] = queue
   out[#out + 1] = msg
+end
+-- The records, written with one ZADD and one HSET per 500 messages (one
+-- command for many is much cheaper than one each; unpack is bounded by
+-- Lua's C stack).
+for from = 1, #zargs, 1000 do
+  local to = math.min(from + 999, #zargs)
+  redis.call('ZADD', KEYS[2], unpack(zargs, from, to))
+  redis.call('HSET', KEYS[1], unpack(hargs, from, to))
 end
 if #taken > 0 then
   redis.call('SET', KEYS[4], cjson.encode(taken), 'PX', 10000)
