@@ -53,6 +53,7 @@ var (
 	flagReps   = flag.Int("reps", 3, "repetitions of the target rows (medians are used)")
 	flagTime   = flag.Duration("benchtime", time.Second, "testing.B benchtime of each kombu-go measurement")
 	flagQuick  = flag.Bool("quick", false, "one repetition, short runs, fewer rows (a smoke test of the harness)")
+	flagGroups = flag.String("groups", "targets,bodies,queues,clients,heap", "the groups of rows to measure, comma-separated")
 )
 
 func main() {
@@ -111,11 +112,14 @@ func (r *runner) run() {
 	info, _ := r.admin.Info(r.ctx, "server").Result()
 	redisVersion := infoField(info, "redis_version")
 	log.Printf("redis-server %s, %d cores; envelope of a 100-byte body: %d bytes", redisVersion, runtime.NumCPU(), envSize(100))
-	r.targets()
-	r.bodies()
-	r.queues()
-	r.concurrency()
-	r.heap()
+	groups := map[string]func(){"targets": r.targets, "bodies": r.bodies, "queues": r.queues, "clients": r.concurrency, "heap": r.heap}
+	for _, g := range strings.Split(*flagGroups, ",") {
+		f, ok := groups[strings.TrimSpace(g)]
+		if !ok {
+			log.Fatalf("-groups: unknown group %q (targets, bodies, queues, clients, heap)", g)
+		}
+		f()
+	}
 	table := r.table(redisVersion, time.Since(start))
 	fmt.Print(table)
 	if *flagOut != "" {

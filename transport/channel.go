@@ -37,6 +37,16 @@ type pending struct {
 	// deferred, if set, queues the ack instead of sending it (a consumer
 	// with DeferredAcks delivered the message).
 	deferred *deferredAcks
+	// fetcher, if set, is the consumer loop's: an awaited ack can fetch
+	// the next messages with it (fetcher.ackFetch).
+	fetcher *fetcher
+}
+
+// ackRoute says how a consumer's messages are acked: queued (deferred),
+// riding a fetch (fetcher), or on their own.
+type ackRoute struct {
+	deferred *deferredAcks
+	fetcher  *fetcher
 }
 
 // Channel opens a channel on the transport.
@@ -106,9 +116,7 @@ func (c *Channel) restoreAll(ctx context.Context) error {
 		if err := c.t.backend.Restore(ctx, p.tag, false, c.t.routeFunc()); err != nil {
 			errs = append(errs, fmt.Errorf("kombu: restore %s: %w", p.tag, err))
 		}
-		if p.release != nil {
-			p.release()
-		}
+		p.settled()
 	}
 	return errors.Join(errs...)
 }
@@ -124,12 +132,24 @@ func (c *Channel) Ack(ctx context.Context, m *entity.Message) error {
 		p.settled()
 		return nil
 	}
-	if err := c.acks.ack(ctx, c.t.backend, p.tag); err != nil {
+	if err := c.ackClaimed(ctx, p); err != nil {
 		c.unclaim(ctx, m, p)
 		return err
 	}
 	p.settled()
 	return nil
+}
+
+// ackClaimed deletes a claimed message's unacked record: riding a fetch
+// of the next messages if it can (fetcher.ackFetch), else with its own
+// round trip, shared with concurrent acks.
+func (c *Channel) ackClaimed(ctx context.Context, p *pending) error {
+	if p.fetcher != nil && p.release != nil {
+		if done, err := p.fetcher.ackFetch(ctx, p); done {
+			return err
+		}
+	}
+	return c.acks.ack(ctx, c.t.backend, p.tag)
 }
 
 // Reject drops the message, or with requeue puts it at the back of its
@@ -144,7 +164,7 @@ func (c *Channel) Reject(ctx context.Context, m *entity.Message, requeue bool) e
 	if requeue {
 		err = c.t.backend.Restore(ctx, p.tag, true, c.t.routeFunc())
 	} else {
-		err = c.acks.ack(ctx, c.t.backend, p.tag)
+		err = c.ackClaimed(ctx, p)
 	}
 	if err != nil {
 		c.unclaim(ctx, m, p)
@@ -189,23 +209,24 @@ func (c *Channel) unclaim(ctx context.Context, m *entity.Message, p *pending) {
 	p.settled()
 }
 
-// settled frees the message's prefetch slot.
+// settled frees the message's prefetch slot, once.
 func (p *pending) settled() {
-	if p.release != nil {
-		p.release()
+	if r := p.release; r != nil {
+		p.release = nil
+		r()
 	}
 }
 
 // track records a message delivered with acks; deferred, if not nil, is
 // where its ack is queued.
-func (c *Channel) track(m *entity.Message, release func(), deferred *deferredAcks) error {
+func (c *Channel) track(m *entity.Message, release func(), via ackRoute) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return ErrClosed
 	}
 	c.seq++
-	c.delivered[m] = &pending{seq: c.seq, tag: m.DeliveryTag, release: release, deferred: deferred}
+	c.delivered[m] = &pending{seq: c.seq, tag: m.DeliveryTag, release: release, deferred: via.deferred, fetcher: via.fetcher}
 	m.Acknowledger = c
 	return nil
 }
@@ -236,7 +257,7 @@ func (c *Channel) receive(ctx context.Context, d Delivery, noAck bool, accept []
 		return nil, err
 	}
 	if !noAck {
-		if err := c.track(m, nil, nil); err != nil {
+		if err := c.track(m, nil, ackRoute{}); err != nil {
 			return nil, err
 		}
 	}
@@ -443,6 +464,11 @@ func (c *Channel) Consume(ctx context.Context, opts ConsumeOptions, handler Hand
 		bufSize = 0
 	}
 	work := make(chan *entity.Message, bufSize)
+	// Fanout messages take no prefetch slot, so they have a buffer of
+	// their own: work never holds more list messages than slots, which
+	// lets a handler that acks deliver into it without blocking
+	// (fetcher.ackFetch).
+	fanWork := make(chan *entity.Message, bufSize)
 	handlerCtx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHandlers()
 
@@ -452,24 +478,23 @@ func (c *Channel) Consume(ctx context.Context, opts ConsumeOptions, handler Hand
 		go func() {
 			defer workers.Done()
 			for ctx.Err() == nil {
+				var m *entity.Message
 				select {
 				case <-ctx.Done():
 					return
-				case m, ok := <-work:
-					if !ok {
-						return
-					}
+				case m = <-fanWork:
+				case m = <-work:
 					if len(work) == 0 {
 						g.poke() // the fetch loop may be waiting for this
 					}
-					if ctx.Err() != nil {
-						// Shutting down: not handled. Tracked messages are
-						// restored below; a no-ack one is put back.
-						c.giveBack(m, opts)
-						return
-					}
-					c.runHandler(handlerCtx, handler, m, opts)
 				}
+				if ctx.Err() != nil {
+					// Shutting down: not handled. Tracked messages are
+					// restored below; a no-ack one is put back.
+					c.giveBack(m, opts)
+					return
+				}
+				c.runHandler(handlerCtx, handler, m, opts)
 			}
 		}()
 	}
@@ -500,7 +525,7 @@ func (c *Channel) Consume(ctx context.Context, opts ConsumeOptions, handler Hand
 		go func() {
 			defer fetchers.Done()
 			defer sub.Close()
-			c.fanoutLoop(ctx, sub, subs, work, opts, deferred)
+			c.fanoutLoop(ctx, sub, subs, fanWork, opts, deferred)
 		}()
 	}
 	if len(listQueues) > 0 {
@@ -529,6 +554,8 @@ func (c *Channel) Consume(ctx context.Context, opts ConsumeOptions, handler Hand
 	for drained := false; !drained; {
 		select {
 		case m := <-work:
+			c.giveBack(m, opts)
+		case m := <-fanWork:
 			c.giveBack(m, opts)
 		default:
 			drained = true
@@ -570,7 +597,7 @@ func (c *Channel) runHandler(ctx context.Context, h Handler, m *entity.Message, 
 // with a BatchGetter, as many as there are free prefetch slots (up to
 // BatchSize) in one call, once half the prefetch count is free or the
 // handlers run out of work, with the deferred acks riding along; else one
-// per Get or GetWait.
+// per Get or GetWait. Handlers that ack may fetch too (fetcher.ackFetch).
 func (c *Channel) fetchLoop(ctx context.Context, queues []string, g *gate, work chan *entity.Message, opts ConsumeOptions, deferred *deferredAcks) {
 	order := append([]string(nil), queues...)
 	if c.t.opts.QueueOrder == SortedOrder {
@@ -592,11 +619,16 @@ func (c *Channel) fetchLoop(ctx context.Context, queues []string, g *gate, work 
 	if batching {
 		want = max(1, min(batchSize, opts.Prefetch/2))
 	}
+	f := &fetcher{c: c, ctx: ctx, g: g, work: work, opts: opts, bgb: bgb, order: order, rr: rr, batchSize: batchSize}
+	f.via = ackRoute{deferred: deferred}
+	if batching && deferred == nil && g.limit > 0 {
+		f.via.fetcher = f
+	}
+	defer f.stop()
 	hungry := func() bool { return len(work) == 0 }
 	poll := c.t.opts.PollingInterval
 	var lastRestore time.Time
 	backoff := time.Duration(0)
-	var batch []Delivery
 	for ctx.Err() == nil {
 		if now := c.t.opts.Clock.Now(); now.Sub(lastRestore) >= c.t.opts.RestoreInterval || now.Before(lastRestore) {
 			lastRestore = now
@@ -611,10 +643,12 @@ func (c *Channel) fetchLoop(ctx context.Context, queues []string, g *gate, work 
 		if err != nil {
 			return
 		}
+		f.mu.Lock()
 		select {
 		case <-c.done:
 			// Close is restoring (which frees slots): take nothing more,
 			// or a message it just put back would be taken again.
+			f.mu.Unlock()
 			g.giveBack(n)
 			return
 		default:
@@ -631,11 +665,11 @@ func (c *Channel) fetchLoop(ctx context.Context, queues []string, g *gate, work 
 				cancel()
 			}
 		}
-		batch = batch[:0]
+		f.batch = f.batch[:0]
 		if batching && (n > 1 || !blocking || len(settle) > 0) {
 			var got []Delivery
 			got, err = bgb.GetBatch(ctx, BatchGet{Queues: order, Ack: !opts.NoAck, Max: n, Rotate: rr, Settle: settle})
-			batch = append(batch, got...)
+			f.batch = append(f.batch, got...)
 			var mal *MalformedError
 			if len(settle) > 0 && err != nil && !errors.Is(err, ErrEmpty) && !errors.As(err, &mal) {
 				deferred.putBack(settle) // sent again with the next fetch or flush
@@ -644,7 +678,8 @@ func (c *Channel) fetchLoop(ctx context.Context, queues []string, g *gate, work 
 		}
 		if !batching || (n == 1 && blocking && len(settle) == 0) || (blocking && errors.Is(err, ErrEmpty)) {
 			// Wait for one message: give back the slots a batch would
-			// have filled.
+			// have filled. Handlers ack on their own meanwhile (they find
+			// f.mu held).
 			g.giveBack(n - 1)
 			n = 1
 			var d Delivery
@@ -654,17 +689,12 @@ func (c *Channel) fetchLoop(ctx context.Context, queues []string, g *gate, work 
 				d, err = c.t.backend.Get(ctx, order, !opts.NoAck)
 			}
 			if err == nil {
-				batch = append(batch, d)
+				f.batch = append(f.batch, d)
 			}
 		}
-		g.giveBack(n - len(batch))
-		for i := range batch {
-			if rr {
-				rotate(order, batch[i].Queue)
-			}
-			c.deliver(ctx, batch[i], work, g.release, opts, deferred)
-			batch[i] = Delivery{}
-		}
+		g.giveBack(n - len(f.batch))
+		f.deliverBatch()
+		f.mu.Unlock()
 		if err != nil {
 			var mal *MalformedError
 			switch {
@@ -688,10 +718,102 @@ func (c *Channel) fetchLoop(ctx context.Context, queues []string, g *gate, work 
 	}
 }
 
+// fetcher is one consumer loop's way of taking messages, shared by the
+// loop and by the handlers that ack: mu is held for a fetch and the
+// deliveries it makes, so messages reach the handlers in the order they
+// were taken, and the round-robin queue order is kept in one place.
+//
+// An awaited ack (one that returns once the record is gone) made by a
+// handler while the loop is not fetching does not send a round trip of its
+// own: the handler fetches, with its ack riding the fetch (BatchGet.Settle),
+// as many messages as there are free slots, its own included, and hands
+// them to the handlers (ackFetch). One round trip per message instead of
+// an ack and a share of a fetch, and no hand-off between goroutines: the
+// loop stays parked while handlers keep the buffer filled. While the loop
+// fetches or waits for a message to arrive, acks go on their own as before.
+type fetcher struct {
+	c         *Channel
+	ctx       context.Context // the consumer's
+	g         *gate
+	work      chan *entity.Message
+	opts      ConsumeOptions
+	via       ackRoute
+	bgb       BatchGetter
+	rr        bool
+	batchSize int
+
+	mu      sync.Mutex
+	order   []string
+	batch   []Delivery
+	stopped bool
+}
+
+// deliverBatch hands f.batch to the handlers; f.mu is held.
+func (f *fetcher) deliverBatch() {
+	for i := range f.batch {
+		if f.rr {
+			rotate(f.order, f.batch[i].Queue)
+		}
+		f.c.deliver(f.ctx, f.batch[i], f.work, f.g.release, f.opts, f.via)
+		f.batch[i] = Delivery{}
+	}
+}
+
+// stop ends handler fetches: after it returns, none runs or starts.
+func (f *fetcher) stop() {
+	f.mu.Lock()
+	f.stopped = true
+	f.mu.Unlock()
+}
+
+// ackFetch acks p (claimed, holding its prefetch slot) by fetching the
+// next messages with the ack riding along, if no fetch is running and the
+// consumer is not stopping. It reports whether it did; if not, the caller
+// acks on its own. On success p's slot has gone to the fetched messages.
+func (f *fetcher) ackFetch(ctx context.Context, p *pending) (bool, error) {
+	if !f.mu.TryLock() {
+		return false, nil
+	}
+	defer f.mu.Unlock()
+	if f.stopped || f.ctx.Err() != nil || ctx.Err() != nil {
+		return false, nil
+	}
+	select {
+	case <-f.c.done:
+		return false, nil
+	default:
+	}
+	// Only fetchers (holding f.mu) put list messages in work, so its room
+	// only grows meanwhile: the deliveries below never block. (Slots
+	// normally guarantee the room; after a Recover, restored messages
+	// may still sit in the buffer.)
+	room := cap(f.work) - len(f.work)
+	if room < 1 {
+		return false, nil
+	}
+	// p's slot and the free ones, taken without waking the loop.
+	n := f.g.swap(min(f.batchSize, room))
+	p.release = nil
+	got, err := f.bgb.GetBatch(ctx, BatchGet{Queues: f.order, Ack: true, Max: n, Rotate: f.rr, Settle: []string{p.tag}})
+	f.batch = append(f.batch[:0], got...)
+	f.g.giveBack(n - len(f.batch))
+	f.deliverBatch()
+	var mal *MalformedError
+	switch {
+	case err == nil || errors.Is(err, ErrEmpty):
+		return true, nil
+	case errors.As(err, &mal):
+		f.opts.OnError(err) // the ack was made; the message is kept
+		return true, nil
+	default:
+		return true, fmt.Errorf("kombu: ack with fetch: %w", err)
+	}
+}
+
 // deliver builds and hands one message to the workers. The message is
 // tracked before the hand-off so that a shutdown restores it even if no
 // worker ever takes it.
-func (c *Channel) deliver(ctx context.Context, d Delivery, work chan<- *entity.Message, release func(), opts ConsumeOptions, deferred *deferredAcks) {
+func (c *Channel) deliver(ctx context.Context, d Delivery, work chan<- *entity.Message, release func(), opts ConsumeOptions, via ackRoute) {
 	m, err := c.buildMessage(d, opts.Accept, opts.MaxBodySize)
 	if err != nil {
 		release()
@@ -712,7 +834,7 @@ func (c *Channel) deliver(ctx context.Context, d Delivery, work chan<- *entity.M
 		}
 		return
 	}
-	if err := c.track(m, release, deferred); err != nil {
+	if err := c.track(m, release, via); err != nil {
 		release()
 		// The channel closed after the message was taken, so its restore
 		// at close missed it: put it back at the front now rather than
@@ -777,7 +899,7 @@ func (c *Channel) fanoutLoop(ctx context.Context, sub Subscription, subs []Fanou
 					continue
 				}
 			}
-			c.deliver(ctx, d, work, func() {}, opts, deferred)
+			c.deliver(ctx, d, work, func() {}, opts, ackRoute{deferred: deferred})
 		}
 	}
 }

@@ -78,3 +78,15 @@ func (g *gate) giveBack(n int) {
 	g.mu.Unlock()
 	g.poke()
 }
+
+// swap frees the caller's slot and takes it back with every other free
+// one, up to max (at least the caller's), without waking the loop: a
+// handler that acks fetches into them (fetcher.ackFetch).
+func (g *gate) swap(most int) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	free := g.limit - g.held + 1
+	n := max(1, min(free, most))
+	g.held += n - 1
+	return n
+}
