@@ -44,6 +44,11 @@ type Backend struct {
 
 	hub *waitHub
 
+	// resends: the client may send a command again by itself after a
+	// connection error (MaxRetries not -1, or a client type whose retries
+	// are not known), so every take must look for its own receipt.
+	resends bool
+
 	// spent are receipts of takes whose replies arrived, deleted by the
 	// next take (scripts/get.lua).
 	spentMu sync.Mutex
@@ -105,7 +110,10 @@ func newBackend(client goredis.UniversalClient, owned bool, o Options) (*Backend
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadOption, err)
 	}
-	b := &Backend{client: client, owned: owned, opts: o, k: k, log: o.Logger, wait: client}
+	b := &Backend{client: client, owned: owned, opts: o, k: k, log: o.Logger, wait: client, resends: true}
+	if c, ok := client.(*goredis.Client); ok {
+		b.resends = c.Options().MaxRetries >= 0 // 0 means go-redis's default, 3
+	}
 	if c, ok := client.(*goredis.Client); ok && o.WaitConnections > 0 {
 		b.wait, b.ownsWait = newWaitClient(c, o.WaitConnections), true
 	}
@@ -282,7 +290,12 @@ func (b *Backend) take(ctx context.Context, queues []string, ack bool, n int, ro
 	args := make([]any, 0, 8+len(suffixes)+len(queues)+len(settle))
 	flag, rot := "0", "0"
 	if ack {
+		// "2": a first attempt the client will not resend by itself needs
+		// no look for its receipt (a GET fewer); retries send "1".
 		flag = "1"
+		if !b.resends {
+			flag = "2"
+		}
 	}
 	if rotate {
 		rot = "1"
@@ -305,6 +318,9 @@ func (b *Backend) take(ctx context.Context, queues []string, ack bool, n int, ro
 	delay := 50 * time.Millisecond
 	for {
 		res, err = getScript.Run(sctx, b.client, keys, args...).Result()
+		if ack {
+			args[0] = "1" // a retry looks for the receipt
+		}
 		if err == nil || errors.Is(err, goredis.Nil) || !ack || !retryable(err) ||
 			b.closed.Load() || ctx.Err() != nil || time.Since(start)+delay > getRetryBudget {
 			break
@@ -360,12 +376,17 @@ func (b *Backend) take(ctx context.Context, queues []string, ack bool, n int, ro
 	return dst, nil
 }
 
+// spentBatch is how many spent receipts wait before a take deletes them:
+// one DEL for several calls rather than one each (the rest expire).
+const spentBatch = 16
+
 // takeSpent returns the receipts of earlier takes whose replies arrived (no
-// retry will ask for them again), for the next take to delete.
+// retry will ask for them again), for the next take to delete, once there
+// are spentBatch of them.
 func (b *Backend) takeSpent() []string {
 	b.spentMu.Lock()
 	defer b.spentMu.Unlock()
-	if len(b.spent) == 0 {
+	if len(b.spent) < spentBatch {
 		return nil
 	}
 	out := b.spent

@@ -10,7 +10,9 @@
 -- KEYS[3]    P+malformed list (raw messages that cannot be recorded)
 -- KEYS[4]    P+"kombu-go.get."+<nonce>: this call's receipt (see below)
 -- KEYS[5 ..]  receipts of earlier calls whose replies arrived: deleted
--- ARGV[1]    "1": record the messages as unacked; "0": no_ack
+-- ARGV[1]    "1": record the messages as unacked; "2": the same, and
+--            this is a first attempt that no one will send again by
+--            itself, so there is no receipt to look for; "0": no_ack
 -- ARGV[2]    the receive time as Unix float seconds (text), the ZADD score
 -- ARGV[3]    the most messages to take (at least 1)
 -- ARGV[4]    "1": after each take, move its queue to the end of the queue
@@ -137,7 +139,7 @@ local function pystr(s)
   return table.concat(out)
 end
 
-local record = ARGV[1] == '1'
+local record = ARGV[1] ~= '0'
 local max = tonumber(ARGV[3])
 local rotate = ARGV[4] == '1'
 local nq = tonumber(ARGV[5])
@@ -157,7 +159,7 @@ for from = tbase + 1, tbase + nsettle, 1000 do
   redis.call('HDEL', KEYS[1], unpack(ARGV, from, to))
 end
 
-if record then
+if ARGV[1] == '1' then
   local receipt = redis.call('GET', KEYS[4])
   if receipt then
     local ok, r = pcall(cjson.decode, receipt)
