@@ -63,80 +63,97 @@
 -- names receipts it no longer needs in KEYS[5 ..], so they rarely live
 -- their 10 s.
 
-local function hex4(n)
-  return string.format('\\u%04x', n)
+-- pystr quotes s as Python's json.dumps (ensure_ascii) does. Names that
+-- are printable ASCII without quote or backslash (nearly all) are quoted
+-- as they are; the escaping functions are made only for the others, so a
+-- call that needs none does not pay for making them.
+local pystr_slow
+
+local function make_pystr_slow()
+  local function hex4(n)
+    return string.format('\\u%04x', n)
+  end
+
+  -- utf8_at decodes the character at byte i of s as Go's utf8.DecodeRune
+  -- does: returns code point and size, or 0xFFFD and 1 for an invalid byte.
+  local function utf8_at(s, i)
+    local c0 = string.byte(s, i)
+    local n = #s
+    local function cont(j, lo, hi)
+      if j > n then return nil end
+      local c = string.byte(s, j)
+      if c < lo or c > hi then return nil end
+      return c - 0x80
+    end
+    if c0 >= 0xC2 and c0 <= 0xDF then
+      local c1 = cont(i + 1, 0x80, 0xBF)
+      if c1 then return (c0 - 0xC0) * 64 + c1, 2 end
+    elseif c0 >= 0xE0 and c0 <= 0xEF then
+      local lo, hi = 0x80, 0xBF
+      if c0 == 0xE0 then lo = 0xA0 elseif c0 == 0xED then hi = 0x9F end
+      local c1 = cont(i + 1, lo, hi)
+      local c2 = c1 and cont(i + 2, 0x80, 0xBF)
+      if c2 then return (c0 - 0xE0) * 4096 + c1 * 64 + c2, 3 end
+    elseif c0 >= 0xF0 and c0 <= 0xF4 then
+      local lo, hi = 0x80, 0xBF
+      if c0 == 0xF0 then lo = 0x90 elseif c0 == 0xF4 then hi = 0x8F end
+      local c1 = cont(i + 1, lo, hi)
+      local c2 = c1 and cont(i + 2, 0x80, 0xBF)
+      local c3 = c2 and cont(i + 3, 0x80, 0xBF)
+      if c3 then return (c0 - 0xF0) * 262144 + c1 * 4096 + c2 * 64 + c3, 4 end
+    end
+    return 0xFFFD, 1
+  end
+
+  local short_escapes = {
+    [34] = '\\"', [92] = '\\\\', [10] = '\\n', [13] = '\\r',
+    [9] = '\\t', [8] = '\\b', [12] = '\\f',
+  }
+
+  pystr_slow = function(s)
+    -- Printable ASCII without quote or backslash is written as it is.
+    if not string.find(s, '[%c"\\\128-\255]') then
+      return '"' .. s .. '"'
+    end
+    local out = { '"' }
+    local i, n, start = 1, #s, 1
+    while i <= n do
+      local c = string.byte(s, i)
+      if c >= 0x20 and c < 0x7F and c ~= 34 and c ~= 92 then
+        i = i + 1
+      else
+        if start < i then out[#out + 1] = string.sub(s, start, i - 1) end
+        if c < 0x80 then
+          out[#out + 1] = short_escapes[c] or hex4(c)
+          i = i + 1
+        else
+          local cp, size = utf8_at(s, i)
+          if cp >= 0x10000 then
+            cp = cp - 0x10000
+            out[#out + 1] = hex4(0xD800 + math.floor(cp / 1024))
+            out[#out + 1] = hex4(0xDC00 + cp % 1024)
+          else
+            out[#out + 1] = hex4(cp)
+          end
+          i = i + size
+        end
+        start = i
+      end
+    end
+    if start <= n then out[#out + 1] = string.sub(s, start) end
+    out[#out + 1] = '"'
+    return table.concat(out)
+  end
 end
 
--- utf8_at decodes the character at byte i of s as Go's utf8.DecodeRune
--- does: returns code point and size, or 0xFFFD and 1 for an invalid byte.
-local function utf8_at(s, i)
-  local c0 = string.byte(s, i)
-  local n = #s
-  local function cont(j, lo, hi)
-    if j > n then return nil end
-    local c = string.byte(s, j)
-    if c < lo or c > hi then return nil end
-    return c - 0x80
-  end
-  if c0 >= 0xC2 and c0 <= 0xDF then
-    local c1 = cont(i + 1, 0x80, 0xBF)
-    if c1 then return (c0 - 0xC0) * 64 + c1, 2 end
-  elseif c0 >= 0xE0 and c0 <= 0xEF then
-    local lo, hi = 0x80, 0xBF
-    if c0 == 0xE0 then lo = 0xA0 elseif c0 == 0xED then hi = 0x9F end
-    local c1 = cont(i + 1, lo, hi)
-    local c2 = c1 and cont(i + 2, 0x80, 0xBF)
-    if c2 then return (c0 - 0xE0) * 4096 + c1 * 64 + c2, 3 end
-  elseif c0 >= 0xF0 and c0 <= 0xF4 then
-    local lo, hi = 0x80, 0xBF
-    if c0 == 0xF0 then lo = 0x90 elseif c0 == 0xF4 then hi = 0x8F end
-    local c1 = cont(i + 1, lo, hi)
-    local c2 = c1 and cont(i + 2, 0x80, 0xBF)
-    local c3 = c2 and cont(i + 3, 0x80, 0xBF)
-    if c3 then return (c0 - 0xF0) * 262144 + c1 * 4096 + c2 * 64 + c3, 4 end
-  end
-  return 0xFFFD, 1
-end
-
-local short_escapes = {
-  [34] = '\\"', [92] = '\\\\', [10] = '\\n', [13] = '\\r',
-  [9] = '\\t', [8] = '\\b', [12] = '\\f',
-}
-
--- pystr quotes s as Python's json.dumps (ensure_ascii) does.
 local function pystr(s)
-  -- Printable ASCII without quote or backslash is written as it is.
   if not string.find(s, '[%c"\\\128-\255]') then
     return '"' .. s .. '"'
   end
-  local out = { '"' }
-  local i, n, start = 1, #s, 1
-  while i <= n do
-    local c = string.byte(s, i)
-    if c >= 0x20 and c < 0x7F and c ~= 34 and c ~= 92 then
-      i = i + 1
-    else
-      if start < i then out[#out + 1] = string.sub(s, start, i - 1) end
-      if c < 0x80 then
-        out[#out + 1] = short_escapes[c] or hex4(c)
-        i = i + 1
-      else
-        local cp, size = utf8_at(s, i)
-        if cp >= 0x10000 then
-          cp = cp - 0x10000
-          out[#out + 1] = hex4(0xD800 + math.floor(cp / 1024))
-          out[#out + 1] = hex4(0xDC00 + cp % 1024)
-        else
-          out[#out + 1] = hex4(cp)
-        end
-        i = i + size
-      end
-      start = i
-    end
+  if pystr_slow == nil then
+    make_pystr_slow()
   end
-  if start <= n then out[#out + 1] = string.sub(s, start) end
-  out[#out + 1] = '"'
-  return table.concat(out)
+  return pystr_slow(s)
 end
 
 local record = ARGV[1] ~= '0'
