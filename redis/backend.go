@@ -543,21 +543,16 @@ func (b *Backend) Publish(ctx context.Context, exchange string, typ entity.Excha
 		return 0, err
 	}
 	typ = typ.Normalize()
-	suffix := b.k.listSuffix(priority)
-	res, err := publishScript.Run(ctx, b.client, []string{b.k.bindingKey(exchange)},
-		string(typ), routingKey, envelope, b.k.prefix, b.k.sep, suffix).Int64Slice()
+	n, skipped, err := b.runPublish(ctx, exchange, typ, routingKey, priority, envelope)
 	if err != nil {
 		return 0, wrap("publish", err)
 	}
-	if len(res) != 2 {
-		return 0, fmt.Errorf("kombu: redis: publish: unexpected script reply %v", res)
-	}
-	if res[1] > 0 {
+	if skipped > 0 {
 		b.log.Warn("kombu: redis: skipped binding members that do not have three parts",
-			"key", b.k.bindingKey(exchange), "count", res[1])
+			"key", b.k.bindingKey(exchange), "count", skipped)
 	}
-	if res[0] >= 0 {
-		return int(res[0]), nil
+	if n >= 0 {
+		return int(n), nil
 	}
 	// Fallback: a stored pattern the Lua matcher does not cover.
 	table, err := b.Bindings(ctx, exchange)
@@ -579,6 +574,62 @@ func (b *Backend) Publish(ctx context.Context, exchange string, typ entity.Excha
 		return 0, err
 	}
 	return len(queues), nil
+}
+
+// runPublish runs publish.lua (EVALSHA, then EVAL when the server lacks
+// the script, as goredis.Script.Run does) and returns its n and skipped.
+// It builds the command's arguments itself, in one slice: Script.Run
+// copies its keys and arguments into a new slice and the reply into an
+// []int64, and every string it is handed is boxed; here the constant
+// pieces are boxed once (publishArgs) and the script usually replies with
+// a plain integer.
+func (b *Backend) runPublish(ctx context.Context, exchange string, typ entity.ExchangeType, routingKey string, priority int, envelope []byte) (n, skipped int64, err error) {
+	var typArg any
+	switch typ {
+	case entity.Topic:
+		typArg = "topic"
+	case entity.Fanout:
+		typArg = "fanout"
+	case entity.Direct:
+		typArg = "direct"
+	default:
+		typArg = string(typ)
+	}
+	var suffix any = ""
+	if s := b.k.listSuffix(priority); s != "" {
+		suffix = s
+	}
+	args := []any{"evalsha", publishSHA, 1, b.k.bindingKey(exchange), typArg, routingKey, envelope, b.k.prefixArg, b.k.sepArg, suffix}
+	cmd := goredis.NewCmd(ctx, args...)
+	_ = b.client.Process(ctx, cmd)
+	if err := cmd.Err(); err != nil && isNoScript(err) {
+		args[0], args[1] = "eval", publishSrc
+		cmd = goredis.NewCmd(ctx, args...)
+		_ = b.client.Process(ctx, cmd)
+	}
+	res, err := cmd.Result()
+	if err != nil {
+		return 0, 0, err
+	}
+	switch v := res.(type) {
+	case int64:
+		return v, 0, nil
+	case []any:
+		if len(v) == 2 {
+			n, ok1 := v[0].(int64)
+			skipped, ok2 := v[1].(int64)
+			if ok1 && ok2 {
+				return n, skipped, nil
+			}
+		}
+	}
+	return 0, 0, fmt.Errorf("unexpected script reply %v", res)
+}
+
+// isNoScript reports whether err means the server's script cache lacks
+// the script.
+func isNoScript(err error) bool {
+	return errors.Is(err, goredis.ErrNoScript) || goredis.HasErrorPrefix(err, "NOSCRIPT")
 }
 
 // Ack deletes the unacked record of tag: MULTI, ZREM unacked_index, HDEL

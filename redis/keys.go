@@ -34,6 +34,8 @@ type keys struct {
 	fanoutPatterns bool
 
 	suffixes []string // stepSuffix of each step, lowest first
+
+	prefixArg, sepArg any // prefix and sep boxed once, for script arguments
 }
 
 func newKeys(o *Options, db int) (keys, error) {
@@ -49,6 +51,8 @@ func newKeys(o *Options, db int) (keys, error) {
 		suffixes:       suffixes,
 		prefix:         o.KeyPrefix,
 		sep:            o.Sep,
+		prefixArg:      o.KeyPrefix,
+		sepArg:         o.Sep,
 		steps:          append([]int(nil), o.PrioritySteps...),
 		unacked:        o.KeyPrefix + o.UnackedKey,
 		unackedIndex:   o.KeyPrefix + o.UnackedIndexKey,

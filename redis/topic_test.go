@@ -39,6 +39,11 @@ var matcherPatterns = []string{
 	"", "^", "^$", "$", "^a", "a$", "^a.b$", "^a.*$", "^a.*?$", `^a\..*?[^\.]$`,
 	`^a(b|c)$`, `^\d$`, `^a\\$`, `^[abc]$`, `^a+$`, `^a?$`, `^\000$`, `^\0$`, `^\01$`, `^\12$`,
 	`^a{2}$`, `^\w+$`, `^a$b$`, `^.$`, `^[^\.]*$`, `^a*?b$`, `^\.*$`, "^\xffa$",
+	// Edge cases of the Lua pattern rewrite (topic_lua_pattern).
+	`^a\-b$`, `^a#b$`, `^a\*?$`, `^ab*c$`, `^a.*b*$`, `^\*$`, `^a\.*?$`, `^a*?*$`, `^[^\.]*?x$`,
+	`^a b$`, `^a%b$`, `^a\%b$`, `^a%%$`, `^a[^\.]$`, `^a[^.]$`, `^a\$`, `^a\`, `^a*+$`, `^a*?{$`,
+	`a.b`, `^\\*$`, `^a\^b$`, `^x\]$`, `^x]$`, `^%w$`, `^.-$`, `^a}$`, `^a.b*?c*$`, `^ab\.$`,
+	`^a\(b\)$`, `^\[^\.]$`, `^a*`, `*a`, `^*a$`, `^a\0$`, "^a\x00$", "^a\nb$", "^a\tb$",
 }
 
 var matcherRoutingKeys = []string{
@@ -47,7 +52,8 @@ var matcherRoutingKeys = []string{
 	"é.b", "é.", "ключ.", "ключ.x", "日本.x.語", "日本.x.y.語", "😀.x", "ça-va.z",
 	"a+b", "a(b)", "a[b]", "a{1}", "a|b", "a?b", "a$b", "a^b", `a\b`, "a b", "a/b:c@d", "a'b\"c",
 	"a\x00b", "\x00", "\x01", "a\nb", "tab\there", "→.x", "x.→", "ac", "aa", "a.b.c.d.e.f",
-	"\xff", "a.\xff", "\xffa", "celery", "celery.pidbox", "worker.heartbeat", "task.multi", "aab", "b.c",
+	"\xff", "a.\xff", "\xffa", "a-b", "a#b", "a*", "abbc", "ac", "a%b", "a%%", "a%", "%w", "x]", "x", "a}",
+	"a(b)", "[^.]", "a^b", "\\", "\\\\", "a\tb", "*", "a.%", "ab.", "abbbc", "a.bcc", "celery", "celery.pidbox", "worker.heartbeat", "task.multi", "aab", "b.c",
 }
 
 // testTopicMatcherEquivalence proves: for every pattern (Kombu's
