@@ -578,12 +578,13 @@ func (b *Backend) Publish(ctx context.Context, exchange string, typ entity.Excha
 
 // runPublish runs publish.lua (EVALSHA, then EVAL when the server lacks
 // the script, as goredis.Script.Run does) and returns its n and skipped.
-// It builds the command's arguments itself, in one slice: Script.Run
-// copies its keys and arguments into a new slice and the reply into an
-// []int64, and every string it is handed is boxed; here the constant
-// pieces are boxed once (publishArgs) and the script usually replies with
-// a plain integer.
+// It builds the command's arguments itself, in one publishCall: Script.Run
+// copies its keys and arguments into new slices, boxes every string it is
+// handed and reads the reply into an []int64; here the constant pieces are
+// boxed once and the script usually replies with a plain integer.
 func (b *Backend) runPublish(ctx context.Context, exchange string, typ entity.ExchangeType, routingKey string, priority int, envelope []byte) (n, skipped int64, err error) {
+	c := &publishCall{rk: routingKey, env: envelope}
+	c.key = append(append(append(c.keyBuf[:0], b.k.prefix...), bindingPrefix...), exchange...)
 	var typArg any
 	switch typ {
 	case entity.Topic:
@@ -599,12 +600,12 @@ func (b *Backend) runPublish(ctx context.Context, exchange string, typ entity.Ex
 	if s := b.k.listSuffix(priority); s != "" {
 		suffix = s
 	}
-	args := []any{"evalsha", publishSHA, 1, b.k.bindingKey(exchange), typArg, routingKey, envelope, b.k.prefixArg, b.k.sepArg, suffix}
-	cmd := goredis.NewCmd(ctx, args...)
+	c.args = [...]any{"evalsha", publishSHA, 1, &c.key, typArg, &c.rk, &c.env, b.k.prefixArg, b.k.sepArg, suffix}
+	cmd := goredis.NewCmd(ctx, c.args[:]...)
 	_ = b.client.Process(ctx, cmd)
 	if err := cmd.Err(); err != nil && isNoScript(err) {
-		args[0], args[1] = "eval", publishSrc
-		cmd = goredis.NewCmd(ctx, args...)
+		c.args[0], c.args[1] = "eval", publishSrc
+		cmd = goredis.NewCmd(ctx, c.args[:]...)
 		_ = b.client.Process(ctx, cmd)
 	}
 	res, err := cmd.Result()
@@ -625,6 +626,27 @@ func (b *Backend) runPublish(ctx context.Context, exchange string, typ entity.Ex
 	}
 	return 0, 0, fmt.Errorf("unexpected script reply %v", res)
 }
+
+// publishCall holds the arguments of one publish.lua call in one
+// allocation: the binding key, routing key and envelope go to go-redis as
+// pointers into it (*string and an encoding.BinaryMarshaler), which box
+// without allocating, and the binding key is written into its keyBuf when
+// it fits.
+type publishCall struct {
+	args     [10]any
+	key, env scriptBytes // key: P+"_kombu.binding."+exchange, in keyBuf if it fits
+	rk       string
+	keyBuf   [64]byte
+}
+
+// scriptBytes is a script argument written as it is.
+type scriptBytes []byte
+
+// MarshalBinary returns the bytes themselves (go-redis writes them).
+func (s *scriptBytes) MarshalBinary() ([]byte, error) { return *s, nil }
+
+// String returns the bytes as text, for go-redis hooks that log commands.
+func (s *scriptBytes) String() string { return string(*s) }
 
 // isNoScript reports whether err means the server's script cache lacks
 // the script.
