@@ -60,6 +60,7 @@ var sharedTests = []struct {
 	{"GetWaitConcurrentExactlyOnce", testGetWaitConcurrent},
 	{"WatcherLeavesListsUntouched", testWatcherLeavesListsUntouched},
 	{"TopicMatcherEquivalence", testTopicMatcherEquivalence},
+	{"TopicMatcherRandom", testTopicMatcherRandom},
 	{"ClosedBackend", testClosedBackend},
 }
 

@@ -29,6 +29,29 @@
 -- topic_match stores rewritten patterns, compiled patterns and split keys
 -- in it.
 
+-- topic_kombu_pattern rewrites, with a few string.gsub calls, a pattern of
+-- the shape Kombu writes for a key of letters, digits, "." and escaped
+-- punctuation: "^" and "$" around literal letters and digits, "\" before
+-- punctuation, and ".*?" (alone or before "[^\.]"). It returns false for
+-- anything else (topic_lua_pattern then decides). Why it is exact: with
+-- no "%" in the pattern, every "%" after the first gsub starts one of its
+-- escapes, found left to right as Python's parser finds them, and a
+-- backslash it did not consume is left over; in the check string u,
+-- "[^%.]" becomes N, each escape E and each ".*?" S, so a pattern is taken
+-- only when nothing but letters and digits remains (no bare "*", "?",
+-- ".", backslash, NUL or non-ASCII byte), and its only "*?" are those of
+-- ".*?", which become "*".
+local function topic_kombu_pattern(pattern)
+  local gsub = string.gsub
+  if string.byte(pattern, 1) ~= 94 or string.byte(pattern, -1) ~= 36 or string.find(pattern, '%', 1, true) then
+    return false
+  end
+  local t = gsub(string.sub(pattern, 2, -2), '\\(%p)', '%%%1')
+  local u = gsub(gsub(gsub(t, '%[%^%%%.%]', 'N'), '%%%p', 'E'), '%.%*%?', 'S')
+  if string.find(u, '%W') then return false end
+  return '^' .. gsub(t, '%*%?', '*') .. '$'
+end
+
 -- topic_lua_pattern rewrites pattern (a regex of the subset above) as a
 -- Lua pattern, or returns false when the pattern is not ASCII, holds a NUL
 -- or a "\0" escape, or is outside the subset (the general matcher then
@@ -94,11 +117,11 @@ local function topic_match(pattern, key, cache)
     end
     lua = lp[pattern]
     if lua == nil then
-      lua = topic_lua_pattern(pattern)
+      lua = topic_kombu_pattern(pattern) or topic_lua_pattern(pattern)
       lp[pattern] = lua
     end
   else
-    lua = topic_lua_pattern(pattern)
+    lua = topic_kombu_pattern(pattern) or topic_lua_pattern(pattern)
   end
   if lua and not string.find(key, '[%z\n\128-\255]') then
     return string.find(key, lua) ~= nil
