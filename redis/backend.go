@@ -602,10 +602,12 @@ func (b *Backend) runPublish(ctx context.Context, exchange string, typ entity.Ex
 	}
 	c.args = [...]any{"evalsha", publishSHA, 1, &c.key, typArg, &c.rk, &c.env, b.k.prefixArg, b.k.sepArg, suffix}
 	cmd := goredis.NewCmd(ctx, c.args[:]...)
+	cmd.SetFirstKeyPos(3)
 	_ = b.client.Process(ctx, cmd)
 	if err := cmd.Err(); err != nil && isNoScript(err) {
 		c.args[0], c.args[1] = "eval", publishSrc
 		cmd = goredis.NewCmd(ctx, c.args[:]...)
+		cmd.SetFirstKeyPos(3)
 		_ = b.client.Process(ctx, cmd)
 	}
 	res, err := cmd.Result()

@@ -41,7 +41,7 @@ var releaseLockLua string
 // once for Backend.Publish's EVALSHA arguments.
 var (
 	publishSrc     = topicMatchLua + "\n" + publishLua
-	publishSHA any = goredis.NewScript(publishSrc).Hash()
+	publishSHA any = publishScript.Hash()
 )
 
 var (
