@@ -175,12 +175,14 @@ type PublishResult struct {
 // Publish serializes body and publishes it. Without a routing key option
 // the producer's default applies; without an exchange, the default exchange.
 func (p *Producer) Publish(ctx context.Context, body any, opts ...PublishOption) (PublishResult, error) {
-	o := p.defaults
-	o.headers = maps.Clone(p.defaults.headers)
-	o.props.Extra = maps.Clone(p.defaults.props.Extra)
-	o.declare = append([]entity.Queue(nil), p.defaults.declare...)
-	for _, f := range opts {
-		f(&o)
+	var o publishOptions
+	if len(opts) == 0 {
+		o = p.defaults
+		o.headers = maps.Clone(p.defaults.headers)
+		o.props.Extra = maps.Clone(p.defaults.props.Extra)
+		o.declare = append([]entity.Queue(nil), p.defaults.declare...)
+	} else {
+		o = p.options(opts)
 	}
 	t := p.conn.t
 	if err := p.conn.declareOnce(ctx, o.declare); err != nil {
@@ -191,29 +193,54 @@ func (p *Producer) Publish(ctx context.Context, body any, opts ...PublishOption)
 			return PublishResult{}, err
 		}
 	}
-	env, err := p.envelope(body, &o)
-	if err != nil {
+	// env and o stay on the stack: the closure below takes copies of the
+	// fields it needs.
+	var env transport.Envelope
+	if err := p.fillEnvelope(&env, body, &o); err != nil {
 		return PublishResult{}, err
 	}
+	exchange, routingKey, mandatory := o.exchange.Name, o.routingKey, o.mandatory
 	var n int
-	err = retry(ctx, o.retry, t.Logger(), func() error {
+	err := retry(ctx, o.retry, t.Logger(), func() error {
 		var err error
-		n, err = t.Publish(ctx, o.exchange.Name, o.routingKey, env, o.mandatory)
+		n, err = t.Publish(ctx, exchange, routingKey, &env, mandatory)
 		return err
 	})
 	return PublishResult{DeliveryTag: env.DeliveryTag, Routed: n}, err
 }
 
+// options returns the producer's defaults with opts applied (in a
+// function of its own: applying options moves the value to the heap).
+func (p *Producer) options(opts []PublishOption) publishOptions {
+	o := p.defaults
+	o.headers = maps.Clone(p.defaults.headers)
+	o.props.Extra = maps.Clone(p.defaults.props.Extra)
+	o.declare = append([]entity.Queue(nil), p.defaults.declare...)
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
+}
+
 // envelope serializes body and builds its envelope under options o.
 func (p *Producer) envelope(body any, o *publishOptions) (*transport.Envelope, error) {
+	env := new(transport.Envelope)
+	if err := p.fillEnvelope(env, body, o); err != nil {
+		return nil, err
+	}
+	return env, nil
+}
+
+// fillEnvelope serializes body into env under options o.
+func (p *Producer) fillEnvelope(env *transport.Envelope, body any, o *publishOptions) error {
 	enc, err := p.conn.t.Options().Serializers.Prepare(body, serialization.PrepareOptions{
 		Serializer: o.serializer, ContentType: o.contentType,
 		ContentEncoding: o.contentEnc, Compression: o.compression,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	env := &transport.Envelope{
+	*env = transport.Envelope{
 		Body:            enc.Body,
 		ContentType:     enc.ContentType,
 		ContentEncoding: enc.ContentEncoding,
@@ -229,7 +256,7 @@ func (p *Producer) envelope(body any, o *publishOptions) (*transport.Envelope, e
 	if o.expiration > 0 {
 		env.Properties.Expiration = strconv.FormatInt(o.expiration.Milliseconds(), 10)
 	}
-	return env, nil
+	return nil
 }
 
 // Outgoing is one message of Producer.PublishBatch: its body and the

@@ -564,21 +564,16 @@ func (b *Backend) Publish(ctx context.Context, exchange string, typ entity.Excha
 		return 0, err
 	}
 	typ = typ.Normalize()
-	suffix := b.k.listSuffix(priority)
-	res, err := publishScript.Run(ctx, b.client, []string{b.k.bindingKey(exchange)},
-		string(typ), routingKey, envelope, b.k.prefix, b.k.sep, suffix).Int64Slice()
+	n, skipped, err := b.runPublish(ctx, exchange, typ, routingKey, priority, envelope)
 	if err != nil {
 		return 0, wrap("publish", err)
 	}
-	if len(res) != 2 {
-		return 0, fmt.Errorf("kombu: redis: publish: unexpected script reply %v", res)
-	}
-	if res[1] > 0 {
+	if skipped > 0 {
 		b.log.Warn("kombu: redis: skipped binding members that do not have three parts",
-			"key", b.k.bindingKey(exchange), "count", res[1])
+			"key", b.k.bindingKey(exchange), "count", skipped)
 	}
-	if res[0] >= 0 {
-		return int(res[0]), nil
+	if n >= 0 {
+		return int(n), nil
 	}
 	// Fallback: a stored pattern the Lua matcher does not cover.
 	table, err := b.Bindings(ctx, exchange)
@@ -600,6 +595,86 @@ func (b *Backend) Publish(ctx context.Context, exchange string, typ entity.Excha
 		return 0, err
 	}
 	return len(queues), nil
+}
+
+// runPublish runs publish.lua (EVALSHA, then EVAL when the server lacks
+// the script, as goredis.Script.Run does) and returns its n and skipped.
+// It builds the command's arguments itself, in one publishCall: Script.Run
+// copies its keys and arguments into new slices, boxes every string it is
+// handed and reads the reply into an []int64; here the constant pieces are
+// boxed once and the script usually replies with a plain integer.
+func (b *Backend) runPublish(ctx context.Context, exchange string, typ entity.ExchangeType, routingKey string, priority int, envelope []byte) (n, skipped int64, err error) {
+	c := &publishCall{rk: routingKey, env: envelope}
+	c.key = append(append(append(c.keyBuf[:0], b.k.prefix...), bindingPrefix...), exchange...)
+	var typArg any
+	switch typ {
+	case entity.Topic:
+		typArg = "topic"
+	case entity.Fanout:
+		typArg = "fanout"
+	case entity.Direct:
+		typArg = "direct"
+	default:
+		typArg = string(typ)
+	}
+	var suffix any = ""
+	if s := b.k.listSuffix(priority); s != "" {
+		suffix = s
+	}
+	c.args = [...]any{"evalsha", publishSHA, 1, &c.key, typArg, &c.rk, &c.env, b.k.prefixArg, b.k.sepArg, suffix}
+	cmd := goredis.NewCmd(ctx, c.args[:]...)
+	cmd.SetFirstKeyPos(3)
+	_ = b.client.Process(ctx, cmd)
+	if err := cmd.Err(); err != nil && isNoScript(err) {
+		c.args[0], c.args[1] = "eval", publishSrc
+		cmd = goredis.NewCmd(ctx, c.args[:]...)
+		cmd.SetFirstKeyPos(3)
+		_ = b.client.Process(ctx, cmd)
+	}
+	res, err := cmd.Result()
+	if err != nil {
+		return 0, 0, err
+	}
+	switch v := res.(type) {
+	case int64:
+		return v, 0, nil
+	case []any:
+		if len(v) == 2 {
+			n, ok1 := v[0].(int64)
+			skipped, ok2 := v[1].(int64)
+			if ok1 && ok2 {
+				return n, skipped, nil
+			}
+		}
+	}
+	return 0, 0, fmt.Errorf("unexpected script reply %v", res)
+}
+
+// publishCall holds the arguments of one publish.lua call in one
+// allocation: the binding key, routing key and envelope go to go-redis as
+// pointers into it (*string and an encoding.BinaryMarshaler), which box
+// without allocating, and the binding key is written into its keyBuf when
+// it fits.
+type publishCall struct {
+	args     [10]any
+	key, env scriptBytes // key: P+"_kombu.binding."+exchange, in keyBuf if it fits
+	rk       string
+	keyBuf   [64]byte
+}
+
+// scriptBytes is a script argument written as it is.
+type scriptBytes []byte
+
+// MarshalBinary returns the bytes themselves (go-redis writes them).
+func (s *scriptBytes) MarshalBinary() ([]byte, error) { return *s, nil }
+
+// String returns the bytes as text, for go-redis hooks that log commands.
+func (s *scriptBytes) String() string { return string(*s) }
+
+// isNoScript reports whether err means the server's script cache lacks
+// the script.
+func isNoScript(err error) bool {
+	return errors.Is(err, goredis.ErrNoScript) || goredis.HasErrorPrefix(err, "NOSCRIPT")
 }
 
 // Ack deletes the unacked record of tag: MULTI, ZREM unacked_index, HDEL

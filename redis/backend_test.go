@@ -44,6 +44,8 @@ var sharedTests = []struct {
 	{"RestoreExpiredLimit", testRestoreExpiredLimit},
 	{"SizePurgeDeleteExists", testSizePurgeDeleteExists},
 	{"PublishDirect", testPublishDirect},
+	{"PublishDirectDedupe", testPublishDirectDedupe},
+	{"PublishNoScript", testPublishNoScript},
 	{"PublishTopic", testPublishTopic},
 	{"PublishTopicFallback", testPublishTopicFallback},
 	{"PublishFanoutType", testPublishFanoutType},
@@ -58,6 +60,7 @@ var sharedTests = []struct {
 	{"GetWaitConcurrentExactlyOnce", testGetWaitConcurrent},
 	{"WatcherLeavesListsUntouched", testWatcherLeavesListsUntouched},
 	{"TopicMatcherEquivalence", testTopicMatcherEquivalence},
+	{"TopicMatcherRandom", testTopicMatcherRandom},
 	{"ClosedBackend", testClosedBackend},
 }
 
@@ -857,6 +860,65 @@ func testPublishDirect(t *testing.T, e *env) {
 	}
 	if n, err := b.Publish(bg, "no_such_exchange", entity.Direct, "rk", 0, []byte(kombuEnvelope)); err != nil || n != 0 {
 		t.Fatalf("missing table: %d %v", n, err)
+	}
+}
+
+// Proves: the publish script routes a direct exchange as transport.Lookup
+// does over a table where several members name one queue, one routing key
+// is a prefix of another and one is empty: every queue once, in each of its
+// lists exactly one copy.
+func testPublishDirectDedupe(t *testing.T, e *env) {
+	b := e.backend()
+	rows := []transport.BindingRow{
+		{RoutingKey: "a", Queue: "dq1"},
+		{RoutingKey: "a", Pattern: "x", Queue: "dq1"},
+		{RoutingKey: "a", Queue: "dq2"},
+		{RoutingKey: "ab", Queue: "dq3"},
+		{RoutingKey: "", Queue: "dq4"},
+		{RoutingKey: "a", Pattern: "y", Queue: "dq2"},
+		{RoutingKey: "a", Pattern: "z", Queue: "dq3"},
+		{RoutingKey: "a", Pattern: "w", Queue: "dq5"},
+	}
+	for _, r := range rows {
+		if err := b.Bind(bg, "ex_dedupe", r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, rk := range []string{"a", "ab", "", "b"} {
+		want, err := transport.Lookup(rows, "direct", rk, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := b.Publish(bg, "ex_dedupe", entity.Direct, rk, 0, []byte(kombuEnvelope))
+		if err != nil || n != len(want) {
+			t.Fatalf("rk %q: n %d %v, want %d", rk, n, err, len(want))
+		}
+		for _, q := range want {
+			if got := e.lrange(e.key(q)); len(got) != 1 || got[0] != kombuEnvelope {
+				t.Fatalf("rk %q, %q: %d messages", rk, q, len(got))
+			}
+			e.client.Del(bg, e.key(q))
+		}
+	}
+}
+
+// Proves: Publish works after the server's script cache was flushed (its
+// EVALSHA fails with NOSCRIPT and the script is sent whole with EVAL).
+func testPublishNoScript(t *testing.T, e *env) {
+	b := e.backend()
+	if err := b.Bind(bg, "ex_ns", transport.BindingRow{RoutingKey: "k", Queue: "q_ns"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if err := e.client.ScriptFlush(bg).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := b.Publish(bg, "ex_ns", entity.Direct, "k", 0, []byte(kombuEnvelope)); err != nil || n != 1 {
+			t.Fatalf("publish %d: %d %v", i, n, err)
+		}
+	}
+	if got := e.lrange(e.key("q_ns")); len(got) != 2 {
+		t.Fatalf("q_ns: %d messages", len(got))
 	}
 }
 

@@ -21,6 +21,10 @@ import (
 // of many queues does not send every list name with every call). The
 // formula stays the one written here (queueKey).
 
+// bindingPrefix is what the key of an exchange's binding table has between
+// P and the exchange's name.
+const bindingPrefix = "_kombu.binding."
+
 // keys builds the names of one backend's keys.
 type keys struct {
 	prefix string // P, global_keyprefix
@@ -34,6 +38,8 @@ type keys struct {
 	fanoutPatterns bool
 
 	suffixes []string // stepSuffix of each step, lowest first
+
+	prefixArg, sepArg any // prefix and sep boxed once, for script arguments
 }
 
 func newKeys(o *Options, db int) (keys, error) {
@@ -49,6 +55,8 @@ func newKeys(o *Options, db int) (keys, error) {
 		suffixes:       suffixes,
 		prefix:         o.KeyPrefix,
 		sep:            o.Sep,
+		prefixArg:      o.KeyPrefix,
+		sepArg:         o.Sep,
 		steps:          append([]int(nil), o.PrioritySteps...),
 		unacked:        o.KeyPrefix + o.UnackedKey,
 		unackedIndex:   o.KeyPrefix + o.UnackedIndexKey,
@@ -160,7 +168,7 @@ func (k *keys) receiptKey(nonce string) string {
 
 // bindingKey is P + "_kombu.binding." + exchange (wire spec §5).
 func (k *keys) bindingKey(exchange string) string {
-	return k.prefix + "_kombu.binding." + exchange
+	return k.prefix + bindingPrefix + exchange
 }
 
 // bindingMember is the SET member of a binding row: routing key, pattern

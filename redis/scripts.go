@@ -37,9 +37,16 @@ var restoreLua string
 //go:embed scripts/release_lock.lua
 var releaseLockLua string
 
+// publishSrc is the text of publishScript, and publishSHA its SHA1 boxed
+// once for Backend.Publish's EVALSHA arguments.
+var (
+	publishSrc     = topicMatchLua + "\n" + publishLua
+	publishSHA any = publishScript.Hash()
+)
+
 var (
 	getScript          = goredis.NewScript(getLua)
-	publishScript      = goredis.NewScript(topicMatchLua + "\n" + publishLua)
+	publishScript      = goredis.NewScript(publishSrc)
 	publishBatchScript = goredis.NewScript(stripComments(topicMatchLua + "\n" + publishBatchLua))
 	restoreScript      = goredis.NewScript(restoreLua)
 	releaseLockScript  = goredis.NewScript(releaseLockLua)

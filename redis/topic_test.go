@@ -2,6 +2,7 @@ package redis
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"unicode"
@@ -39,6 +40,11 @@ var matcherPatterns = []string{
 	"", "^", "^$", "$", "^a", "a$", "^a.b$", "^a.*$", "^a.*?$", `^a\..*?[^\.]$`,
 	`^a(b|c)$`, `^\d$`, `^a\\$`, `^[abc]$`, `^a+$`, `^a?$`, `^\000$`, `^\0$`, `^\01$`, `^\12$`,
 	`^a{2}$`, `^\w+$`, `^a$b$`, `^.$`, `^[^\.]*$`, `^a*?b$`, `^\.*$`, "^\xffa$",
+	// Edge cases of the Lua pattern rewrite (topic_lua_pattern).
+	`^a\-b$`, `^a#b$`, `^a\*?$`, `^ab*c$`, `^a.*b*$`, `^\*$`, `^a\.*?$`, `^a*?*$`, `^[^\.]*?x$`,
+	`^a b$`, `^a%b$`, `^a\%b$`, `^a%%$`, `^a[^\.]$`, `^a[^.]$`, `^a\$`, `^a\`, `^a*+$`, `^a*?{$`,
+	`a.b`, `^\\*$`, `^a\^b$`, `^x\]$`, `^x]$`, `^%w$`, `^.-$`, `^a}$`, `^a.b*?c*$`, `^ab\.$`,
+	`^a\(b\)$`, `^\[^\.]$`, `^a*`, `*a`, `^*a$`, `^a\0$`, "^a\x00$", "^a\nb$", "^a\tb$",
 }
 
 var matcherRoutingKeys = []string{
@@ -47,7 +53,8 @@ var matcherRoutingKeys = []string{
 	"é.b", "é.", "ключ.", "ключ.x", "日本.x.語", "日本.x.y.語", "😀.x", "ça-va.z",
 	"a+b", "a(b)", "a[b]", "a{1}", "a|b", "a?b", "a$b", "a^b", `a\b`, "a b", "a/b:c@d", "a'b\"c",
 	"a\x00b", "\x00", "\x01", "a\nb", "tab\there", "→.x", "x.→", "ac", "aa", "a.b.c.d.e.f",
-	"\xff", "a.\xff", "\xffa", "celery", "celery.pidbox", "worker.heartbeat", "task.multi", "aab", "b.c",
+	"\xff", "a.\xff", "\xffa", "a-b", "a#b", "a*", "abbc", "ac", "a%b", "a%%", "a%", "%w", "x]", "x", "a}",
+	"a(b)", "[^.]", "a^b", "\\", "\\\\", "a\tb", "*", "a.%", "ab.", "abbbc", "a.bcc", "celery", "celery.pidbox", "worker.heartbeat", "task.multi", "aab", "b.c",
 }
 
 // testTopicMatcherEquivalence proves: for every pattern (Kombu's
@@ -101,6 +108,65 @@ func testTopicMatcherEquivalence(t *testing.T, e *env) {
 		}
 	}
 	t.Logf("%d pairs: %d answered in Lua (all equal to Go), %d left to Go", pairs, supported, declined)
+}
+
+// testTopicMatcherRandom is testTopicMatcherEquivalence over random
+// patterns: Kombu translations of random keys and random strings of the
+// characters that matter to the regex parser, each against random routing
+// keys (fixed seed, so a failure repeats).
+func testTopicMatcherRandom(t *testing.T, e *env) {
+	rng := rand.New(rand.NewPCG(6, 6))
+	const keyAlphabet = "ab.#*-_:$\\x00\n%é"
+	const regexAlphabet = "ab.*?^$\\[]()+{}|-%#0\x00\n"
+	pick := func(alphabet string, n int) string {
+		rs := []rune(alphabet)
+		var b strings.Builder
+		for range n {
+			b.WriteRune(rs[rng.IntN(len(rs))])
+		}
+		return b.String()
+	}
+	answered, pairs := 0, 0
+	for i := range 400 {
+		var key, pattern string
+		switch i % 4 {
+		case 0, 1:
+			key = pick(keyAlphabet, rng.IntN(7))
+			pattern = transport.KeyToPattern(key)
+		case 2:
+			pattern = "^" + pick(regexAlphabet, rng.IntN(8)) + "$"
+		default:
+			pattern = pick(regexAlphabet, rng.IntN(9))
+		}
+		args := []any{pattern}
+		var rks []string
+		for range 12 {
+			rk := pick(keyAlphabet, rng.IntN(7))
+			if key != "" && rng.IntN(3) == 0 {
+				rk = strings.NewReplacer("#", pick("ab.", rng.IntN(4)), "*", pick("ab.", 1+rng.IntN(3))).Replace(key)
+			}
+			rks = append(rks, rk)
+			args = append(args, rk)
+		}
+		res, err := matchDriver.Run(bg, e.client, nil, args...).Int64Slice()
+		if err != nil {
+			t.Fatalf("pattern %q: %v", pattern, err)
+		}
+		for j, rk := range rks {
+			pairs++
+			if res[j] == -1 {
+				continue
+			}
+			answered++
+			goMatch, goErr := transport.MatchTopic(transport.BindingRow{RoutingKey: key, Pattern: pattern}, rk)
+			if goErr != nil {
+				t.Errorf("pattern %q key %q: Lua answered %d, Go fails: %v", pattern, rk, res[j], goErr)
+			} else if goMatch != (res[j] == 1) {
+				t.Errorf("pattern %q key %q: Lua %d, Go %v", pattern, rk, res[j], goMatch)
+			}
+		}
+	}
+	t.Logf("%d random pairs: %d answered in Lua (all equal to Go)", pairs, answered)
 }
 
 func simpleKey(k string) bool {

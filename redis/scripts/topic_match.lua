@@ -14,26 +14,122 @@
 -- is not valid UTF-8): the caller must then route in Go
 -- (transport.MatchTopic), which also reports Python's compile errors.
 --
--- Matching works on characters, not bytes: the key is split into its
--- characters, each invalid UTF-8 byte standing for U+FFFD as in Go's
--- regexp. When the pattern and the key are ASCII without NUL, and the key
--- has no "\n" (nearly always), the compiled pattern is also written as a
--- Lua pattern, which string.find answers the same way much faster (for a
--- match of the whole remaining key, greedy and lazy repetition find the
--- same matches). cache is an empty table the caller keeps for one script
--- call: topic_match stores compiled patterns and split keys in it.
+-- The fast path: when the pattern is ASCII without NUL or "\0" escapes and
+-- the key is ASCII without NUL or "\n" (nearly always), the pattern is
+-- rewritten as a Lua pattern by topic_lua_pattern, scanning it with
+-- string.find and string.byte (no table of characters, no table per atom),
+-- and string.find answers the match (for a match of the whole remaining
+-- key, greedy and lazy repetition find the same matches). Anything else goes
+-- to the general matcher below, which works on characters, not bytes: the
+-- key is split into its characters, each invalid UTF-8 byte standing for
+-- U+FFFD as in Go's regexp. Its functions are made on the first call that
+-- needs them, so a script that routes no such pattern does not pay for them.
 --
--- The functions are made on the first topic_match call, so a script that
--- routes no topic exchange does not pay for them.
+-- cache is nil or an empty table the caller keeps for one script call:
+-- topic_match stores rewritten patterns, compiled patterns and split keys
+-- in it.
+
+-- topic_kombu_pattern rewrites, with a few string.gsub calls, a pattern of
+-- the shape Kombu writes for a key of letters, digits, "." and escaped
+-- punctuation: "^" and "$" around literal letters and digits, "\" before
+-- punctuation, and ".*?" (alone or before "[^\.]"). It returns false for
+-- anything else (topic_lua_pattern then decides). Why it is exact: with
+-- no "%" in the pattern, every "%" after the first gsub starts one of its
+-- escapes, found left to right as Python's parser finds them, and a
+-- backslash it did not consume is left over; in the check string u,
+-- "[^%.]" becomes N, each escape E and each ".*?" S, so a pattern is taken
+-- only when nothing but letters and digits remains (no bare "*", "?",
+-- ".", backslash, NUL or non-ASCII byte), and its only "*?" are those of
+-- ".*?", which become "*".
+local function topic_kombu_pattern(pattern)
+  local gsub = string.gsub
+  if string.byte(pattern, 1) ~= 94 or string.byte(pattern, -1) ~= 36 or string.find(pattern, '%', 1, true) then
+    return false
+  end
+  local t = gsub(string.sub(pattern, 2, -2), '\\(%p)', '%%%1')
+  local u = gsub(gsub(gsub(t, '%[%^%%%.%]', 'N'), '%%%p', 'E'), '%.%*%?', 'S')
+  if string.find(u, '%W') then return false end
+  return '^' .. gsub(t, '%*%?', '*') .. '$'
+end
+
+-- topic_lua_pattern rewrites pattern (a regex of the subset above) as a
+-- Lua pattern, or returns false when the pattern is not ASCII, holds a NUL
+-- or a "\0" escape, or is outside the subset (the general matcher then
+-- decides, and declines what is outside the subset).
+local function topic_lua_pattern(pattern)
+  local find, byte = string.find, string.byte
+  if find(pattern, '[%z\128-\255]') then return false end
+  local n, i = #pattern, 1
+  if byte(pattern, 1) == 94 then i = 2 end -- "^"
+  local out, k, tail = {}, 1, ''
+  out[1] = '^'
+  while i <= n do
+    local c = byte(pattern, i)
+    local piece, j
+    local s, e = find(pattern, '^%w+', i)
+    if s then
+      piece, j = string.sub(pattern, s, e), e + 1
+    elseif c == 92 then -- "\" and a character that is not a letter or digit
+      local d = byte(pattern, i + 1)
+      if d == nil or find(pattern, '^%w', i + 1) then return false end
+      piece, j = '%' .. string.char(d), i + 2
+    elseif c == 46 then -- "."
+      piece, j = '.', i + 1
+    elseif c == 91 then -- "[": only "[^\.]"
+      if string.sub(pattern, i, i + 4) ~= '[^\\.]' then return false end
+      piece, j = '[^%.]', i + 5
+    elseif c == 36 then -- "$": only at the end
+      if i ~= n then return false end
+      tail = '$'
+      break
+    elseif find(pattern, '^[%*%+%?%(%){}|%]%^]', i) then
+      return false
+    else
+      piece, j = '%' .. string.char(c), i + 1
+    end
+    c = byte(pattern, j)
+    if c == 42 then -- "*" or "*?"
+      piece = piece .. '*'
+      j = j + 1
+      if byte(pattern, j) == 63 then j = j + 1 end
+      c = byte(pattern, j)
+    end
+    if c == 42 or c == 43 or c == 63 or c == 123 then return false end -- "*+?{"
+    k = k + 1
+    out[k] = piece
+    i = j
+  end
+  out[k + 1] = tail
+  return table.concat(out)
+end
 
 local make_topic_match
 local topic_match_impl
 
 local function topic_match(pattern, key, cache)
+  if pattern == '' then return true end
+  local lua
+  if cache then
+    local lp = cache.lp
+    if lp == nil then
+      lp = {}
+      cache.lp = lp
+    end
+    lua = lp[pattern]
+    if lua == nil then
+      lua = topic_kombu_pattern(pattern) or topic_lua_pattern(pattern)
+      lp[pattern] = lua
+    end
+  else
+    lua = topic_kombu_pattern(pattern) or topic_lua_pattern(pattern)
+  end
+  if lua and not string.find(key, '[%z\n\128-\255]') then
+    return string.find(key, lua) ~= nil
+  end
   if topic_match_impl == nil then
     topic_match_impl = make_topic_match()
   end
-  return topic_match_impl(pattern, key, cache)
+  return topic_match_impl(pattern, key, cache or {})
 end
 
 make_topic_match = function()
