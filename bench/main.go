@@ -208,7 +208,7 @@ func (r *runner) fill(conn *kombu.Connection, queues []string, n, size int) {
 type result struct {
 	rate          float64 // msg/s
 	allocs, bytes int64   // per message
-	server        float64 // Redis CPU µs per message (INFO commandstats)
+	server        float64 // Redis main-thread CPU µs per message (INFO cpu)
 }
 
 // measure runs f with testing.Benchmark for about d, or exactly n
@@ -232,31 +232,37 @@ func measure(d time.Duration, n int, f func(b *testing.B)) result {
 // (the one testing.Benchmark reports), set by serverStop.
 var lastServer float64
 
-// serverStart clears Redis's command statistics.
-func (r *runner) serverStart() { r.admin.ConfigResetStat(r.ctx) }
+// serverCPU0 is Redis's main-thread CPU time at serverStart.
+var serverCPU0 float64
 
-// serverStop sets lastServer from the command statistics gathered since
-// serverStart: the usec of every command, over n messages.
+// serverCPU returns the CPU seconds (user + system) Redis's main thread has
+// used: everything it did for the clients, commands, scripts and socket
+// I/O alike (INFO commandstats would count a script's inner commands twice).
+func (r *runner) serverCPU() float64 {
+	info, err := r.admin.Info(r.ctx, "cpu").Result()
+	if err != nil {
+		return 0
+	}
+	total := 0.0
+	for _, f := range []string{"used_cpu_user_main_thread", "used_cpu_sys_main_thread"} {
+		v, _ := strconv.ParseFloat(infoField(info, f), 64)
+		total += v
+	}
+	return total
+}
+
+// serverStart notes Redis's CPU time.
+func (r *runner) serverStart() { serverCPU0 = r.serverCPU() }
+
+// serverStop sets lastServer: Redis's main-thread CPU time since
+// serverStart over n messages, in µs.
 func (r *runner) serverStop(n int) {
-	info, err := r.admin.Info(r.ctx, "commandstats").Result()
-	if err != nil || n <= 0 {
+	cpu := r.serverCPU()
+	if n <= 0 || cpu == 0 {
 		lastServer = 0
 		return
 	}
-	total := 0.0
-	for line := range strings.Lines(info) {
-		line = strings.TrimSpace(line)
-		if !strings.HasPrefix(line, "cmdstat_") || strings.HasPrefix(line, "cmdstat_info:") || strings.HasPrefix(line, "cmdstat_config") {
-			continue
-		}
-		for _, f := range strings.Split(line[strings.IndexByte(line, ':')+1:], ",") {
-			if v, ok := strings.CutPrefix(f, "usec="); ok {
-				u, _ := strconv.ParseFloat(v, 64)
-				total += u
-			}
-		}
-	}
-	lastServer = total / float64(n)
+	lastServer = (cpu - serverCPU0) * 1e6 / float64(n)
 }
 
 // publishBench publishes b.N messages of body(size) from producers
@@ -787,7 +793,7 @@ func (r *runner) table(redisVersion string, took time.Duration) string {
 		"in one run of `make bench` (%s). kombu-go figures are testing.B measurements (allocations per message as -benchmem reports them); "+
 		"raw figures are redis-benchmark `--csv` with `-d` equal to the envelope size of the row's body (%d bytes for 100-byte bodies); "+
 		"Python figures are Debian's python3-kombu running bench/kombu_bench.py (publish through a direct exchange; consume with acks, prefetch 1). "+
-		"Target rows: median of %d runs, each right after its raw figure.\n\n",
+		"Target rows: median of %d runs, each right after its raw figure. Redis µs/msg: CPU time of Redis's main thread (INFO cpu, user + system) per message, socket I/O included.\n\n",
 		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), redisVersion,
 		took.Round(time.Second), envSize(100), max(1, *flagReps))
 	b.WriteString("| group | workload | kombu-go msg/s | raw Redis | raw msg/s | kombu-go / raw | Python Kombu msg/s | kombu-go / Kombu | allocs/msg | B/msg | Redis µs/msg | target |\n")
