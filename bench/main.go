@@ -30,6 +30,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -47,13 +48,14 @@ import (
 )
 
 var (
-	flagURL    = flag.String("url", "", "redis URL of the server to measure (required)")
-	flagOut    = flag.String("out", "bench/results", "directory for the results file (empty: do not save)")
-	flagPython = flag.String("python", "/usr/bin/python3", "Python with Debian's python3-kombu (empty: skip Python)")
-	flagReps   = flag.Int("reps", 3, "repetitions of the target rows (medians are used)")
-	flagTime   = flag.Duration("benchtime", time.Second, "testing.B benchtime of each kombu-go measurement")
-	flagQuick  = flag.Bool("quick", false, "one repetition, short runs, fewer rows (a smoke test of the harness)")
-	flagGroups = flag.String("groups", "targets,bodies,queues,clients,heap", "the groups of rows to measure, comma-separated")
+	flagURL     = flag.String("url", "", "redis URL of the server to measure (required)")
+	flagOut     = flag.String("out", "bench/results", "directory for the results file (empty: do not save)")
+	flagPython  = flag.String("python", "/usr/bin/python3", "Python with Debian's python3-kombu (empty: skip Python)")
+	flagReps    = flag.Int("reps", 3, "repetitions of the target rows (medians are used)")
+	flagTime    = flag.Duration("benchtime", time.Second, "testing.B benchtime of each kombu-go measurement")
+	flagQuick   = flag.Bool("quick", false, "one repetition, short runs, fewer rows (a smoke test of the harness)")
+	flagGroups  = flag.String("groups", "targets,bodies,queues,clients,heap", "the groups of rows to measure, comma-separated (also: profile, which writes CPU profiles of the target workloads to -profile-dir)")
+	flagProfDir = flag.String("profile-dir", "bench/profiles", "where the profile group writes its CPU profiles")
 )
 
 func main() {
@@ -112,11 +114,11 @@ func (r *runner) run() {
 	info, _ := r.admin.Info(r.ctx, "server").Result()
 	redisVersion := infoField(info, "redis_version")
 	log.Printf("redis-server %s, %d cores; envelope of a 100-byte body: %d bytes", redisVersion, runtime.NumCPU(), envSize(100))
-	groups := map[string]func(){"targets": r.targets, "bodies": r.bodies, "queues": r.queues, "clients": r.concurrency, "heap": r.heap}
+	groups := map[string]func(){"targets": r.targets, "bodies": r.bodies, "queues": r.queues, "clients": r.concurrency, "heap": r.heap, "profile": r.profile}
 	for _, g := range strings.Split(*flagGroups, ",") {
 		f, ok := groups[strings.TrimSpace(g)]
 		if !ok {
-			log.Fatalf("-groups: unknown group %q (targets, bodies, queues, clients, heap)", g)
+			log.Fatalf("-groups: unknown group %q (targets, bodies, queues, clients, heap, profile)", g)
 		}
 		f()
 	}
@@ -652,6 +654,40 @@ func (r *runner) targets() {
 	r.add(floorPop.row(row{group: "floor", name: "go-redis alone: RPOP, 1 connection", rawName: "LPOP -c 1"}))
 	r.add(row{group: "raw", name: "redis-benchmark LPUSH, 1 client pipelining 64", rawName: "LPUSH -c 1 -P 64", rawRate: pushP1})
 	r.add(row{group: "raw", name: "redis-benchmark LPOP, 1 client pipelining 64", rawName: "LPOP -c 1 -P 64", rawRate: popP1})
+}
+
+// profile writes a CPU profile of the kombu-go side of each target workload
+// to *flagProfDir (go tool pprof -top FILE reads it), and adds the rows.
+func (r *runner) profile() {
+	if err := os.MkdirAll(*flagProfDir, 0o755); err != nil {
+		log.Fatal(err)
+	}
+	one := consumeCfg{size: 100, queues: 1, conns: 1, concurrency: 1}
+	batched := one
+	batched.prefetch, batched.batch, batched.deferred = 1000, 256, true
+	for _, w := range []struct {
+		file, name string
+		f          func(b *testing.B)
+	}{
+		{"publish-direct", "publish, direct exchange, 1 goroutine, 1 connection", r.publishBench(100, 1, 1, kombu.Direct)},
+		{"publish-topic", "publish, topic exchange, 1 goroutine, 1 connection", r.publishBench(100, 1, 1, kombu.Topic)},
+		{"consume-default", "consume + ack, 1 consumer, 1 connection, defaults (prefetch 4, acks awaited)", r.consumeBench(one, nil)},
+		{"consume-batched", "consume + ack, prefetch 1000, batches of 256, deferred acks, 1 connection", r.consumeBench(batched, nil)},
+		{"floor-lpush", "go-redis alone: LPUSH of a 426-byte value, 1 connection", r.goFloor(false)},
+	} {
+		path := filepath.Join(*flagProfDir, w.file+".pprof")
+		f, err := os.Create(path)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		res := measure(r.benchtime(), 0, w.f)
+		pprof.StopCPUProfile()
+		f.Close()
+		r.add(row{group: "profile", name: w.name + " (profiled: " + path + ")", goRate: res.rate, allocs: res.allocs, bytes: res.bytes, server: res.server})
+	}
 }
 
 // bodies: publish and consume with acks of 10 KB and 1 MB bodies.
