@@ -20,6 +20,12 @@ import (
 // dead-letter queue (see WithDeadLetterQueue) and goes to the error
 // handler, any other error requeues it (to the back of its queue,
 // redelivered) and goes to the error handler.
+//
+// An ack returns once Redis has deleted the unacked record (unless
+// WithDeferredAcks). When the consumer is not fetching at that moment, the
+// acking goroutine fetches the next messages for the free prefetch slots in
+// the same round trip, so a steady consumer makes one round trip per
+// message.
 type Handler func(ctx context.Context, m *Message) error
 
 // ConsumerOption configures a Consumer.

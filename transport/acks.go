@@ -9,7 +9,10 @@ import (
 // How acks reach the backend.
 //
 // By default an Ack returns only once the unacked record is gone from the
-// backend. Acks that arrive while another is in flight are coalesced: the
+// backend. A consumer's handler that acks while the consumer's loop is not
+// fetching fetches the next messages itself, the ack riding that call
+// (fetcher.ackFetch in channel.go): one round trip for both. Otherwise,
+// acks that arrive while another is in flight are coalesced: the
 // first caller sends its own tag at once; whoever comes while that round
 // trip is running waits, and the next round trip carries all of them
 // (BatchAcker.AckBatch, one round trip however many). With one handler
