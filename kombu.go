@@ -67,6 +67,10 @@ var (
 	ErrClosed = transport.ErrClosed
 	// ErrNoRoute: a mandatory publish matched no queue.
 	ErrNoRoute = transport.ErrNoRoute
+	// ErrNotReplicated: a publish was written but fewer replicas than the
+	// URL's publish_wait_replicas confirmed it in time; it is published
+	// (on the master only) and not retried.
+	ErrNotReplicated = transport.ErrNotReplicated
 	// ErrMalformed: a message is not a valid Kombu envelope.
 	ErrMalformed = transport.ErrMalformed
 	// ErrContentDisallowed: a message's content type is not accepted.

@@ -414,7 +414,8 @@ func retryable(err error) bool {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, transport.ErrNoRoute), errors.Is(err, transport.ErrClosed),
 		errors.Is(err, entity.ErrInvalid), errors.Is(err, transport.ErrUnsupported),
-		errors.Is(err, transport.ErrExchangeType), errors.As(err, &enc):
+		errors.Is(err, transport.ErrExchangeType), errors.Is(err, transport.ErrNotReplicated),
+		errors.As(err, &enc):
 		return false
 	}
 	return true

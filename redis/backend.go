@@ -565,6 +565,9 @@ func (b *Backend) Publish(ctx context.Context, exchange string, typ entity.Excha
 	}
 	typ = typ.Normalize()
 	n, skipped, err := b.runPublish(ctx, exchange, typ, routingKey, priority, envelope)
+	if errors.Is(err, ErrNotReplicated) {
+		return int(n), err // published, on the master only
+	}
 	if err != nil {
 		return 0, wrap("publish", err)
 	}
@@ -587,6 +590,22 @@ func (b *Backend) Publish(ctx context.Context, exchange string, typ entity.Excha
 	if len(queues) == 0 {
 		return 0, nil
 	}
+	if b.waiting() {
+		// The pushes and the WAIT on one connection.
+		pipe := b.client.Pipeline()
+		pushes := make([]*goredis.IntCmd, len(queues))
+		for i, q := range queues {
+			pushes[i] = pipe.LPush(ctx, b.k.queueKey(q, priority), envelope)
+		}
+		w := b.queueWait(ctx, pipe)
+		_, _ = pipe.Exec(ctx) // each command carries its own error
+		for _, p := range pushes {
+			if err := p.Err(); err != nil {
+				return 0, wrap("publish", err)
+			}
+		}
+		return len(queues), b.replicated(w)
+	}
 	items := make([]transport.PutItem, len(queues))
 	for i, q := range queues {
 		items[i] = transport.PutItem{Queue: q, Priority: priority, Envelope: envelope}
@@ -595,6 +614,20 @@ func (b *Backend) Publish(ctx context.Context, exchange string, typ entity.Excha
 		return 0, err
 	}
 	return len(queues), nil
+}
+
+// process sends cmd, followed on the same connection by a WAIT for the
+// replicas when publishes wait for them (the WAIT is returned, else nil).
+func (b *Backend) process(ctx context.Context, cmd goredis.Cmder) *goredis.IntCmd {
+	if !b.waiting() {
+		_ = b.client.Process(ctx, cmd)
+		return nil
+	}
+	pipe := b.client.Pipeline()
+	_ = pipe.Process(ctx, cmd)
+	w := b.queueWait(ctx, pipe)
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	return w
 }
 
 // runPublish runs publish.lua (EVALSHA, then EVAL when the server lacks
@@ -624,16 +657,25 @@ func (b *Backend) runPublish(ctx context.Context, exchange string, typ entity.Ex
 	c.args = [...]any{"evalsha", publishSHA, 1, &c.key, typArg, &c.rk, &c.env, b.k.prefixArg, b.k.sepArg, suffix}
 	cmd := goredis.NewCmd(ctx, c.args[:]...)
 	cmd.SetFirstKeyPos(3)
-	_ = b.client.Process(ctx, cmd)
+	wait := b.process(ctx, cmd)
 	if err := cmd.Err(); err != nil && isNoScript(err) {
 		c.args[0], c.args[1] = "eval", publishSrc
 		cmd = goredis.NewCmd(ctx, c.args[:]...)
 		cmd.SetFirstKeyPos(3)
-		_ = b.client.Process(ctx, cmd)
+		wait = b.process(ctx, cmd)
 	}
 	res, err := cmd.Result()
 	if err != nil {
 		return 0, 0, err
+	}
+	if wait != nil {
+		// Checked only when the script ran: its n is returned with the
+		// error (the message is published, on the master only).
+		defer func() {
+			if err == nil && n > 0 {
+				err = b.replicated(wait)
+			}
+		}()
 	}
 	switch v := res.(type) {
 	case int64:

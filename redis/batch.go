@@ -87,6 +87,10 @@ func (b *Backend) PublishBatch(ctx context.Context, items []transport.PublishIte
 		}
 		i = j
 	}
+	var wait *goredis.IntCmd
+	if b.waiting() {
+		wait = b.queueWait(ctx, pipe) // covers every write above: same connection
+	}
 	_, _ = pipe.Exec(ctx) // each command carries its own error
 
 	for _, o := range ops {
@@ -127,6 +131,16 @@ func (b *Backend) PublishBatch(ctx context.Context, items []transport.PublishIte
 		}
 		for k := o.from; k < o.to; k++ {
 			ns[k] = int(res[1+k-o.from])
+		}
+	}
+	if wait != nil {
+		if werr := b.replicated(wait); werr != nil {
+			// Every message written stays published, on the master only.
+			for k := range items {
+				if errs[k] == nil && ns[k] > 0 {
+					errs[k] = werr
+				}
+			}
 		}
 	}
 	return ns, errs

@@ -138,6 +138,18 @@
 //
 // # Limits
 //
+// # Replication
+//
+// Redis replicates asynchronously: a publish the master acknowledged just
+// before it is lost (a crash, or a failover that demotes it) can be lost
+// with it. With publish_wait_replicas=N (Options.PublishWaitReplicas, and
+// publish_wait_timeout, 1 s by default) Publish and PublishBatch send
+// Redis's WAIT after the write on the same connection and return nil only
+// once N replicas have the message; otherwise the message is published,
+// on the master only, and the call returns a *NotReplicatedError
+// (errors.Is transport.ErrNotReplicated), which retry policies do not
+// retry. kombu-go's own option; Kombu has none.
+//
 // Redis Cluster is not supported (Kombu's keys have no hash tags, so the
 // multi-key scripts would hit CROSSSLOT). Redis's cjson rejects some JSON
 // that Python accepts (lone UTF-16 surrogate escapes, nesting deeper than

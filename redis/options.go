@@ -74,6 +74,21 @@ type Options struct {
 	// Redis at once (see the package documentation). 0 disables blocking
 	// waits: GetWait then polls.
 	WaitConnections int
+	// PublishWaitReplicas, if positive, makes Publish and PublishBatch
+	// wait, with Redis's WAIT on the connection that wrote, until that
+	// many replicas have the message, for at most PublishWaitTimeout
+	// (kombu-go's own, URL option publish_wait_replicas). Replication is
+	// asynchronous, so without it a publish the master acknowledged just
+	// before a failover can be lost with it; with it, a publish that
+	// returns nil survives the loss of the master (given the replicas
+	// survive). When fewer replicas confirm in time, the message is
+	// published all the same and the call returns a *NotReplicatedError
+	// (errors.Is ErrNotReplicated): it may or may not survive a failover.
+	PublishWaitReplicas int
+	// PublishWaitTimeout bounds the wait of PublishWaitReplicas (URL
+	// option publish_wait_timeout, seconds); 1 s by default. Zero would
+	// wait forever (Redis's WAIT 0) and is refused.
+	PublishWaitTimeout time.Duration
 	// HealthCheckInterval is how often an idle fanout subscription is
 	// checked with PING (Kombu: health_check_interval, 25 s); one that does
 	// not answer within another interval is replaced by a new subscription.
@@ -99,6 +114,7 @@ func DefaultOptions() Options {
 		MalformedKey:        DefaultMalformedKey,
 		RestorePriority:     RestoreOwn,
 		WaitConnections:     16,
+		PublishWaitTimeout:  time.Second,
 		HealthCheckInterval: 25 * time.Second,
 	}
 }
@@ -184,6 +200,12 @@ func WithRestorePriority(p RestorePriority) Option {
 	return func(o *Options) error { o.RestorePriority = p; return nil }
 }
 
+// WithPublishWaitReplicas makes publishes wait until n replicas have the
+// message, for at most timeout (see Options.PublishWaitReplicas).
+func WithPublishWaitReplicas(n int, timeout time.Duration) Option {
+	return func(o *Options) error { o.PublishWaitReplicas, o.PublishWaitTimeout = n, timeout; return nil }
+}
+
 // WithWaitConnections sets how many connections GetWait may keep blocked.
 func WithWaitConnections(n int) Option {
 	return func(o *Options) error { o.WaitConnections = n; return nil }
@@ -238,6 +260,12 @@ func (o *Options) validate() error {
 	}
 	if o.UnackedRestoreLimit < 0 {
 		return fmt.Errorf("%w: unacked_restore_limit must not be negative", ErrBadOption)
+	}
+	if o.PublishWaitReplicas < 0 {
+		return fmt.Errorf("%w: publish_wait_replicas must not be negative", ErrBadOption)
+	}
+	if o.PublishWaitReplicas > 0 && o.PublishWaitTimeout <= 0 {
+		return fmt.Errorf("%w: publish_wait_timeout must be positive (WAIT 0 would block forever)", ErrBadOption)
 	}
 	if o.WaitConnections < 0 {
 		return fmt.Errorf("%w: wait_connections must not be negative", ErrBadOption)

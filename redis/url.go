@@ -74,7 +74,8 @@ type connConfig struct {
 // socket_timeout, socket_connect_timeout, health_check_interval,
 // max_connections, master_name (sentinel), ssl_cert_reqs, ssl_ca_certs,
 // ssl_certfile, ssl_keyfile. kombu-go's own: restore_priority (own or
-// base), malformed_key, wait_connections. The transport core's options
+// base), malformed_key, wait_connections, publish_wait_replicas,
+// publish_wait_timeout. The transport core's options
 // (transport.CoreOptionNames) are accepted and ignored here. Durations
 // are seconds. Anything else is an error matching transport.ErrBadURL.
 func OpenURL(ctx context.Context, u *transport.URL, opts ...Option) (*Backend, error) {
@@ -276,6 +277,10 @@ func applyURLOptions(o *Options, cc *connConfig, m map[string]string) error {
 			}
 		case "wait_connections":
 			o.WaitConnections, err = parseNonNegative(v)
+		case "publish_wait_replicas":
+			o.PublishWaitReplicas, err = parseNonNegative(v)
+		case "publish_wait_timeout":
+			o.PublishWaitTimeout, err = transport.ParseSeconds(v)
 		case "health_check_interval":
 			o.HealthCheckInterval, err = transport.ParseSeconds(v)
 		case "socket_timeout":

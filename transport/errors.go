@@ -30,6 +30,12 @@ var (
 	// ErrExchangeType means an exchange was redeclared with another type,
 	// or declared with a type the transport does not implement.
 	ErrExchangeType = errors.New("kombu: exchange type mismatch")
+	// ErrNotReplicated means a publish was written but fewer replicas than
+	// asked for confirmed it in time (a backend option, e.g. the Redis
+	// backend's publish_wait_replicas): the message is published, and may
+	// be lost if the server is lost before it replicates. Publishing it
+	// again would duplicate it, so retry policies do not.
+	ErrNotReplicated = errors.New("kombu: publish not confirmed by enough replicas")
 )
 
 // MalformedError describes a message that could not be parsed. Raw holds the

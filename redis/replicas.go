@@ -1,0 +1,53 @@
+package redis
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/kombu-go/kombu/transport"
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// ErrNotReplicated matches the error of a publish that was written but not
+// confirmed by Options.PublishWaitReplicas replicas in time; it is
+// transport.ErrNotReplicated.
+var ErrNotReplicated = transport.ErrNotReplicated
+
+// NotReplicatedError says how many replicas confirmed a publish that
+// wanted more (Options.PublishWaitReplicas). The message was published on
+// the master; it is lost if the master is lost before it replicates.
+type NotReplicatedError struct {
+	Want, Got int
+}
+
+func (e *NotReplicatedError) Error() string {
+	return fmt.Sprintf("kombu: redis: publish confirmed by %d of the %d replicas asked for (it is on the master only; a failover now may lose it)", e.Got, e.Want)
+}
+
+// Is makes errors.Is(err, ErrNotReplicated) true.
+func (e *NotReplicatedError) Is(target error) bool { return target == ErrNotReplicated }
+
+// waiting reports whether publishes wait for replicas.
+func (b *Backend) waiting() bool { return b.opts.PublishWaitReplicas > 0 }
+
+// queueWait adds Redis's WAIT for the configured replicas to pipe, after
+// the writes it must cover (WAIT covers the writes of its connection, so
+// it must share the pipeline's).
+func (b *Backend) queueWait(ctx context.Context, pipe goredis.Pipeliner) *goredis.IntCmd {
+	w := goredis.NewIntCmd(ctx, "wait", b.opts.PublishWaitReplicas, max(1, b.opts.PublishWaitTimeout.Milliseconds()))
+	_ = pipe.Process(ctx, w)
+	return w
+}
+
+// replicated turns the reply of a queued WAIT into nil, or the error that
+// says the write is on the master only.
+func (b *Backend) replicated(w *goredis.IntCmd) error {
+	got, err := w.Result()
+	if err != nil {
+		return wrap("wait for replicas", err)
+	}
+	if int(got) < b.opts.PublishWaitReplicas {
+		return &NotReplicatedError{Want: b.opts.PublishWaitReplicas, Got: int(got)}
+	}
+	return nil
+}

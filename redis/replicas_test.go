@@ -1,0 +1,121 @@
+package redis
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kombu-go/kombu/entity"
+	"github.com/kombu-go/kombu/transport"
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// Proves: with publish_wait_replicas, a publish returns nil only once the
+// replica has the message (WAIT on the connection that wrote), for
+// Publish through a direct exchange, PublishBatch, and a topic route;
+// when the replica is gone, the same publishes still write the message
+// to the master and return a *NotReplicatedError (errors.Is
+// ErrNotReplicated, Want 1, Got 0) after the timeout, with the routed
+// count; and the options are validated.
+func TestIntegrationPublishWaitReplicas(t *testing.T) {
+	integrationURL(t)
+	dir := t.TempDir()
+	mport, rport := freePort(t), freePort(t)
+	common := func(port int, name string) []string {
+		d := filepath.Join(dir, name)
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		return []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", d, "--save", "", "--appendonly", "no"}
+	}
+	startProc(t, "redis-server", common(mport, "master")...)
+	waitPing(t, mport)
+	rep := startProc(t, "redis-server", append(common(rport, "replica"), "--replicaof", "127.0.0.1", strconv.Itoa(mport))...)
+	waitPing(t, rport)
+	replica := goredis.NewClient(&goredis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", rport), Protocol: 2})
+	defer replica.Close()
+	waitUntil(t, 10*time.Second, "the replica's link to the master", func() bool {
+		return strings.Contains(replica.Info(bg, "replication").Val(), "master_link_status:up")
+	})
+
+	b, err := Open(bg, fmt.Sprintf("redis://127.0.0.1:%d/0?publish_wait_replicas=1&publish_wait_timeout=0.3", mport))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.Bind(bg, "ex", transport.BindingRow{RoutingKey: "rk", Queue: "q"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Bind(bg, "tx", transport.BindingRow{RoutingKey: "a.*", Pattern: transport.KeyToPattern("a.*"), Queue: "q"}); err != nil {
+		t.Fatal(err)
+	}
+	env := []byte(kombuEnvelope)
+	publishAll := func() (ns []int, errs []error) {
+		n, err := b.Publish(bg, "ex", entity.Direct, "rk", 0, env)
+		ns, errs = append(ns, n), append(errs, err)
+		n, err = b.Publish(bg, "tx", entity.Topic, "a.b", 0, env)
+		ns, errs = append(ns, n), append(errs, err)
+		bn, berrs := b.PublishBatch(bg, []transport.PublishItem{
+			{Exchange: "ex", Type: entity.Direct, RoutingKey: "rk", Envelope: env},
+			{Exchange: "ex", Type: entity.Direct, RoutingKey: "nomatch", Envelope: env},
+			{RoutingKey: "q", Envelope: env},
+		})
+		return append(ns, bn...), append(errs, berrs...)
+	}
+	ns, errs := publishAll()
+	for i, err := range errs {
+		if err != nil || ns[i] != []int{1, 1, 1, 0, 1}[i] {
+			t.Fatalf("with the replica up, publish %d: routed %d, %v", i, ns[i], err)
+		}
+	}
+	// Acknowledged means on the replica already (read right away, no wait).
+	if n := replica.LLen(bg, "q").Val(); n != 4 {
+		t.Fatalf("replica has %d messages right after 4 confirmed publishes", n)
+	}
+
+	if err := rep.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = rep.Wait()
+	master := goredis.NewClient(&goredis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", mport), Protocol: 2})
+	defer master.Close()
+	waitUntil(t, 10*time.Second, "the master to see its replica gone", func() bool {
+		return strings.Contains(master.Info(bg, "replication").Val(), "connected_slaves:0")
+	})
+	start := time.Now()
+	ns, errs = publishAll()
+	for i, err := range errs {
+		want := []int{1, 1, 1, 0, 1}[i]
+		if ns[i] != want {
+			t.Fatalf("without the replica, publish %d routed %d, want %d", i, ns[i], want)
+		}
+		if want == 0 {
+			if err != nil {
+				t.Fatalf("unrouted publish %d: %v, want nil (nothing written)", i, err)
+			}
+			continue
+		}
+		var nr *NotReplicatedError
+		if !errors.Is(err, ErrNotReplicated) || !errors.Is(err, transport.ErrNotReplicated) || !errors.As(err, &nr) || nr.Want != 1 || nr.Got != 0 {
+			t.Fatalf("without the replica, publish %d: %v, want a *NotReplicatedError{1, 0}", i, err)
+		}
+	}
+	if took := time.Since(start); took < 900*time.Millisecond {
+		t.Fatalf("three waits of 0.3 s took %v", took)
+	}
+	if n := master.LLen(bg, "q").Val(); n != 8 {
+		t.Fatalf("master has %d messages, want 8 (the unconfirmed ones are published too)", n)
+	}
+
+	for _, bad := range []string{"publish_wait_replicas=-1", "publish_wait_replicas=1&publish_wait_timeout=0", "publish_wait_replicas=x"} {
+		if _, err := Open(bg, fmt.Sprintf("redis://127.0.0.1:%d/0?%s", mport, bad)); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+}
