@@ -285,13 +285,7 @@ type BatchError = transport.BatchError
 // failed on a connection error are sent again (at-least-once, as for
 // Publish).
 func (p *Producer) PublishBatch(ctx context.Context, msgs []Outgoing, opts ...PublishOption) ([]PublishResult, error) {
-	base := p.defaults
-	base.headers = maps.Clone(p.defaults.headers)
-	base.props.Extra = maps.Clone(p.defaults.props.Extra)
-	base.declare = append([]entity.Queue(nil), p.defaults.declare...)
-	for _, f := range opts {
-		f(&base)
-	}
+	base := p.options(opts)
 	t := p.conn.t
 	if err := p.conn.declareOnce(ctx, base.declare); err != nil {
 		return nil, err

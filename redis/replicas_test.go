@@ -3,8 +3,6 @@ package redis
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -27,13 +25,7 @@ func TestIntegrationPublishWaitReplicas(t *testing.T) {
 	integrationURL(t)
 	dir := t.TempDir()
 	mport, rport := freePort(t), freePort(t)
-	common := func(port int, name string) []string {
-		d := filepath.Join(dir, name)
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		return []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", d, "--save", "", "--appendonly", "no"}
-	}
+	common := func(port int, name string) []string { return serverArgs(t, dir, port, name) }
 	startProc(t, "redis-server", common(mport, "master")...)
 	waitPing(t, mport)
 	rep := startProc(t, "redis-server", append(common(rport, "replica"), "--replicaof", "127.0.0.1", strconv.Itoa(mport))...)
