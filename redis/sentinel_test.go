@@ -56,7 +56,9 @@ func serverArgs(t *testing.T, dir string, port int, name string) []string {
 // waits for the chosen replica to be promoted, and on loopback the
 // replica trails by well under a millisecond, so this test sees no loss;
 // a master that crashes (rather than a planned failover) can lose its
-// last writes, as with any Kombu or Celery deployment on Redis Sentinel.
+// last writes, as with any Kombu or Celery deployment on Redis Sentinel,
+// unless publishes wait for a replica (publish_wait_replicas, see
+// TestIntegrationPublishWaitReplicas).
 func TestIntegrationSentinelFailover(t *testing.T) {
 	integrationURL(t)
 	dir := t.TempDir()
