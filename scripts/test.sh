@@ -55,6 +55,6 @@ if [ "$status" -ne 0 ]; then
 	echo "tests: $passed passed, $failed failed, $skipped skipped"
 	exit "$status"
 fi
-echo "== fuzz (short)"
-bash scripts/fuzz.sh 10s
+echo "== fuzz (short: 50,000 inputs per target)"
+bash scripts/fuzz.sh 50000x
 echo "tests: $passed passed, $failed failed, $skipped skipped"
