@@ -6,22 +6,7 @@ cd "$(dirname "$0")/.."
 
 bash scripts/deps.sh
 
-port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-dir=$(mktemp -d)
-redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
-	--daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log"
-cleanup() {
-	if [ -f "$dir/redis.pid" ]; then
-		kill "$(cat "$dir/redis.pid")" 2>/dev/null || true
-	fi
-	rm -rf "$dir"
-}
-trap cleanup EXIT
-for _ in $(seq 1 100); do
-	if redis-cli -p "$port" ping >/dev/null 2>&1; then break; fi
-	sleep 0.1
-done
-redis-cli -p "$port" ping >/dev/null
+source scripts/private-redis.sh
 
 export KOMBU_TEST_REDIS_URL="redis://127.0.0.1:$port/0"
 export KOMBU_REQUIRE_INTEGRATION=1
