@@ -295,13 +295,7 @@ func TestTCPFaults(t *testing.T) {
 	<-fanDone
 
 	sent, handled, lost, dups := l.tally()
-	l.mu.Lock()
-	failed := len(l.failed)
-	var ferr error
-	for _, err := range l.failed {
-		ferr = err
-	}
-	l.mu.Unlock()
+	failed, ferr := l.failures()
 	addFault(t, faultRow{
 		Fault:    "TCP proxy: drop all connections / stall 3 s / blackhole",
 		Injected: fmt.Sprintf("%d drops, %d stalls, %d blackholes (%d connections hit)", drops, stalls, holes, conns),

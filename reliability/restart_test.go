@@ -71,6 +71,16 @@ func (l *ledger) tally() (sent, handled, lost, dups int) {
 	return len(l.sent), handled, lost, dups
 }
 
+// failures returns how many publishes gave up, and one of their errors.
+func (l *ledger) failures() (n int, example error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, err := range l.failed {
+		example = err
+	}
+	return len(l.failed), example
+}
+
 // runConsumers starts n consumers, each on its own connection, recording
 // into l until ctx is done; the returned function waits for them.
 func runConsumers(t *testing.T, ctx context.Context, url, queue string, n int, l *ledger, opts ...kombu.ConsumerOption) func() {
@@ -167,13 +177,7 @@ func TestRedisRestart(t *testing.T) {
 	waitConsumers()
 
 	sent, handled, lost, dups := l.tally()
-	l.mu.Lock()
-	failed := len(l.failed)
-	var failErr error
-	for _, err := range l.failed {
-		failErr = err
-	}
-	l.mu.Unlock()
+	failed, failErr := l.failures()
 	addFault(t, faultRow{
 		Fault:    "redis-server SIGKILL + restart (appendfsync always)",
 		Injected: fmt.Sprintf("%d restarts, down 0.3 s each", restarts),
