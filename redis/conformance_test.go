@@ -2,7 +2,6 @@ package redis
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"github.com/google/uuid"
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/kombu-go/kombu/internal/testenv"
 	"github.com/kombu-go/kombu/transport"
 	"github.com/kombu-go/kombu/transport/transporttest"
 )
@@ -83,7 +83,7 @@ func TestIntegrationConformanceRestart(t *testing.T) {
 		t.Fatal("redis-server is not installed: run `make deps`")
 	}
 	dir := t.TempDir()
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	start := func() {
 		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
 			"--save", "", "--appendonly", "yes", "--appendfsync", "always",
@@ -117,16 +117,6 @@ func TestIntegrationConformanceRestart(t *testing.T) {
 			start()
 		},
 	})
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func waitPing(t *testing.T, port int) {

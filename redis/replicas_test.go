@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/kombu-go/kombu/entity"
+	"github.com/kombu-go/kombu/internal/testenv"
 	"github.com/kombu-go/kombu/transport"
 	goredis "github.com/redis/go-redis/v9"
 )
@@ -23,14 +23,10 @@ import (
 // count; and the options are validated.
 func TestIntegrationPublishWaitReplicas(t *testing.T) {
 	integrationURL(t)
-	dir := t.TempDir()
-	mport, rport := freePort(t), freePort(t)
-	common := func(port int, name string) []string { return serverArgs(t, dir, port, name) }
-	startProc(t, "redis-server", common(mport, "master")...)
-	waitPing(t, mport)
-	rep := startProc(t, "redis-server", append(common(rport, "replica"), "--replicaof", "127.0.0.1", strconv.Itoa(mport))...)
-	waitPing(t, rport)
-	replica := goredis.NewClient(&goredis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", rport), Protocol: 2})
+	mserver := testenv.StartRedis(t)
+	mport := mserver.Port
+	rserver := testenv.StartRedis(t, "--replicaof", "127.0.0.1", strconv.Itoa(mport))
+	replica := goredis.NewClient(&goredis.Options{Addr: rserver.Addr(), Protocol: 2})
 	defer replica.Close()
 	waitUntil(t, 10*time.Second, "the replica's link to the master", func() bool {
 		return strings.Contains(replica.Info(bg, "replication").Val(), "master_link_status:up")
@@ -71,11 +67,8 @@ func TestIntegrationPublishWaitReplicas(t *testing.T) {
 		t.Fatalf("replica has %d messages right after 4 confirmed publishes", n)
 	}
 
-	if err := rep.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = rep.Wait()
-	master := goredis.NewClient(&goredis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", mport), Protocol: 2})
+	rserver.Stop() // SIGKILL
+	master := goredis.NewClient(&goredis.Options{Addr: mserver.Addr(), Protocol: 2})
 	defer master.Close()
 	waitUntil(t, 10*time.Second, "the master to see its replica gone", func() bool {
 		return strings.Contains(master.Info(bg, "replication").Val(), "connected_slaves:0")

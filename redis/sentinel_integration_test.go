@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kombu-go/kombu/internal/testenv"
 )
 
 // startPrivate starts a redis-server (or, with sentinel, a redis-sentinel)
@@ -17,7 +19,7 @@ import (
 func startPrivate(t *testing.T, sentinelConf string) int {
 	t.Helper()
 	dir := t.TempDir()
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	pidfile := filepath.Join(dir, "redis.pid")
 	common := []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
 		"--daemonize", "yes", "--pidfile", pidfile, "--logfile", filepath.Join(dir, "redis.log")}

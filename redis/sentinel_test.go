@@ -33,17 +33,6 @@ func startProc(t *testing.T, bin string, args ...string) *exec.Cmd {
 	return cmd
 }
 
-// serverArgs returns redis-server arguments for a throwaway server on port
-// with its own directory under dir, persistence off.
-func serverArgs(t *testing.T, dir string, port int, name string) []string {
-	t.Helper()
-	d := filepath.Join(dir, name)
-	if err := os.MkdirAll(d, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	return []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", d, "--save", "", "--appendonly", "no"}
-}
-
 // TestIntegrationSentinelFailover consumes and publishes (with retries)
 // through sentinel://...?master_name=mymaster while redis-sentinel fails
 // the master over to its replica (SENTINEL FAILOVER). Every publish that
@@ -62,8 +51,14 @@ func serverArgs(t *testing.T, dir string, port int, name string) []string {
 func TestIntegrationSentinelFailover(t *testing.T) {
 	integrationURL(t)
 	dir := t.TempDir()
-	mport, rport, sport := freePort(t), freePort(t), freePort(t)
-	common := func(port int, name string) []string { return serverArgs(t, dir, port, name) }
+	mport, rport, sport := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
+	common := func(port int, name string) []string {
+		d := filepath.Join(dir, name)
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		return []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", d, "--save", "", "--appendonly", "no"}
+	}
 	startProc(t, "redis-server", common(mport, "master")...)
 	waitPing(t, mport)
 	startProc(t, "redis-server", append(common(rport, "replica"), "--replicaof", "127.0.0.1", strconv.Itoa(mport))...)

@@ -71,7 +71,7 @@ func startTLSRedis(t *testing.T, p *pki, authClients string) int {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		testenv.Missing(t, "redis-server", "apt-get install redis-server")
 	}
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	cmd := exec.Command("redis-server", "--port", "0", "--tls-port", strconv.Itoa(port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", t.TempDir(),
 		"--tls-cert-file", p.serverCert, "--tls-key-file", p.serverKey, "--tls-ca-cert-file", p.ca,
