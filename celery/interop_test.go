@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -84,42 +83,9 @@ func testdataDir(t *testing.T) string {
 func (ix *interop) startPythonWorker() {
 	t := ix.t
 	t.Helper()
-	cmd := exec.Command(ix.py, "-m", "celery", "-A", "tasks", "worker", "--pool=solo", "-Q", ix.pyQueue,
-		"--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "info",
-		"-n", "py-"+uuid.NewString()[:8]+"@%h")
-	cmd.Dir = testdataDir(t)
-	cmd.Env = append(os.Environ(), ix.env()...)
-	var out bytes.Buffer
-	var mu sync.Mutex
-	cmd.Stdout = writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return out.Write(p) })
-	cmd.Stderr = cmd.Stdout
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start celery worker: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	started := time.Now()
-	t.Cleanup(func() {
-		pgid := cmd.Process.Pid
-		_ = syscall.Kill(-pgid, syscall.SIGTERM) // warm shutdown
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-			<-exited
-		}
-		if t.Failed() || time.Since(started) > 15*time.Second {
-			mu.Lock()
-			t.Logf("celery worker output (started %s):\n%s", started.Format("15:04:05.000"), out.String())
-			mu.Unlock()
-		}
-	})
+	testenv.StartCeleryWorker(t, testenv.CeleryWorker{Python: ix.py, Dir: testdataDir(t), Queue: ix.pyQueue, Node: "py",
+		Env: ix.env(), LogAfter: 15 * time.Second})
 }
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // python runs testdata/client.py (Celery's own client) and decodes its
 // JSON output into v.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kombu-go/kombu"
+	"github.com/kombu-go/kombu/internal/testenv"
 )
 
 // Environment of the helper process.
@@ -68,7 +69,7 @@ func (e *env) startHangingGoConsumer(queue string, prefetch int, opts ...string)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), helperEnv+"=consume-hang", helperURLEnv+"="+e.goURL(opts...), helperQueueEnv+"="+queue,
 		helperPrefetchEnv+"="+strconv.Itoa(prefetch))
-	stderr := &lockedBuffer{}
+	stderr := &testenv.LockedBuffer{}
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

@@ -6,7 +6,6 @@ package interop
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -19,7 +18,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -287,26 +285,9 @@ type pyProc struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	events chan event
-	stderr *lockedBuffer
+	stderr *testenv.LockedBuffer
 	done   chan struct{}
 	err    error
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // startPy starts `peer.py command` and writes spec as its first stdin line.
@@ -319,7 +300,7 @@ func (e *env) startPy(command string, spec any) *pyProc {
 	}
 	cmd := exec.Command(testenv.Python, e.script, command)
 	cmd.Env = append(os.Environ(), "PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1")
-	p := &pyProc{t: e.t, name: command, cmd: cmd, events: make(chan event, 1024), stderr: &lockedBuffer{}, done: make(chan struct{})}
+	p := &pyProc{t: e.t, name: command, cmd: cmd, events: make(chan event, 1024), stderr: &testenv.LockedBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	if p.stdin, err = cmd.StdinPipe(); err != nil {
 		e.t.Fatal(err)

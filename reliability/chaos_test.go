@@ -1,7 +1,6 @@
 package reliability
 
 import (
-	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -16,30 +15,9 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/kombu-go/kombu"
+	"github.com/kombu-go/kombu/internal/testenv"
 	_ "github.com/kombu-go/kombu/redis"
 )
-
-// lockedBuffer collects the helpers' stderr.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := l.b.String()
-	if len(s) > 8000 {
-		s = "...\n" + s[len(s)-8000:]
-	}
-	return s
-}
 
 func envInt(name string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
@@ -78,7 +56,7 @@ func TestChaosKill(t *testing.T) {
 	url := srv.URL(0) + "?global_keyprefix=" + prefix +
 		"&visibility_timeout=5&unacked_restore_interval=1&unacked_mutex_expire=2"
 
-	logs := &lockedBuffer{}
+	logs := &testenv.LockedBuffer{}
 	type proc struct {
 		cmd    *exec.Cmd
 		done   chan struct{}
@@ -229,7 +207,7 @@ func TestChaosKill(t *testing.T) {
 	snapWG.Wait()
 	umu.Lock()
 	if len(unexpected) > 0 {
-		t.Errorf("%v\nconsumer logs:\n%s", unexpected, logs.String())
+		t.Errorf("%v\nconsumer logs:\n%s", unexpected, logs.Tail(8000))
 	}
 	umu.Unlock()
 
@@ -272,7 +250,7 @@ func TestChaosKill(t *testing.T) {
 		Notes:    fmt.Sprintf("seed %d", seed),
 	})
 	if lost > 0 {
-		t.Errorf("%d of %d messages were never handled (queue+unacked left: %d)\nconsumer logs:\n%s", lost, n, left, logs.String())
+		t.Errorf("%d of %d messages were never handled (queue+unacked left: %d)\nconsumer logs:\n%s", lost, n, left, logs.Tail(8000))
 	}
 	if left != 0 {
 		t.Errorf("%d messages still waiting or unacked after quiescence", left)

@@ -15,8 +15,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -226,40 +224,10 @@ func (k *kt) celeryWorker(queue string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(py, "-m", "celery", "-A", "tasks", "worker", "--pool=solo", "-Q", queue,
-		"--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "info", "-n", "cli-"+uuid.NewString()[:8]+"@%h")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "KOMBU_TEST_BROKER="+k.url, "KOMBU_TEST_BACKEND="+k.url,
-		"KOMBU_TEST_PREFIX="+k.prefix, "KOMBU_TEST_QUEUE="+queue, "PYTHONDONTWRITEBYTECODE=1")
-	var out bytes.Buffer
-	var mu sync.Mutex
-	cmd.Stdout = writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return out.Write(p) })
-	cmd.Stderr = cmd.Stdout
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start celery worker: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) // warm shutdown
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
-		}
-		if t.Failed() {
-			mu.Lock()
-			t.Logf("celery worker output:\n%s", out.String())
-			mu.Unlock()
-		}
-	})
+	testenv.StartCeleryWorker(t, testenv.CeleryWorker{Python: py, Dir: dir, Queue: queue, Node: "cli",
+		Env: []string{"KOMBU_TEST_BROKER=" + k.url, "KOMBU_TEST_BACKEND=" + k.url,
+			"KOMBU_TEST_PREFIX=" + k.prefix, "KOMBU_TEST_QUEUE=" + queue, "PYTHONDONTWRITEBYTECODE=1"}})
 }
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // TestCelerySend proves kombu celery send against a real Celery worker:
 // without --wait it prints the task id; with --wait it prints the result

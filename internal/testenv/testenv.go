@@ -17,6 +17,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -173,4 +175,82 @@ func (s *Server) Stop() {
 func (s *Server) Restart() {
 	s.Stop()
 	s.Start()
+}
+
+// LockedBuffer collects a subprocess's output while the test reads it: a
+// bytes.Buffer safe for concurrent use.
+type LockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p.
+func (l *LockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String returns everything written so far.
+func (l *LockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// Tail returns at most the last n bytes written, after "...\n" when cut.
+func (l *LockedBuffer) Tail(n int) string {
+	s := l.String()
+	if len(s) > n {
+		s = "...\n" + s[len(s)-n:]
+	}
+	return s
+}
+
+// CeleryWorker describes a Python Celery worker for StartCeleryWorker.
+type CeleryWorker struct {
+	Python string   // the interpreter (RequirePython's answer)
+	Dir    string   // where the tasks module is
+	Queue  string   // the queue it consumes (-Q)
+	Node   string   // node name prefix: the node is Node-<random>@%h
+	Env    []string // added to the environment
+	// LogAfter, if positive, also logs the worker's output when it ran
+	// longer than this (a slow run worth a look); it is always logged when
+	// the test failed.
+	LogAfter time.Duration
+}
+
+// StartCeleryWorker starts `celery -A tasks worker --pool=solo` in a
+// process group of its own. When the test ends it is sent SIGTERM (a warm
+// shutdown), SIGKILL after 10 s, and its output is logged if the test
+// failed.
+func StartCeleryWorker(t testing.TB, w CeleryWorker) {
+	t.Helper()
+	cmd := exec.Command(w.Python, "-m", "celery", "-A", "tasks", "worker", "--pool=solo", "-Q", w.Queue,
+		"--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "info",
+		"-n", w.Node+"-"+uuid.NewString()[:8]+"@%h")
+	cmd.Dir = w.Dir
+	cmd.Env = append(os.Environ(), w.Env...)
+	out := &LockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start celery worker: %v", err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	started := time.Now()
+	t.Cleanup(func() {
+		pgid := cmd.Process.Pid
+		_ = syscall.Kill(-pgid, syscall.SIGTERM) // warm shutdown
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			<-exited
+		}
+		if t.Failed() || (w.LogAfter > 0 && time.Since(started) > w.LogAfter) {
+			t.Logf("celery worker output (started %s):\n%s", started.Format("15:04:05.000"), out.String())
+		}
+	})
 }
