@@ -591,20 +591,7 @@ func (b *Backend) Publish(ctx context.Context, exchange string, typ entity.Excha
 		return 0, nil
 	}
 	if b.waiting() {
-		// The pushes and the WAIT on one connection.
-		pipe := b.client.Pipeline()
-		pushes := make([]*goredis.IntCmd, len(queues))
-		for i, q := range queues {
-			pushes[i] = pipe.LPush(ctx, b.k.queueKey(q, priority), envelope)
-		}
-		w := b.queueWait(ctx, pipe)
-		_, _ = pipe.Exec(ctx) // each command carries its own error
-		for _, p := range pushes {
-			if err := p.Err(); err != nil {
-				return 0, wrap("publish", err)
-			}
-		}
-		return len(queues), b.replicated(w)
+		return len(queues), b.pushWaiting(ctx, queues, priority, envelope)
 	}
 	items := make([]transport.PutItem, len(queues))
 	for i, q := range queues {

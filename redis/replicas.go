@@ -39,6 +39,31 @@ func (b *Backend) queueWait(ctx context.Context, pipe goredis.Pipeliner) *goredi
 	return w
 }
 
+// pushWaiting LPUSHes envelope onto each queue's list for priority in one
+// MULTI/EXEC, as PutBatch does, and sends the WAIT on the same connection
+// after it (a WAIT inside MULTI would not wait). The write's error, or
+// else replicated's verdict, is returned.
+func (b *Backend) pushWaiting(ctx context.Context, queues []string, priority int, envelope []byte) error {
+	pipe := b.client.Pipeline()
+	pipe.Do(ctx, "multi")
+	for _, q := range queues {
+		pipe.Do(ctx, "lpush", b.k.queueKey(q, priority), envelope)
+	}
+	exec := pipe.Do(ctx, "exec")
+	w := b.queueWait(ctx, pipe)
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	res, err := exec.Slice()
+	if err != nil {
+		return wrap("publish", err)
+	}
+	for _, r := range res {
+		if rerr, ok := r.(error); ok {
+			return wrap("publish", rerr)
+		}
+	}
+	return b.replicated(w)
+}
+
 // replicated turns the reply of a queued WAIT into nil, or the error that
 // says the write is on the master only.
 func (b *Backend) replicated(w *goredis.IntCmd) error {

@@ -16,7 +16,8 @@ import (
 
 // Proves: with publish_wait_replicas, a publish returns nil only once the
 // replica has the message (WAIT on the connection that wrote), for
-// Publish through a direct exchange, PublishBatch, and a topic route;
+// Publish through a direct exchange, a topic route in Lua and one in Go
+// (a pattern the Lua matcher declines), and PublishBatch;
 // when the replica is gone, the same publishes still write the message
 // to the master and return a *NotReplicatedError (errors.Is
 // ErrNotReplicated, Want 1, Got 0) after the timeout, with the routed
@@ -43,11 +44,22 @@ func TestIntegrationPublishWaitReplicas(t *testing.T) {
 	if err := b.Bind(bg, "tx", transport.BindingRow{RoutingKey: "a.*", Pattern: transport.KeyToPattern("a.*"), Queue: "q"}); err != nil {
 		t.Fatal(err)
 	}
+	// A stored pattern the Lua matcher declines: Go routes it and pushes
+	// with MULTI/EXEC, then WAIT (Publish's fallback).
+	const goPattern = `^a(b|c)$`
+	if res, err := matchDriver.Run(bg, b.client, nil, goPattern, "ab").Int64Slice(); err != nil || len(res) != 1 || res[0] != -1 {
+		t.Fatalf("the Lua matcher should decline %q: %v, %v", goPattern, res, err)
+	}
+	if err := b.Bind(bg, "gx", transport.BindingRow{Pattern: goPattern, Queue: "q"}); err != nil {
+		t.Fatal(err)
+	}
 	env := []byte(kombuEnvelope)
 	publishAll := func() (ns []int, errs []error) {
 		n, err := b.Publish(bg, "ex", entity.Direct, "rk", 0, env)
 		ns, errs = append(ns, n), append(errs, err)
 		n, err = b.Publish(bg, "tx", entity.Topic, "a.b", 0, env)
+		ns, errs = append(ns, n), append(errs, err)
+		n, err = b.Publish(bg, "gx", entity.Topic, "ab", 0, env)
 		ns, errs = append(ns, n), append(errs, err)
 		bn, berrs := b.PublishBatch(bg, []transport.PublishItem{
 			{Exchange: "ex", Type: entity.Direct, RoutingKey: "rk", Envelope: env},
@@ -58,13 +70,13 @@ func TestIntegrationPublishWaitReplicas(t *testing.T) {
 	}
 	ns, errs := publishAll()
 	for i, err := range errs {
-		if err != nil || ns[i] != []int{1, 1, 1, 0, 1}[i] {
+		if err != nil || ns[i] != []int{1, 1, 1, 1, 0, 1}[i] {
 			t.Fatalf("with the replica up, publish %d: routed %d, %v", i, ns[i], err)
 		}
 	}
 	// Acknowledged means on the replica already (read right away, no wait).
-	if n := replica.LLen(bg, "q").Val(); n != 4 {
-		t.Fatalf("replica has %d messages right after 4 confirmed publishes", n)
+	if n := replica.LLen(bg, "q").Val(); n != 5 {
+		t.Fatalf("replica has %d messages right after 5 confirmed publishes", n)
 	}
 
 	rserver.Stop() // SIGKILL
@@ -76,7 +88,7 @@ func TestIntegrationPublishWaitReplicas(t *testing.T) {
 	start := time.Now()
 	ns, errs = publishAll()
 	for i, err := range errs {
-		want := []int{1, 1, 1, 0, 1}[i]
+		want := []int{1, 1, 1, 1, 0, 1}[i]
 		if ns[i] != want {
 			t.Fatalf("without the replica, publish %d routed %d, want %d", i, ns[i], want)
 		}
@@ -91,11 +103,11 @@ func TestIntegrationPublishWaitReplicas(t *testing.T) {
 			t.Fatalf("without the replica, publish %d: %v, want a *NotReplicatedError{1, 0}", i, err)
 		}
 	}
-	if took := time.Since(start); took < 900*time.Millisecond {
-		t.Fatalf("three waits of 0.3 s took %v", took)
+	if took := time.Since(start); took < 1200*time.Millisecond {
+		t.Fatalf("four waits of 0.3 s took %v", took)
 	}
-	if n := master.LLen(bg, "q").Val(); n != 8 {
-		t.Fatalf("master has %d messages, want 8 (the unconfirmed ones are published too)", n)
+	if n := master.LLen(bg, "q").Val(); n != 10 {
+		t.Fatalf("master has %d messages, want 10 (the unconfirmed ones are published too)", n)
 	}
 
 	for _, bad := range []string{"publish_wait_replicas=-1", "publish_wait_replicas=1&publish_wait_timeout=0", "publish_wait_replicas=x"} {
