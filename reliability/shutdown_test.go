@@ -43,6 +43,7 @@ func TestGracefulShutdown(t *testing.T) {
 	var cancelledAt time.Time
 	inFlight := make(chan struct{}, 2)
 	var cancelAt time.Time
+	cutOff := make(chan struct{}) // closed when the slow handler saw its context end
 	done := make(chan error, 1)
 	go func() {
 		c := conn.Consumer([]kombu.Queue{{Name: queue}}, kombu.WithConcurrency(2), kombu.WithPrefetch(6),
@@ -66,6 +67,11 @@ func TestGracefulShutdown(t *testing.T) {
 			<-hctx.Done()
 			mu.Lock()
 			cancelledAt = time.Now()
+			select {
+			case <-cutOff: // a third handler: the len(started) check fails the test
+			default:
+				close(cutOff)
+			}
 			mu.Unlock()
 			return hctx.Err()
 		})
@@ -79,6 +85,13 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatalf("Consume: %v", err)
 	}
 	took := time.Since(cancelAt)
+	// Consume does not wait for a handler it cut off to return, so the
+	// slow one may record its cancellation just after Consume returned.
+	select {
+	case <-cutOff:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the slow handler's context was never cancelled")
+	}
 
 	mu.Lock()
 	defer mu.Unlock()
