@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -98,9 +96,9 @@ func (ix *interop) python(v any, cmd string, arg any) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	c := exec.CommandContext(ctx, ix.py, "client.py", cmd, string(a))
+	c := testenv.PythonCommand(ctx, "client.py", cmd, string(a))
 	c.Dir = testdataDir(t)
-	c.Env = append(os.Environ(), ix.env()...)
+	c.Env = append(c.Env, ix.env()...)
 	var stdout, stderr bytes.Buffer
 	c.Stdout, c.Stderr = &stdout, &stderr
 	if err := c.Run(); err != nil {

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -316,7 +315,8 @@ for c in json.loads(sys.stdin.read()):
     out.append([saferepr(tuple(c["args"]), 1024), saferepr(c["kwargs"], 1024)])
 print(json.dumps(out))
 `
-	cmd := exec.Command(py, "-c", script)
+	_ = py
+	cmd := testenv.PythonCommand(context.Background(), "-c", script)
 	cmd.Stdin = bytes.NewReader(in)
 	outb, err := cmd.Output()
 	if err != nil {

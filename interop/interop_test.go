@@ -298,8 +298,8 @@ func (e *env) startPy(command string, spec any) *pyProc {
 	if err != nil {
 		e.t.Fatalf("spec: %v", err)
 	}
-	cmd := exec.Command(testenv.Python, e.script, command)
-	cmd.Env = append(os.Environ(), "PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1")
+	cmd := testenv.PythonCommand(context.Background(), e.script, command)
+	cmd.Env = append(cmd.Env, "PYTHONUNBUFFERED=1")
 	p := &pyProc{t: e.t, name: command, cmd: cmd, events: make(chan event, 1024), stderr: &testenv.LockedBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	if p.stdin, err = cmd.StdinPipe(); err != nil {

@@ -2,32 +2,25 @@ package serialization
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"math"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/kombu-go/kombu/internal/pyjson"
+	"github.com/kombu-go/kombu/internal/testenv"
 )
-
-const python = "/usr/bin/python3"
 
 // runPython runs script with /usr/bin/python3, feeding stdin, and returns its
 // standard output. A missing interpreter or Kombu is a test failure, never a
 // skip.
 func runPython(t *testing.T, script string, stdin []byte) []byte {
 	t.Helper()
-	if _, err := os.Stat(python); err != nil {
-		t.Fatalf("%s not found (%v): apt-get install python3-kombu", python, err)
-	}
-	if out, err := exec.Command(python, "-c", "import kombu").CombinedOutput(); err != nil {
-		t.Fatalf("python3 cannot import kombu (%v: %s): apt-get install python3-kombu", err, out)
-	}
-	cmd := exec.Command(python, "-c", script)
+	testenv.RequirePython(t, "kombu")
+	cmd := testenv.PythonCommand(context.Background(), "-c", script)
 	cmd.Stdin = bytes.NewReader(stdin)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

@@ -2,16 +2,14 @@ package transport_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"os/exec"
 	"testing"
 
+	"github.com/kombu-go/kombu/internal/testenv"
 	"github.com/kombu-go/kombu/transport"
 )
-
-const python = "/usr/bin/python3"
 
 // The script reads the cases as JSON on stdin and prints, from Debian's
 // python3-kombu: key_to_pattern for each binding key; for each pair
@@ -73,17 +71,12 @@ func runPython(t *testing.T, in any) (out struct {
 	Prio     []string
 }) {
 	t.Helper()
-	if _, err := os.Stat(python); err != nil {
-		t.Fatalf("%s not found (%v): apt-get install python3-kombu", python, err)
-	}
-	if b, err := exec.Command(python, "-c", "import kombu").CombinedOutput(); err != nil {
-		t.Fatalf("python3 cannot import kombu (%v: %s): apt-get install python3-kombu", err, b)
-	}
+	testenv.RequirePython(t, "kombu")
 	stdin, err := json.Marshal(in)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(python, "-c", pythonScript)
+	cmd := testenv.PythonCommand(context.Background(), "-c", pythonScript)
 	cmd.Stdin = bytes.NewReader(stdin)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

@@ -10,8 +10,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -69,8 +67,8 @@ func (k *kt) peer(command string, spec map[string]any) []map[string]any {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, py, script, command)
-	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1")
+	_ = py
+	cmd := testenv.PythonCommand(ctx, script, command)
 	cmd.Stdin = bytes.NewReader(append(in, '\n'))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

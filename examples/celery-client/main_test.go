@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -80,10 +78,11 @@ func TestClientWithPythonWorker(t *testing.T) {
 	prefix := testenv.Prefix()
 	queue := "exc-" + uuid.NewString()[:8]
 	dir, _ := filepath.Abs(filepath.Join("..", "..", "celery", "testdata"))
-	worker := exec.Command(py, "-m", "celery", "-A", "tasks", "worker", "--pool=solo", "-Q", queue,
+	_ = py
+	worker := testenv.PythonCommand(context.Background(), "-m", "celery", "-A", "tasks", "worker", "--pool=solo", "-Q", queue,
 		"--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "warning", "-n", queue+"@%h")
 	worker.Dir = dir
-	worker.Env = append(os.Environ(), "KOMBU_TEST_BROKER="+redisURL, "KOMBU_TEST_BACKEND="+redisURL,
+	worker.Env = append(worker.Env, "KOMBU_TEST_BROKER="+redisURL, "KOMBU_TEST_BACKEND="+redisURL,
 		"KOMBU_TEST_PREFIX="+prefix, "KOMBU_TEST_QUEUE="+queue, "PYTHONDONTWRITEBYTECODE=1")
 	var logs bytes.Buffer
 	worker.Stdout, worker.Stderr = &logs, &logs

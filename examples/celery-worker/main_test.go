@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -103,9 +101,10 @@ func TestPythonClient(t *testing.T) {
 		{"name": "tasks.echo", "args": [1, "a"], "kwargs": {"k": [true]}, "options": {"queue": "` + queue + `", "priority": 3}},
 		{"name": "tasks.fail", "args": ["boom"], "options": {"queue": "` + queue + `"}}]`
 	dir, _ := filepath.Abs(filepath.Join("..", "..", "celery", "testdata"))
-	cmd := exec.Command(py, "client.py", "run", calls)
+	_ = py
+	cmd := testenv.PythonCommand(context.Background(), "client.py", "run", calls)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "KOMBU_TEST_BROKER="+redisURL, "KOMBU_TEST_BACKEND="+redisURL,
+	cmd.Env = append(cmd.Env, "KOMBU_TEST_BROKER="+redisURL, "KOMBU_TEST_BACKEND="+redisURL,
 		"KOMBU_TEST_PREFIX="+prefix, "KOMBU_TEST_QUEUE="+queue, "PYTHONDONTWRITEBYTECODE=1")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

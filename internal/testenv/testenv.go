@@ -26,8 +26,92 @@ import (
 )
 
 // Python is the interpreter interop tests run: Debian's, which has
-// python3-kombu and python3-celery, not a pyenv one.
+// python3-kombu and python3-celery, not a pyenv one. Run it through
+// PythonCommand, never directly: that isolates it from the repository's
+// folders and selects the version set under test.
 const Python = "/usr/bin/python3"
+
+// The version set under test. make test runs the interop tests once with
+// the system's packages (bookworm: Kombu 5.2.4, Celery 5.2.6, redis-py
+// 4.3.4) and once more with KOMBU_PYSET=trixie and KOMBU_PYSET_PATH naming
+// the unpacked trixie packages (Kombu 5.5.3, Celery 5.5.2, redis-py 6.1.0),
+// which go first on sys.path.
+const (
+	pysetEnv     = "KOMBU_PYSET"
+	pysetPathEnv = "KOMBU_PYSET_PATH"
+)
+
+// pyBoot runs under `python3 -I -c`: -I keeps the working directory, the
+// script's directory and PYTHON* variables off sys.path (our Go folders
+// celery/ and redis/ would otherwise import as namespace packages), so the
+// set's path is added here, then the script (its own directory first, as
+// Python does), the module (the working directory first, as -m does) or
+// the code runs as __main__.
+const pyBoot = `import os, runpy, sys
+sys.path[:0] = [p for p in os.environ.get("` + pysetPathEnv + `", "").split(os.pathsep) if p]
+a = sys.argv[1:]
+if not a:
+    sys.exit("pyboot: nothing to run")
+if a[0] == "-m":
+    sys.argv = [a[1]] + a[2:]
+    sys.path.insert(0, os.getcwd())
+    runpy.run_module(a[1], run_name="__main__", alter_sys=True)
+elif a[0] == "-c":
+    sys.argv = ["-c"] + a[2:]
+    exec(compile(a[1], "<string>", "exec"), {"__name__": "__main__"})
+else:
+    sys.argv = a
+    sys.path.insert(0, os.path.dirname(os.path.abspath(a[0])))
+    runpy.run_path(a[0], run_name="__main__")
+`
+
+// PythonCommand returns a command running Debian's python3 on args (a
+// script and its arguments, "-m" module ..., or "-c" code ...), isolated
+// from the repository's folders and with the version set under test
+// (KOMBU_PYSET_PATH) first on sys.path. The caller sets Dir, Stdin and so
+// on; Env, if set, should start from os.Environ().
+func PythonCommand(ctx context.Context, args ...string) *exec.Cmd {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	cmd := exec.CommandContext(ctx, Python, append([]string{"-I", "-c", pyBoot}, args...)...)
+	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1")
+	return cmd
+}
+
+// PythonSet names the version set under test: "bookworm" (the system's
+// packages) unless KOMBU_PYSET says otherwise.
+func PythonSet() string {
+	if s := os.Getenv(pysetEnv); s != "" {
+		return s
+	}
+	return "bookworm"
+}
+
+var pyVersions struct {
+	once sync.Once
+	line string
+	err  error
+}
+
+// PythonVersions returns "kombu=X celery=Y redis-py=Z" as the set under
+// test imports them (a module that does not import is shown as "-").
+func PythonVersions() (string, error) {
+	pyVersions.once.Do(func() {
+		code := `import importlib
+out = []
+for name, mod in (("kombu", "kombu"), ("celery", "celery"), ("redis-py", "redis")):
+    try:
+        v = importlib.import_module(mod).__version__
+    except Exception:
+        v = "-"
+    out.append(name + "=" + v)
+print(" ".join(out))`
+		out, err := PythonCommand(context.Background(), "-c", code).Output()
+		pyVersions.line, pyVersions.err = strings.TrimSpace(string(out)), err
+	})
+	return pyVersions.line, pyVersions.err
+}
 
 // Required reports whether missing dependencies must fail tests.
 func Required() bool { return os.Getenv("KOMBU_REQUIRE_INTEGRATION") != "" }
@@ -57,24 +141,39 @@ func RedisURL(t testing.TB) string {
 // Prefix returns a fresh key prefix for one test.
 func Prefix() string { return "t" + strings.ReplaceAll(uuid.NewString()[:13], "-", "") + ":" }
 
-// RequirePython checks that Debian's python3 can import the given modules
-// (for example "kombu", "celery", "redis") and returns its path.
+// PySetMarker starts the log line RequirePython writes in each test that
+// runs Python; make test counts those tests per version set.
+const PySetMarker = "testenv: python set "
+
+// RequirePython checks that Debian's python3, with the version set under
+// test, can import the given modules (for example "kombu", "celery",
+// "redis"), logs which set the test runs against (make test counts the
+// tests per set by that line) and returns the interpreter's path. Run
+// Python through PythonCommand.
 func RequirePython(t testing.TB, modules ...string) string {
 	t.Helper()
 	if _, err := os.Stat(Python); err != nil {
 		Missing(t, Python, "apt-get install python3")
 	}
 	if len(modules) > 0 {
-		cmd := exec.Command(Python, "-c", "import "+strings.Join(modules, ", "))
-		if out, err := cmd.CombinedOutput(); err != nil {
+		code := "import " + strings.Join(modules, ", ") + "\nfor m in (" + strings.Join(modules, ", ") + ",): getattr(m, '__version__', None) or getattr(m, 'VERSION')"
+		if out, err := PythonCommand(context.Background(), "-c", code).CombinedOutput(); err != nil {
 			pkgs := make([]string, len(modules))
 			for i, m := range modules {
 				pkgs[i] = "python3-" + m
 			}
-			Missing(t, "Python modules "+strings.Join(modules, ", ")+" ("+strings.TrimSpace(string(out))+")",
-				"apt-get install "+strings.Join(pkgs, " "))
+			fix := "apt-get install " + strings.Join(pkgs, " ")
+			if p := os.Getenv(pysetPathEnv); p != "" {
+				fix = "the " + PythonSet() + " set under " + p + " is incomplete: run scripts/pysets.sh"
+			}
+			Missing(t, "Python modules "+strings.Join(modules, ", ")+" ("+strings.TrimSpace(string(out))+")", fix)
 		}
 	}
+	v, err := PythonVersions()
+	if err != nil {
+		t.Fatalf("python versions: %v", err)
+	}
+	t.Logf("%s%s %s", PySetMarker, PythonSet(), v)
 	return Python
 }
 
@@ -82,8 +181,8 @@ func RequirePython(t testing.TB, modules ...string) string {
 // additions, returning stdout; it fails the test with stderr on error.
 func RunPython(t testing.TB, ctx context.Context, script string, env []string, args ...string) []byte {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, Python, append([]string{script}, args...)...)
-	cmd.Env = append(os.Environ(), env...)
+	cmd := PythonCommand(ctx, append([]string{script}, args...)...)
+	cmd.Env = append(cmd.Env, env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -209,7 +308,7 @@ func (l *LockedBuffer) Tail(n int) string {
 
 // CeleryWorker describes a Python Celery worker for StartCeleryWorker.
 type CeleryWorker struct {
-	Python string   // the interpreter (RequirePython's answer)
+	Python string   // unused: the interpreter is PythonCommand's
 	Dir    string   // where the tasks module is
 	Queue  string   // the queue it consumes (-Q)
 	Node   string   // node name prefix: the node is Node-<random>@%h
@@ -226,11 +325,11 @@ type CeleryWorker struct {
 // failed.
 func StartCeleryWorker(t testing.TB, w CeleryWorker) {
 	t.Helper()
-	cmd := exec.Command(w.Python, "-m", "celery", "-A", "tasks", "worker", "--pool=solo", "-Q", w.Queue,
+	cmd := PythonCommand(context.Background(), "-m", "celery", "-A", "tasks", "worker", "--pool=solo", "-Q", w.Queue,
 		"--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "info",
 		"-n", w.Node+"-"+uuid.NewString()[:8]+"@%h")
 	cmd.Dir = w.Dir
-	cmd.Env = append(os.Environ(), w.Env...)
+	cmd.Env = append(cmd.Env, w.Env...)
 	out := &LockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
