@@ -547,7 +547,7 @@ func (r *runner) python(n, size int) (publish, consume float64) {
 	if *flagPython == "" {
 		return 0, 0
 	}
-	cmd := exec.Command(*flagPython, "bench/kombu_bench.py", r.url, strconv.Itoa(n), strconv.Itoa(size), "kgb-py-"+uuid.NewString()[:8]+".")
+	cmd := exec.Command(*flagPython, "-I", "bench/kombu_bench.py", r.url, strconv.Itoa(n), strconv.Itoa(size), "kgb-py-"+uuid.NewString()[:8]+".")
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {

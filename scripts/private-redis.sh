@@ -2,7 +2,7 @@
 # loopback port without persistence, waits until it answers, and stops it
 # (and removes its directory) when the sourcing script exits. Sets $port
 # and $dir (a temporary directory the caller may also use).
-port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(/usr/bin/python3 -I -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 dir=$(mktemp -d)
 redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
 	--daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log"

@@ -353,3 +353,35 @@ func StartCeleryWorker(t testing.TB, w CeleryWorker) {
 		}
 	})
 }
+
+// PythonVersionAtLeast reports whether the version set under test imports
+// module (a name PythonVersions lists: "kombu", "celery", "redis-py") at
+// version min or later ("5.4", "5.3.0"), for tests of behaviour that
+// changed between Kombu or Celery releases.
+func PythonVersionAtLeast(t testing.TB, module, min string) bool {
+	t.Helper()
+	line, err := PythonVersions()
+	if err != nil {
+		t.Fatalf("python versions: %v", err)
+	}
+	for _, f := range strings.Fields(line) {
+		name, v, _ := strings.Cut(f, "=")
+		if name != module {
+			continue
+		}
+		have, want := strings.Split(v, "."), strings.Split(min, ".")
+		for i := range want {
+			h, w := 0, 0
+			if i < len(have) {
+				h, _ = strconv.Atoi(have[i])
+			}
+			w, _ = strconv.Atoi(want[i])
+			if h != w {
+				return h > w
+			}
+		}
+		return true
+	}
+	t.Fatalf("python versions %q do not name %s", line, module)
+	return false
+}
