@@ -7,7 +7,7 @@ GO ?= go
 demo:
 	$(GO) run ./examples/demo
 
-## test: everything: gofmt, vet, go test -race (unit, integration on a private redis-server, interop with Python Kombu/Celery), short fuzzing
+## test: everything: gofmt, vet, go test -race (unit, integration on a private redis-server, interop with Python Kombu/Celery 5.2 and again 5.5), short fuzzing
 test:
 	bash scripts/test.sh
 
@@ -15,9 +15,10 @@ test:
 bench:
 	bash scripts/bench.sh
 
-## deps: install redis-server and Debian's python3-kombu/celery/redis (apt-get)
+## deps: install gcc, redis-server and Debian's python3-kombu/celery/redis (apt-get), and the trixie Python set (.cache/pysets)
 deps:
 	bash scripts/deps.sh
+	bash scripts/pysets.sh trixie >/dev/null
 
 ## chaos: the long fault runs: 100,000 messages with consumers killed by SIGKILL, then the other fault tests, printing the fault table
 chaos:
