@@ -78,6 +78,8 @@ type sendOptions struct {
 	timeLimit, softTimeLimit    time.Duration
 	shadow                      string
 	retries                     int
+	chain                       []any // the rest of a chain, last-first (embed "chain")
+	chord                       any   // a chord body (embed "chord")
 }
 
 // WithQueue sends the task to a queue (default: the client's default
@@ -181,12 +183,15 @@ func (c *Client) newMessage(name string, args []any, kwargs map[string]any, o *s
 		ID: o.taskID, Task: name, Args: args, Kwargs: kwargs,
 		RootID: o.rootID, ParentID: o.parentID, GroupID: o.groupID, GroupIndex: o.groupIndex,
 		Retries: o.retries, Shadow: o.shadow, Origin: c.origin, IgnoreResult: o.ignoreResult,
-		Headers: o.headers, Callbacks: o.link, Errbacks: o.linkError,
+		Headers: o.headers, Callbacks: o.link, Errbacks: o.linkError, Chord: o.chord,
 		ReplyTo: c.replyTo, Priority: o.priority,
 		TimeLimit: o.timeLimit.Seconds(), SoftTimeLimit: o.softTimeLimit.Seconds(),
 	}
 	if m.ID == "" {
 		m.ID = uuid.NewString()
+	}
+	if len(o.chain) > 0 {
+		m.Chain = o.chain
 	}
 	switch {
 	case o.countdown != 0:

@@ -14,7 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/kombu-go/kombu"
 	"github.com/kombu-go/kombu/entity"
 	"github.com/kombu-go/kombu/internal/pyjson"
@@ -480,6 +479,9 @@ func (w *Worker) expired(req *request, now time.Time) bool {
 	}
 	w.log.Info("celery: discarding expired task", "task", tm.Task, "id", tm.ID, "expires", formatISO(tm.Expires))
 	w.store(context.Background(), req, &ResultMeta{Status: StateRevoked, Result: revokedError("expired").exceptionDict()}, false)
+	if part, ok := req.chordPart(); ok { // mark_as_revoked returns the chord part
+		w.chordPartReturn(context.Background(), part, StateRevoked, revokedError("expired").exceptionDict())
+	}
 	w.settle(req, settleAck)
 	return true
 }
@@ -636,9 +638,15 @@ func (w *Worker) call(ctx context.Context, h Handler, t *Task) (result any, err 
 
 func (w *Worker) succeed(ctx context.Context, req *request, result any) {
 	tm := req.tm
+	root := tm.RootID
+	if root == "" {
+		root = tm.ID
+	}
+	// Callbacks and the chain's next step are applied before the result is
+	// stored, so that the result's children name them (app/trace.py).
 	var children []any
 	for _, sig := range tm.Callbacks {
-		id, err := w.sendSignature(ctx, req, sig, []any{result})
+		id, err := w.client.applySignature(ctx, sig, []any{result}, applyOpts{parentID: tm.ID, rootID: root})
 		if err != nil {
 			w.log.Error("celery: send callback", "task", tm.Task, "id", tm.ID, "callback", sig.Task, "error", err)
 			w.onError(err)
@@ -646,11 +654,27 @@ func (w *Worker) succeed(ctx context.Context, req *request, result any) {
 		}
 		children = append(children, resultTuple(id))
 	}
+	next, err := w.continueChain(ctx, req, result)
+	if err != nil {
+		// Celery fails the task when applying its chain raises.
+		w.log.Error("celery: continue chain", "task", tm.Task, "id", tm.ID, "error", err)
+		w.fail(ctx, req, err, "")
+		return
+	}
+	if next != "" {
+		children = append(children, resultTuple(next))
+	}
 	w.store(ctx, req, &ResultMeta{Status: StateSuccess, Result: result, Children: children}, false)
+	if part, ok := req.chordPart(); ok {
+		w.chordPartReturn(ctx, part, StateSuccess, result)
+	}
 	w.settle(req, settleAck)
 	w.log.Info("celery: task succeeded", "task", tm.Task, "id", tm.ID)
 }
 
+// fail is Celery's mark_as_failure: store FAILURE, return the chord part,
+// store the failure for the rest of the chain (so whoever waits on its
+// last task is told), then send the errbacks with the task's id.
 func (w *Worker) fail(ctx context.Context, req *request, err error, traceback string) {
 	tm := req.tm
 	exc := exceptionOf(err)
@@ -658,8 +682,16 @@ func (w *Worker) fail(ctx context.Context, req *request, err error, traceback st
 		traceback = fmt.Sprintf("Traceback (most recent call last):\n  Go handler %s[%s]\n%s\n", tm.Task, tm.ID, exc.Error())
 	}
 	w.store(ctx, req, &ResultMeta{Status: StateFailure, Result: exc.exceptionDict(), Traceback: traceback}, false)
+	if part, ok := req.chordPart(); ok {
+		w.chordPartReturn(ctx, part, StateFailure, exc.exceptionDict())
+	}
+	w.failChain(ctx, req, StateFailure, exc, traceback)
+	root := tm.RootID
+	if root == "" {
+		root = tm.ID
+	}
 	for _, sig := range tm.Errbacks {
-		if _, serr := w.sendSignature(ctx, req, sig, []any{tm.ID}); serr != nil {
+		if _, serr := w.client.applySignature(ctx, sig, []any{tm.ID}, applyOpts{parentID: tm.ID, rootID: root}); serr != nil {
 			w.log.Error("celery: send errback", "task", tm.Task, "id", tm.ID, "errback", sig.Task, "error", serr)
 			w.onError(serr)
 		}
@@ -764,49 +796,6 @@ func (w *Worker) retry(ctx context.Context, req *request, r *RetryError) {
 
 // resultTuple is AsyncResult.as_tuple() of a child: [[id, null], null].
 func resultTuple(id string) any { return []any{[]any{id, nil}, nil} }
-
-// sendSignature sends a callback or errback signature with extra leading
-// arguments (unless immutable), as Signature.apply_async((x,), parent_id,
-// root_id, priority) does.
-func (w *Worker) sendSignature(ctx context.Context, req *request, sig Signature, extra []any) (string, error) {
-	if sig.SubtaskType != "" {
-		return "", fmt.Errorf("celery: %s signatures (%s) are not supported as callbacks", sig.SubtaskType, sig.Task)
-	}
-	tm := req.tm
-	args := sig.Args
-	if !sig.Immutable {
-		args = append(append([]any(nil), extra...), sig.Args...)
-	}
-	root := tm.RootID
-	if root == "" {
-		root = tm.ID
-	}
-	opts := []SendOption{WithParent(root, tm.ID), WithPriority(tm.Priority)}
-	o := sig.Options
-	if id, ok := o["task_id"].(string); ok && id != "" {
-		opts = append(opts, WithTaskID(id))
-	}
-	if q, ok := o["queue"].(string); ok && q != "" {
-		opts = append(opts, WithQueue(q))
-	}
-	if p, ok := toInt(o["priority"]); ok {
-		opts = append(opts, WithPriority(p))
-	}
-	if c, ok := toFloat(o["countdown"]); ok && c > 0 {
-		opts = append(opts, WithCountdown(time.Duration(c*float64(time.Second))))
-	}
-	if e, ok := toFloat(o["expires"]); ok {
-		opts = append(opts, WithExpiresIn(time.Duration(e*float64(time.Second))))
-	}
-	if id, ok := o["task_id"].(string); !ok || id == "" {
-		opts = append(opts, WithTaskID(uuid.NewString()))
-	}
-	res, err := w.client.SendTask(ctx, sig.Task, args, sig.Kwargs, opts...)
-	if err != nil {
-		return "", err
-	}
-	return res.ID, nil
-}
 
 // gate bounds the messages taken and not yet settled (prefetch). Eta tasks
 // enter it with force when they fall due, as Celery's QoS lets them

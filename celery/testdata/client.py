@@ -45,12 +45,51 @@ def get(ids):
     return out
 
 
+def build(node):
+    """Builds a canvas from a JSON tree:
+    {"task": name, "args": [...], "kwargs": {...}, "queue": "go"|"py", "immutable": bool}
+    {"chain": [node, ...]}, {"group": [node, ...]}, {"chord": {"header": [node, ...], "body": node}}
+    """
+    import os
+    from celery import chain, chord, group, signature
+    if 'chain' in node:
+        return chain(*[build(n) for n in node['chain']])
+    if 'group' in node:
+        return group(*[build(n) for n in node['group']])
+    if 'chord' in node:
+        return chord([build(n) for n in node['chord']['header']], build(node['chord']['body']))
+    queue = {'go': os.environ['KOMBU_TEST_GO_QUEUE'], 'py': os.environ['KOMBU_TEST_QUEUE']}[node.get('queue', 'py')]
+    return signature(node['task'], args=node.get('args', []), kwargs=node.get('kwargs', {}),
+                     immutable=node.get('immutable', False), options={'queue': queue}, app=app)
+
+
+def canvas(spec):
+    """Applies the canvas spec["canvas"] and reports what .get() returns or
+    raises, and the ids Celery gave it."""
+    sig = build(spec['canvas'])
+    r = sig.apply_async()
+    o = {'id': r.id}
+    try:
+        o['result'] = r.get(timeout=TIMEOUT)
+    except Exception as exc:
+        o['raised'] = type(exc).__name__
+        o['raised_module'] = type(exc).__module__
+        o['message'] = str(exc)
+    try:
+        o['state'] = r.state
+    except Exception:
+        pass
+    return o
+
+
 def main():
     cmd, arg = sys.argv[1], json.loads(sys.argv[2])
     if cmd == 'send':
         print(json.dumps(send(arg)))
     elif cmd == 'get':
         print(json.dumps(get(arg)))
+    elif cmd == 'canvas':
+        print(json.dumps(canvas(arg)))
     elif cmd == 'run':
         print(json.dumps(get(send(arg))))
     else:
