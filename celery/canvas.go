@@ -391,7 +391,7 @@ func (w *Worker) continueChain(ctx context.Context, req *request, result any) (s
 	if err != nil {
 		return "", err
 	}
-	rest = rest[:len(rest)-1:len(rest)-1]
+	rest = rest[: len(rest)-1 : len(rest)-1]
 	root := req.tm.RootID
 	if root == "" {
 		root = req.tm.ID
