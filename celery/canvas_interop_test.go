@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // canvasOutcome is what client.py's canvas command reports: what Celery's
@@ -170,4 +171,102 @@ func TestCanvasNestedInterop(t *testing.T) {
 		want += fmt.Sprint(i + 1)
 	}
 	wantResult(t, "group of 1,000", ix.canvas(groupOf(members...)), want+"]")
+}
+
+// Proves (Go builds the canvas, both version sets): Chain, Group and Chord
+// sent with Client.Apply run on a Python Celery worker, on the Go worker
+// and across both, and the handles Apply returns give what Celery's would:
+// a chain's last result (with its parents), a GroupResult joined in order,
+// a chord body's result; a failing member propagates its error.
+func TestCanvasGoClientInterop(t *testing.T) {
+	ix := canvasWorld(t)
+	ctx := context.Background()
+	on := func(q string, name string, args ...any) Signature {
+		return NewSignature(name, args, nil).Set("queue", map[string]string{"go": ix.goQueue, "py": ix.pyQueue}[q])
+	}
+	get := func(what string, sig Signature) (any, error) {
+		t.Helper()
+		r, err := ix.client.Apply(ctx, sig)
+		if err != nil {
+			t.Fatalf("%s: Apply: %v", what, err)
+		}
+		cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		return r.Get(cctx)
+	}
+	check := func(what string, sig Signature, want string) {
+		t.Helper()
+		v, err := get(what, sig)
+		if err != nil || fmt.Sprint(v) != want {
+			t.Errorf("%s: %v %v, want %s", what, v, err, want)
+		}
+	}
+	check("chain on Python", Chain(on("py", "tasks.add", 1, 2), on("py", "tasks.add", 10), on("py", "tasks.add", 100)), "113")
+	check("chain Go, Python, Go", Chain(on("go", "tasks.add", 1, 2), on("py", "tasks.add", 10), on("go", "tasks.add", 100)), "113")
+	check("group across both", Group(on("go", "tasks.add", 1, 1), on("py", "tasks.add", 2, 2), on("go", "tasks.add", 3, 3)), "[2 4 6]")
+	check("chord, Go header, Python body", Chord(Group(on("go", "tasks.add", 1, 1), on("go", "tasks.add", 2, 2)), on("py", "tasks.echo")), "map[args:[[2 4]] kwargs:map[]]")
+	check("chord, Python header, Go body", Chord(Group(on("py", "tasks.add", 1, 1), on("py", "tasks.add", 2, 2)), on("go", "tasks.echo")), "map[args:[[2 4]] kwargs:map[]]")
+	check("group then task (a chord)", Chain(on("go", "tasks.add", 1, 2), Group(on("py", "tasks.add", 1), on("go", "tasks.add", 2)), on("go", "tasks.echo")), "map[args:[[4 5]] kwargs:map[]]")
+
+	r, err := ix.client.Apply(ctx, Chain(on("go", "tasks.add", 1, 2), on("go", "tasks.add", 3)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := r.(*AsyncResult)
+	if last.Parent == nil {
+		t.Fatal("a chain's result has no parent")
+	}
+	if v, err := last.Parent.Get(ctx); err != nil || fmt.Sprint(v) != "3" {
+		t.Errorf("chain's first step through Parent: %v %v", v, err)
+	}
+
+	_, err = get("group with a failing member", Group(on("go", "tasks.add", 1, 1), on("py", "tasks.fail", "member")))
+	var te *TaskError
+	if !errors.As(err, &te) || te.Type != "ValueError" || te.Message() != "member" {
+		t.Errorf("group with a failing member: %v, want ValueError member", err)
+	}
+}
+
+// Proves: GroupResult.Save writes celery-taskset-meta-<id> so that
+// Python's GroupResult.restore(id) finds the same members and joins their
+// results, and RestoreGroup reads a group Python saved.
+func TestGroupResultSaveRestoreInterop(t *testing.T) {
+	ix := canvasWorld(t)
+	ctx := context.Background()
+	g, err := ix.client.Apply(ctx, Group(NewSignature("tasks.add", []any{1, 2}, nil).Set("queue", ix.goQueue),
+		NewSignature("tasks.add", []any{3, 4}, nil).Set("queue", ix.pyQueue)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gr := g.(*GroupResult)
+	if err := gr.Save(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var restored struct {
+		ID      string `json:"id"`
+		IDs     []string
+		Results []int
+	}
+	ix.python(&restored, "restoregroup", gr.ID)
+	if restored.ID != gr.ID || len(restored.IDs) != 2 || restored.IDs[0] != gr.Results[0].(*AsyncResult).ID ||
+		fmt.Sprint(restored.Results) != "[3 7]" {
+		t.Errorf("Python restored %+v from the group Go saved (%s)", restored, gr.ID)
+	}
+
+	a := ix.send("tasks.add", []any{5, 5}, nil, WithQueue(ix.goQueue))
+	b := ix.send("tasks.add", []any{6, 6}, nil, WithQueue(ix.pyQueue))
+	var gid string
+	ix.python(&gid, "savegroup", []string{a.ID, b.ID})
+	back, err := ix.backend.RestoreGroup(ctx, gid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if v, err := back.Join(cctx); err != nil || fmt.Sprint(v) != "[10 12]" || back.ID != gid {
+		t.Errorf("RestoreGroup of Python's group: %v %v %+v", v, err, back)
+	}
+	if _, err := ix.backend.RestoreGroup(ctx, "no-such-group"); !errors.Is(err, ErrGroupNotFound) {
+		t.Errorf("RestoreGroup of a missing group: %v", err)
+	}
 }

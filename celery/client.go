@@ -297,7 +297,11 @@ func (c *Client) AsyncResult(id string) *AsyncResult { return &AsyncResult{ID: i
 // AsyncResult is a handle on a task's result, like Celery's AsyncResult.
 type AsyncResult struct {
 	// ID is the task id.
-	ID      string
+	ID string
+	// Parent is the result this one follows in a chain (or, for a chord's
+	// body, the header's GroupResult), as Celery's result.parent; nil for
+	// a task sent on its own.
+	Parent  Result
 	backend *Backend
 }
 

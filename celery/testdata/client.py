@@ -82,12 +82,33 @@ def canvas(spec):
     return o
 
 
+def save_group(ids):
+    """Saves a GroupResult of the given task ids; prints its id."""
+    from celery.result import GroupResult
+    g = GroupResult(__import__('uuid').uuid4().hex, [app.AsyncResult(i) for i in ids], app=app)
+    g.save()
+    return g.id
+
+
+def restore_group(gid):
+    """GroupResult.restore(gid): the member ids and what join() returns."""
+    from celery.result import GroupResult
+    g = GroupResult.restore(gid, app=app)
+    if g is None:
+        return None
+    return {'id': g.id, 'ids': [r.id for r in g.results], 'results': g.join(timeout=TIMEOUT)}
+
+
 def main():
     cmd, arg = sys.argv[1], json.loads(sys.argv[2])
     if cmd == 'send':
         print(json.dumps(send(arg)))
     elif cmd == 'get':
         print(json.dumps(get(arg)))
+    elif cmd == 'savegroup':
+        print(json.dumps(save_group(arg)))
+    elif cmd == 'restoregroup':
+        print(json.dumps(restore_group(arg)))
     elif cmd == 'canvas':
         print(json.dumps(canvas(arg)))
     elif cmd == 'run':
