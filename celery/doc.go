@@ -37,8 +37,32 @@
 // is a failure with the Go stack as traceback, and the retry delay is
 // pluggable.
 //
+// Canvas (celery/canvas.py, app/trace.py, backends/redis.py), the same in
+// Celery 5.2.6 and 5.5.2: after a success the Worker applies the next step
+// of the message's chain (stored last-first) with the result prepended
+// (unless the step is immutable), parent_id and root_id, the rest of the
+// chain carried along, and the step's own options (queue, routing_key,
+// exchange, priority, countdown, eta, expires, link, link_error, task_id);
+// a failure stores FAILURE for the later steps as mark_as_failure does and
+// fires the errbacks with the failed id. Chord header tasks do
+// RedisBackend.on_chord_part_return: [1, id, state, result] into the
+// celery-taskset-meta-<group>.j sorted set by group_index with the .s size
+// and .t counter, in one MULTI with the expiries; the last part sends the
+// body with the results in header order, or, when a part failed or was
+// revoked, stores ChordError("Dependency <id> raised ...") for the body and
+// sends its errbacks; the keys are then deleted (Celery leaves a failed
+// chord's keys to expire). Group, chord and chain signatures met in a
+// chain or a callback are applied as Celery applies them. On the client
+// side, Chain, Group and Chord build the same signatures and Client.Apply
+// sends any of them, returning an AsyncResult (with Parent along a chain)
+// or a GroupResult; GroupResult.Save and Backend.RestoreGroup share
+// celery-taskset-meta-<id> with Python's GroupResult.save/restore.
+//
 // Not implemented: Celery's events, remote control (inspect, revoke by id
-// broadcast, pidbox), heartbeats, rate limits, chords, groups and chains as
-// callbacks. As with Celery on Redis, an eta longer than the transport's
-// visibility_timeout (one hour) gets the message redelivered.
+// broadcast, pidbox), heartbeats, rate limits. A chord header holding
+// groups (a header result Celery saves with apply_chord and joins) is
+// joined as a flat list. Several link callbacks are sent one by one, not as
+// a group as Celery does (their results get no group id). As with Celery on
+// Redis, an eta longer than the transport's visibility_timeout (one hour)
+// gets the message redelivered.
 package celery
