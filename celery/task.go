@@ -169,6 +169,10 @@ type taskConfig struct {
 	ignoreResult bool
 	timeLimit    time.Duration
 	trackStarted *bool
+	// softTimeLimit and rateLimit (tasks per second, 0: none) are set by
+	// remote control (time_limit, rate_limit) or RateLimit.
+	softTimeLimit time.Duration
+	rateLimit     float64
 }
 
 // MaxRetries sets how many times the task may be retried (Celery's

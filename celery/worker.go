@@ -59,6 +59,10 @@ type Worker struct {
 	gate   *gate
 	ready  *readyQueue
 	timers map[*request]*time.Timer
+
+	state    *workerState // revoked ids, reserved and active requests (control.go)
+	limits   limiters     // rate limits per task name (limits.go)
+	eventsOn bool         // task events enabled (enable_events)
 }
 
 type registration struct {
@@ -71,6 +75,7 @@ type registration struct {
 type WorkerOption func(*workerOptions)
 
 type workerOptions struct {
+	noControl       bool
 	queues          []string
 	concurrency     int
 	prefetchMult    int
@@ -115,6 +120,11 @@ func WithShutdownTimeout(d time.Duration) WorkerOption {
 
 // WithHostname sets the worker's node name (default "celery@<hostname>").
 func WithHostname(name string) WorkerOption { return func(o *workerOptions) { o.hostname = name } }
+
+// WithoutRemoteControl turns the worker's remote-control mailbox off
+// (Celery's worker_enable_remote_control=False): it then does not answer
+// `celery inspect`/`celery control` and cannot be revoked by broadcast.
+func WithoutRemoteControl() WorkerOption { return func(o *workerOptions) { o.noControl = true } }
 
 // WithLogger sets the worker's logger (default: the connection's logger).
 func WithLogger(l *slog.Logger) WorkerOption { return func(o *workerOptions) { o.logger = l } }
@@ -185,6 +195,7 @@ func NewWorker(conn *kombu.Connection, backend *Backend, opts ...WorkerOption) *
 		conn: conn, backend: backend, opts: o, log: log,
 		client:   NewClient(conn, backend, o.clientOpts...),
 		handlers: map[string]*registration{},
+		state:    newWorkerState(),
 	}
 }
 
@@ -202,6 +213,9 @@ func (w *Worker) Register(name string, h Handler, opts ...TaskOption) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.handlers[name] = &registration{name: name, handler: h, cfg: cfg}
+	if cfg.rateLimit > 0 {
+		defer w.setRateLimit(name, cfg.rateLimit)
+	}
 }
 
 // Tasks returns the registered task names.
@@ -347,6 +361,9 @@ func (w *Worker) Start(ctx context.Context) error {
 		close(w.done)
 		w.mu.Unlock()
 	}()
+	if !w.opts.noControl {
+		go w.runPidbox(life)
+	}
 	w.log.Info("celery: worker ready", "hostname", w.opts.hostname, "queues", w.opts.queues, "concurrency", w.opts.concurrency)
 	return nil
 }
@@ -431,10 +448,15 @@ func (w *Worker) dispatch(life context.Context, m *entity.Message) {
 		w.store(context.WithoutCancel(life), req, &ResultMeta{Status: StateFailure, Result: notRegisteredError(tm.Task).exceptionDict()}, true)
 		return
 	}
+	if w.state.revoked.has(tm.ID) {
+		w.revokeRequest(context.WithoutCancel(life), req, "revoked")
+		return
+	}
 	now := time.Now()
 	if w.expired(req, now) {
 		return
 	}
+	w.state.reserve(req)
 	if !tm.ETA.IsZero() && tm.ETA.After(now) {
 		w.schedule(req, tm.ETA.Sub(now))
 		return
@@ -443,6 +465,10 @@ func (w *Worker) dispatch(life context.Context, m *entity.Message) {
 		return // shutting down: left unsettled, restored
 	}
 	req.slot = true
+	if d := w.rateDelay(tm.Task); d > 0 {
+		w.holdForRate(life, req, d)
+		return
+	}
 	w.ready.push(req)
 }
 
@@ -478,12 +504,23 @@ func (w *Worker) expired(req *request, now time.Time) bool {
 		return false
 	}
 	w.log.Info("celery: discarding expired task", "task", tm.Task, "id", tm.ID, "expires", formatISO(tm.Expires))
-	w.store(context.Background(), req, &ResultMeta{Status: StateRevoked, Result: revokedError("expired").exceptionDict()}, false)
+	w.revokeRequest(context.Background(), req, "expired")
+	return true
+}
+
+// revokeRequest is Celery's Request._announce_revoked: REVOKED stored
+// (TaskRevokedError(reason)), the chord part returned, the message
+// acknowledged; the task does not run.
+func (w *Worker) revokeRequest(ctx context.Context, req *request, reason string) {
+	tm := req.tm
+	if reason != "expired" {
+		w.log.Info("celery: discarding revoked task", "task", tm.Task, "id", tm.ID, "reason", reason)
+	}
+	w.store(ctx, req, &ResultMeta{Status: StateRevoked, Result: revokedError(reason).exceptionDict()}, false)
 	if part, ok := req.chordPart(); ok { // mark_as_revoked returns the chord part
-		w.chordPartReturn(context.Background(), part, StateRevoked, revokedError("expired").exceptionDict())
+		w.chordPartReturn(ctx, part, StateRevoked, revokedError(reason).exceptionDict())
 	}
 	w.settle(req, settleAck)
-	return true
 }
 
 type settleKind int
@@ -497,6 +534,7 @@ const (
 // settle acknowledges, rejects or requeues the message once, and frees its
 // prefetch slot.
 func (w *Worker) settle(req *request, kind settleKind) {
+	w.state.release(req)
 	req.mu.Lock()
 	if req.settle {
 		req.mu.Unlock()
@@ -561,9 +599,15 @@ func (w *Worker) store(ctx context.Context, req *request, meta *ResultMeta, forc
 // execute runs one task in a pool goroutine (Celery's Request and trace).
 func (w *Worker) execute(ctx context.Context, req *request) {
 	tm, cfg := req.tm, req.reg.cfg
+	if w.state.revoked.has(tm.ID) { // revoked while queued, prefetched or held for its eta
+		w.revokeRequest(context.WithoutCancel(ctx), req, "revoked")
+		return
+	}
 	if w.expired(req, time.Now()) {
 		return
 	}
+	ctx, finished := w.state.start(ctx, req)
+	defer finished()
 	late := w.acksLate(req)
 	if !late {
 		w.settle(req, settleAck) // Celery acknowledges when the task starts
@@ -594,6 +638,11 @@ func (w *Worker) execute(ctx context.Context, req *request) {
 	timedOut := limit > 0 && errors.Is(runCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 	cancel()
 	bg := context.WithoutCancel(ctx)
+	if errors.Is(context.Cause(ctx), ErrTerminated) {
+		// revoke --terminate: Celery stores REVOKED ("terminated").
+		w.revokeRequest(bg, req, "terminated")
+		return
+	}
 
 	var rerr *RetryError
 	var rej *RejectError
