@@ -70,7 +70,9 @@ func WithPattern(pattern, matcher string) BroadcastOption {
 
 // WithReplyTimeout sets how long replies are collected (default 1 s, as
 // Celery's).
-func WithReplyTimeout(d time.Duration) BroadcastOption { return func(o *broadcastOptions) { o.timeout = d } }
+func WithReplyTimeout(d time.Duration) BroadcastOption {
+	return func(o *broadcastOptions) { o.timeout = d }
+}
 
 // WithLimit stops collecting after n replies (default: the number of
 // destinations, else no limit).
