@@ -150,6 +150,8 @@ type workerState struct {
 	reserved map[string]*request // received, waiting for a pool slot or running
 	active   map[string]*activeTask
 	total    map[string]int
+	// processed counts the tasks started (Celery's all_total_count).
+	processed int
 }
 
 type activeTask struct {
@@ -178,6 +180,7 @@ func (s *workerState) start(ctx context.Context, r *request) (context.Context, f
 	cctx, cancel := context.WithCancelCause(ctx)
 	s.mu.Lock()
 	s.active[r.tm.ID] = &activeTask{req: r, started: time.Now(), terminate: cancel}
+	s.processed++
 	s.mu.Unlock()
 	return cctx, func() {
 		cancel(nil)

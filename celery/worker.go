@@ -63,6 +63,7 @@ type Worker struct {
 	state    *workerState // revoked ids, reserved and active requests (control.go)
 	limits   limiters     // rate limits per task name (limits.go)
 	eventsOn bool         // task events enabled (enable_events)
+	events   *eventer     // nil until Start (events.go)
 }
 
 type registration struct {
@@ -76,6 +77,8 @@ type WorkerOption func(*workerOptions)
 
 type workerOptions struct {
 	noControl       bool
+	taskEvents      bool
+	noHeartbeat     bool
 	queues          []string
 	concurrency     int
 	prefetchMult    int
@@ -196,6 +199,7 @@ func NewWorker(conn *kombu.Connection, backend *Backend, opts ...WorkerOption) *
 		client:   NewClient(conn, backend, o.clientOpts...),
 		handlers: map[string]*registration{},
 		state:    newWorkerState(),
+		eventsOn: o.taskEvents,
 	}
 }
 
@@ -274,7 +278,9 @@ func (w *Worker) Start(ctx context.Context) error {
 		limit = w.opts.concurrency * w.opts.prefetchMult
 	}
 	life, cancel := context.WithCancel(ctx)
+	events := w.startEvents(ctx)
 	w.mu.Lock()
+	w.events = events
 	w.gate = newGate(limit)
 	w.ready = newReadyQueue()
 	w.timers = map[*request]*time.Timer{}
@@ -325,6 +331,15 @@ func (w *Worker) Start(ctx context.Context) error {
 		consumeErr <- err
 	}()
 
+	if !w.opts.noControl {
+		go w.runPidbox(life)
+	}
+	heartStopped := make(chan struct{})
+	if !w.opts.noHeartbeat {
+		go w.runHeart(life, heartStopped)
+	} else {
+		close(heartStopped)
+	}
 	go func() {
 		<-life.Done()
 		w.mu.Lock()
@@ -349,6 +364,8 @@ func (w *Worker) Start(ctx context.Context) error {
 		}
 		cancelTasks()
 		stopConsume()
+		<-heartStopped
+		events.close()
 		err := <-consumeErr
 		cerr := ch.Close(context.WithoutCancel(ctx))
 		w.mu.Lock()
@@ -361,9 +378,6 @@ func (w *Worker) Start(ctx context.Context) error {
 		close(w.done)
 		w.mu.Unlock()
 	}()
-	if !w.opts.noControl {
-		go w.runPidbox(life)
-	}
 	w.log.Info("celery: worker ready", "hostname", w.opts.hostname, "queues", w.opts.queues, "concurrency", w.opts.concurrency)
 	return nil
 }
@@ -411,12 +425,13 @@ func (w *Worker) Run(ctx context.Context) error {
 
 // request is one task message the worker holds.
 type request struct {
-	msg    *entity.Message
-	tm     *TaskMessage
-	reg    *registration
-	mu     sync.Mutex
-	slot   bool // counted by the prefetch gate until settled
-	settle bool
+	msg     *entity.Message
+	tm      *TaskMessage
+	reg     *registration
+	mu      sync.Mutex
+	slot    bool // counted by the prefetch gate until settled
+	settle  bool
+	started time.Time // when the pool started it (runtime in task-succeeded)
 }
 
 func (w *Worker) isStopping() bool {
@@ -457,6 +472,12 @@ func (w *Worker) dispatch(life context.Context, m *entity.Message) {
 		return
 	}
 	w.state.reserve(req)
+	w.taskEvent("task-received", req, map[string]any{
+		"name": tm.Task, "args": orRepr(tm.ArgsRepr, func() string { return argsRepr(tm.Args) }),
+		"kwargs":  orRepr(tm.KwargsRepr, func() string { return kwargsRepr(tm.Kwargs) }),
+		"root_id": tm.RootID, "parent_id": nilIfEmpty(tm.ParentID), "retries": tm.Retries,
+		"eta": isoOrNil(tm.ETA), "expires": isoOrNil(tm.Expires),
+	})
 	if !tm.ETA.IsZero() && tm.ETA.After(now) {
 		w.schedule(req, tm.ETA.Sub(now))
 		return
@@ -521,6 +542,7 @@ func (w *Worker) revokeRequest(ctx context.Context, req *request, reason string)
 		w.chordPartReturn(ctx, part, StateRevoked, revokedError(reason).exceptionDict())
 	}
 	w.settle(req, settleAck)
+	w.taskEvent("task-revoked", req, map[string]any{"terminated": reason == "terminated", "signum": signumOf(reason), "expired": reason == "expired"})
 }
 
 type settleKind int
@@ -608,6 +630,8 @@ func (w *Worker) execute(ctx context.Context, req *request) {
 	}
 	ctx, finished := w.state.start(ctx, req)
 	defer finished()
+	req.started = time.Now()
+	w.taskEvent("task-started", req, nil)
 	late := w.acksLate(req)
 	if !late {
 		w.settle(req, settleAck) // Celery acknowledges when the task starts
@@ -662,8 +686,10 @@ func (w *Worker) execute(ctx context.Context, req *request) {
 		w.retry(bg, req, rerr)
 	case errors.As(err, &rej) && rej.Requeue:
 		w.settle(req, settleRequeue)
+		w.taskEvent("task-rejected", req, map[string]any{"requeue": true})
 	case errors.Is(err, ErrReject):
 		w.settle(req, settleReject)
+		w.taskEvent("task-rejected", req, map[string]any{"requeue": false})
 	case errors.Is(err, ErrIgnore):
 		w.settle(req, settleAck)
 	case cfg.autoRetry != nil && cfg.autoRetry(err):
@@ -718,6 +744,7 @@ func (w *Worker) succeed(ctx context.Context, req *request, result any) {
 		w.chordPartReturn(ctx, part, StateSuccess, result)
 	}
 	w.settle(req, settleAck)
+	w.taskEvent("task-succeeded", req, map[string]any{"result": safeRepr(normalize(result), 1024), "runtime": time.Since(req.started).Seconds()})
 	w.log.Info("celery: task succeeded", "task", tm.Task, "id", tm.ID)
 }
 
@@ -748,6 +775,7 @@ func (w *Worker) fail(ctx context.Context, req *request, err error, traceback st
 	// acks_on_failure_or_timeout (True): acknowledge after the failure is
 	// stored, with early or late acks alike.
 	w.settle(req, settleAck)
+	w.taskEvent("task-failed", req, map[string]any{"exception": pyExcRepr(normalizeExc(exc)), "traceback": traceback})
 	w.log.Error("celery: task failed", "task", tm.Task, "id", tm.ID, "error", exc.Error())
 }
 
@@ -840,6 +868,7 @@ func (w *Worker) retry(ctx context.Context, req *request, r *RetryError) {
 		return
 	}
 	w.settle(req, settleAck)
+	w.taskEvent("task-retried", req, map[string]any{"exception": pyExcRepr(normalizeExc(exceptionOf(r))), "traceback": tb})
 	w.log.Info("celery: task retry", "task", tm.Task, "id", tm.ID, "retries", retries, "eta", formatISO(eta))
 }
 

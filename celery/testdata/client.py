@@ -99,6 +99,46 @@ def restore_group(gid):
     return {'id': g.id, 'ids': [r.id for r in g.results], 'results': g.join(timeout=TIMEOUT)}
 
 
+def events(spec):
+    """Feeds celery.events.state.State from a real Receiver for
+    spec["seconds"], after printing a "ready" line, then prints what
+    State knows: workers (alive, processed, active, sw_ident, heartbeats),
+    tasks (state, name, result, exception) and the event types seen."""
+    import socket
+    import time
+    from celery.events.state import State
+    state = State()
+    seen = []
+
+    def on_event(ev):
+        seen.append(ev['type'])
+        state.event(ev)
+
+    deadline = time.time() + spec['seconds']
+    with app.connection() as conn:
+        recv = app.events.Receiver(conn, handlers={'*': on_event})
+        consumer = recv.consume(limit=None, timeout=0.5, wakeup=False)
+        try:  # one drain, so the subscription is in place before "ready"
+            next(consumer)
+        except (socket.timeout, StopIteration):
+            consumer = recv.consume(limit=None, timeout=0.5, wakeup=False)
+        print(json.dumps({'ready': True}), flush=True)
+        while time.time() < deadline:
+            try:
+                next(consumer)
+            except (socket.timeout, StopIteration):
+                consumer = recv.consume(limit=None, timeout=0.5, wakeup=False)
+            except Exception as exc:  # a broken event: report it
+                seen.append('error: %r' % (exc,))
+    workers = {h: {'alive': w.alive, 'processed': w.processed, 'active': w.active, 'sw_ident': w.sw_ident,
+                   'sw_ver': w.sw_ver, 'heartbeats': len(w.heartbeats), 'pid': w.pid, 'clock': w.clock}
+               for h, w in state.workers.items()}
+    tasks = {u: {'state': t.state, 'name': t.name, 'result': t.result, 'exception': t.exception,
+                 'worker': t.worker.hostname if t.worker else None, 'runtime': t.runtime}
+             for u, t in state.tasks.items()}
+    return {'workers': workers, 'tasks': tasks, 'seen': sorted(set(seen))}
+
+
 def main():
     cmd, arg = sys.argv[1], json.loads(sys.argv[2])
     if cmd == 'send':
@@ -109,6 +149,8 @@ def main():
         print(json.dumps(save_group(arg)))
     elif cmd == 'restoregroup':
         print(json.dumps(restore_group(arg)))
+    elif cmd == 'events':
+        print(json.dumps(events(arg)))
     elif cmd == 'canvas':
         print(json.dumps(canvas(arg)))
     elif cmd == 'run':
