@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/kombu-go/kombu"
 	"github.com/kombu-go/kombu/internal/testenv"
 )
 
@@ -102,5 +103,71 @@ func TestEventsInterop(t *testing.T) {
 		if !found {
 			t.Errorf("no %s event seen (seen %v)", typ, out.Seen)
 		}
+	}
+}
+
+// Proves (the Go EventReceiver and EventState against a real Python Celery
+// worker run with -E, both version sets): the Python worker shows as alive
+// with its sw_ident, and a task it ran as SUCCESS with its result repr and
+// a failing one as FAILURE with its exception repr (Celery 5.2.6 sends
+// "ExceptionWithTraceback()" there, 5.5.2 the real repr), also when they
+// come buffered as "task.multi" lists; a malformed message on the
+// event exchange is reported and dropped without stopping the stream.
+func TestEventReceiverInterop(t *testing.T) {
+	ix := newInterop(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	state := NewEventState()
+	ready := make(chan struct{})
+	bad := make(chan error, 4)
+	done := make(chan error, 1)
+	go func() {
+		done <- NewEventReceiver(ix.conn).Run(ctx, state.Apply, func() { close(ready) }, func(err error) { bad <- err })
+	}()
+	<-ready
+	testenv.StartCeleryWorker(t, testenv.CeleryWorker{Python: ix.py, Dir: testdataDir(t), Queue: ix.pyQueue, Node: "pyev",
+		Env: ix.env(), Events: true, LogAfter: 15 * time.Second})
+	ok := ix.send("tasks.add", []any{20, 22}, nil)
+	bad1 := ix.send("tasks.fail", []any{"nope"}, nil)
+	_, _ = ix.get(ok)
+	_, _ = ix.get(bad1)
+	// A malformed event: a JSON list, not an event dict.
+	if _, err := ix.conn.Producer().Publish(ctx, []any{1, 2}, kombu.WithExchange(kombu.Exchange{Name: EventExchange, Type: kombu.Fanout, Durable: true}),
+		kombu.WithRoutingKey("task.bogus")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		a, _ := state.Task(ok.ID)
+		f, _ := state.Task(bad1.ID)
+		var py *WorkerInfo
+		for _, w := range state.Workers() {
+			if strings.HasPrefix(w.Hostname, "pyev-") {
+				w := w
+				py = &w
+			}
+		}
+		if a.State == "SUCCESS" && f.State == "FAILURE" && py != nil && py.Alive(time.Now()) {
+			if a.Result != "42" || a.Name != "tasks.add" || f.Exception == "" || py.SwIdent != "py-celery" {
+				t.Errorf("state: task %+v, failed %+v, worker %+v", a, f, *py)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("state after 15 s: task %+v, failed %+v, workers %+v", a, f, state.Workers())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	select {
+	case err := <-bad:
+		if !strings.Contains(err.Error(), "malformed event") {
+			t.Errorf("bad event reported as %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the malformed event was not reported")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("receiver: %v", err)
 	}
 }

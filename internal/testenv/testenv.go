@@ -308,10 +308,12 @@ func (l *LockedBuffer) Tail(n int) string {
 
 // CeleryWorker describes a Python Celery worker for StartCeleryWorker.
 type CeleryWorker struct {
-	Python string   // unused: the interpreter is PythonCommand's
-	Dir    string   // where the tasks module is
-	Queue  string   // the queue it consumes (-Q)
-	Node   string   // node name prefix: the node is Node-<random>@%h
+	Python string // unused: the interpreter is PythonCommand's
+	Dir    string // where the tasks module is
+	Queue  string // the queue it consumes (-Q)
+	Node   string // node name prefix: the node is Node-<random>@%h
+	// Events starts it with -E and heartbeats (else --without-heartbeat).
+	Events bool
 	Env    []string // added to the environment
 	// LogAfter, if positive, also logs the worker's output when it ran
 	// longer than this (a slow run worth a look); it is always logged when
@@ -325,9 +327,14 @@ type CeleryWorker struct {
 // failed.
 func StartCeleryWorker(t testing.TB, w CeleryWorker) {
 	t.Helper()
-	cmd := PythonCommand(context.Background(), "-m", "celery", "-A", "tasks", "worker", "--pool=solo", "-Q", w.Queue,
-		"--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "info",
-		"-n", w.Node+"-"+uuid.NewString()[:8]+"@%h")
+	args := []string{"-m", "celery", "-A", "tasks", "worker", "--pool=solo", "-Q", w.Queue,
+		"--without-mingle", "--without-gossip", "-l", "info", "-n", w.Node + "-" + uuid.NewString()[:8] + "@%h"}
+	if w.Events {
+		args = append(args, "-E")
+	} else {
+		args = append(args, "--without-heartbeat")
+	}
+	cmd := PythonCommand(context.Background(), args...)
 	cmd.Dir = w.Dir
 	cmd.Env = append(cmd.Env, w.Env...)
 	out := &LockedBuffer{}
