@@ -5,22 +5,48 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/kombu-go/kombu/celery"
 )
 
+// celerySubcommands are `kombu celery <sub>`.
+var celerySubcommands = []struct {
+	name, summary string
+	run           func(context.Context, *env, []string) error
+}{
+	{"send", "send a task (and wait for its result)", runCelerySend},
+	{"canvas", "send a chain, group or chord given as JSON and print its result", runCeleryCanvas},
+	{"inspect", "ask workers (Python or Go) what `celery inspect` asks", runCeleryInspect},
+	{"control", "steer workers as `celery control` does (revoke, rate_limit, ...)", runCeleryControl},
+	{"events", "watch workers and tasks from the event stream", runCeleryEvents},
+}
+
 func runCelery(ctx context.Context, e *env, args []string) error {
+	names := make([]string, len(celerySubcommands))
+	for i, c := range celerySubcommands {
+		names[i] = c.name
+	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
 		if len(args) == 0 {
-			return usageError{"missing subcommand: send"}
+			return usageError{"missing subcommand: " + strings.Join(names, ", ")}
 		}
-		fmt.Fprintln(e.stdout, "usage: kombu celery send --task NAME [flags] (see kombu celery send --help)")
+		fmt.Fprintln(e.stdout, "usage: kombu celery SUBCOMMAND [flags]")
+		for _, c := range celerySubcommands {
+			fmt.Fprintf(e.stdout, "  %-8s %s\n", c.name, c.summary)
+		}
 		return nil
 	}
-	if args[0] != "send" {
-		return usageError{fmt.Sprintf("unknown subcommand %q (want send)", args[0])}
+	for _, c := range celerySubcommands {
+		if c.name == args[0] {
+			return c.run(ctx, e, args[1:])
+		}
 	}
+	return usageError{fmt.Sprintf("unknown subcommand %q (want %s)", args[0], strings.Join(names, ", "))}
+}
+
+func runCelerySend(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "celery send", "--task NAME [flags]", "Sends a Celery task (protocol 2, as Celery 5 writes it) and prints its id; with --wait, prints its result as JSON.")
 	var cf connFlags
 	cf.register(fs)
@@ -32,7 +58,7 @@ func runCelery(ctx context.Context, e *env, args []string) error {
 	countdown := fs.Float64("countdown", 0, "run no sooner than this many `seconds` from now")
 	wait := fs.Duration("wait", 0, "wait this long for the result and print it as JSON (exit status 1 if the task failed, 3 if no result came in time)")
 	backendURL := fs.String("result-backend", "", "result backend URL (default: the broker URL)")
-	if err := parse(fs, args[1:]); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *task == "" {

@@ -214,7 +214,10 @@ func TestPythonKombuMessages(t *testing.T) {
 // celeryWorker starts a real Celery worker (solo pool) on tasks.py of
 // celery/testdata, on queue, with this test's key prefix; it is stopped
 // (its process group) when the test ends.
-func (k *kt) celeryWorker(queue string) {
+func (k *kt) celeryWorker(queue string) { k.celeryWorkerEvents(queue, false) }
+
+// celeryWorkerEvents is celeryWorker, with -E and heartbeats when events.
+func (k *kt) celeryWorkerEvents(queue string, events bool) {
 	t := k.t
 	t.Helper()
 	py := testenv.RequirePython(t, "celery", "kombu", "redis")
@@ -222,7 +225,7 @@ func (k *kt) celeryWorker(queue string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testenv.StartCeleryWorker(t, testenv.CeleryWorker{Python: py, Dir: dir, Queue: queue, Node: "cli",
+	testenv.StartCeleryWorker(t, testenv.CeleryWorker{Python: py, Dir: dir, Queue: queue, Node: "cli", Events: events,
 		Env: []string{"KOMBU_TEST_BROKER=" + k.url, "KOMBU_TEST_BACKEND=" + k.url,
 			"KOMBU_TEST_PREFIX=" + k.prefix, "KOMBU_TEST_QUEUE=" + queue, "PYTHONDONTWRITEBYTECODE=1"}})
 }

@@ -61,7 +61,7 @@ var commands = []command{
 	{"purge", "remove every waiting message of a queue", runPurge},
 	{"bind", "bind a queue to an exchange", runBind},
 	{"unbind", "remove a binding", runUnbind},
-	{"celery", "send Celery tasks (kombu celery send --help)", runCelery},
+	{"celery", "Celery: send tasks and canvases, inspect and control workers, watch events (kombu celery --help)", runCelery},
 }
 
 // env is what every subcommand shares: where to write, and how to connect.
