@@ -58,11 +58,31 @@
 // or a GroupResult; GroupResult.Save and Backend.RestoreGroup share
 // celery-taskset-meta-<id> with Python's GroupResult.save/restore.
 //
-// Not implemented: Celery's events, remote control (inspect, revoke by id
-// broadcast, pidbox), heartbeats, rate limits. A chord header holding
-// groups (a header result Celery saves with apply_chord and joins) is
-// joined as a flat list. Several link callbacks are sent one by one, not as
-// a group as Celery does (their results get no group id). As with Celery on
-// Redis, an eta longer than the transport's visibility_timeout (one hour)
-// gets the message redelivered.
+// The Worker is a member of a Celery estate (celery/worker/control.py,
+// kombu/pidbox.py, celery/events/, celery/worker/state.py): it answers
+// `celery inspect` and `celery control` on its <hostname>.celery.pidbox
+// mailbox (ping, stats, registered, active, reserved, scheduled, revoked,
+// query_task, clock, conf, report, hello, active_queues, revoke and
+// terminate, rate_limit, time_limit, enable_events, disable_events,
+// heartbeat, shutdown); keeps revoked ids as Celery does (50,000, three
+// hours) so a revoked task never runs whether queued, prefetched or held
+// for its eta, and terminate cancels a running handler's context with
+// ErrTerminated; sends worker-online/heartbeat/offline events always and
+// task events with WithEvents, which Celery's Receiver, State, Flower and
+// celery-exporter read. Control does what app.control does from Go against
+// any mix of Python and Go workers; EventReceiver and EventState read the
+// event stream as Flower does.
+//
+// Not implemented: pool_grow, pool_shrink, autoscale, add_consumer and
+// cancel_consumer answer with an error (the pool and the queues are fixed
+// at Start); mingle at start (the worker answers hello, but does not ask
+// others when it starts); revoked ids are not persisted across restarts
+// (Celery's --statedb); a soft time limit distinct from the hard one (the
+// message's time limit cancels the handler's context and stores
+// TimeLimitExceeded). A chord header holding groups (a header result
+// Celery saves with apply_chord and joins) is joined as a flat list.
+// Several link callbacks are sent one by one, not as a group as Celery
+// does (their results get no group id). As with Celery on Redis, an eta
+// longer than the transport's visibility_timeout (one hour) gets the
+// message redelivered.
 package celery

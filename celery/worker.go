@@ -196,7 +196,11 @@ func NewWorker(conn *kombu.Connection, backend *Backend, opts ...WorkerOption) *
 	}
 	return &Worker{
 		conn: conn, backend: backend, opts: o, log: log,
-		client:   NewClient(conn, backend, o.clientOpts...),
+		// Tasks the worker sends (chain steps, callbacks, chord bodies) go
+		// to its first queue unless they name one or WithClientOptions
+		// sets a default queue: a Celery worker uses its app's
+		// task_default_queue, which is its queue in the common setup.
+		client:   NewClient(conn, backend, append([]ClientOption{WithDefaultQueue(o.queues[0])}, o.clientOpts...)...),
 		handlers: map[string]*registration{},
 		state:    newWorkerState(),
 		eventsOn: o.taskEvents,

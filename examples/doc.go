@@ -16,6 +16,9 @@
 //     that Python's apply_async reaches
 //   - celery-client: sends tasks a Python Celery worker runs, and reads
 //     their results
+//   - celery-canvas: sends a chain, a group and a chord of tasks.add and
+//     tasks.echo, served by celery-worker or a Python worker, and checks
+//     their results
 //
 // Each runs its producer and consumers in one process and works with no
 // setup on memory://; give --url (or $KOMBU_URL) to use a real broker:

@@ -26,6 +26,10 @@
 //	...
 //	ValueError: boom
 //
+// It runs Celery canvas (chains, groups, chords) that pass through it,
+// answers `celery inspect`/`celery control` as node -n (revoke included),
+// and with -E sends task events for Flower and `celery events`.
+//
 // Results go to the Redis result backend at --backend (by default the broker
 // URL). SIGINT or SIGTERM starts a warm shutdown: running tasks finish,
 // messages the worker held go back to the queue.
@@ -48,7 +52,7 @@ import (
 )
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "Usage: celery-worker [--url URL] [--backend URL] [--queue NAME[,NAME...]] [--concurrency N]")
+	fmt.Fprintln(os.Stderr, "Usage: celery-worker [--url URL] [--backend URL] [--queue NAME[,NAME...]] [--concurrency N] [-n NODE] [-E]")
 	flag.PrintDefaults()
 }
 
@@ -58,6 +62,8 @@ type config struct {
 	concurrency         int
 	prefetch            int
 	acksLate            bool
+	hostname            string
+	events              bool
 }
 
 func main() {
@@ -68,6 +74,8 @@ func main() {
 	flag.IntVar(&cfg.concurrency, "concurrency", runtime.NumCPU(), "tasks run at once (celery worker --concurrency)")
 	flag.IntVar(&cfg.prefetch, "prefetch-multiplier", celery.DefaultPrefetchMultiplier, "worker_prefetch_multiplier (0: no limit)")
 	flag.BoolVar(&cfg.acksLate, "acks-late", false, "acknowledge after the task ran (task_acks_late)")
+	flag.StringVar(&cfg.hostname, "n", "", "node name, e.g. go1@%h (celery worker -n; %h is the host name; default celery@<host>)")
+	flag.BoolVar(&cfg.events, "E", false, "send task events (celery worker -E), for Flower, celery events and celery-exporter")
 	flag.Usage = usage
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -103,13 +111,21 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		log.Warn("no result backend: results are not stored")
 	}
 
-	w := celery.NewWorker(conn, backend,
+	opts := []celery.WorkerOption{
 		celery.WithQueues(strings.Split(cfg.queue, ",")...),
 		celery.WithConcurrency(cfg.concurrency),
 		celery.WithPrefetchMultiplier(cfg.prefetch),
 		celery.WithAcksLate(cfg.acksLate),
 		celery.WithLogger(log),
-	)
+	}
+	if cfg.hostname != "" {
+		host, _ := os.Hostname()
+		opts = append(opts, celery.WithHostname(strings.ReplaceAll(cfg.hostname, "%h", host)))
+	}
+	if cfg.events {
+		opts = append(opts, celery.WithEvents())
+	}
+	w := celery.NewWorker(conn, backend, opts...)
 	register(w)
 	return w.Run(ctx)
 }
