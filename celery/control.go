@@ -521,9 +521,12 @@ func (w *Worker) controlTimeLimit(task string, hard, soft any) any {
 	}
 	h, _ := toFloat(hard)
 	s, _ := toFloat(soft)
+	// A new registration: tasks already running keep the one they read.
+	n := *reg
+	n.cfg.timeLimit = time.Duration(h * float64(time.Second))
+	n.cfg.softTimeLimit = time.Duration(s * float64(time.Second))
 	w.mu.Lock()
-	reg.cfg.timeLimit = time.Duration(h * float64(time.Second))
-	reg.cfg.softTimeLimit = time.Duration(s * float64(time.Second))
+	w.handlers[task] = &n
 	w.mu.Unlock()
 	return ok("time limits set successfully")
 }

@@ -71,15 +71,19 @@
 // task events with WithEvents, which Celery's Receiver, State, Flower and
 // celery-exporter read. Control does what app.control does from Go against
 // any mix of Python and Go workers; EventReceiver and EventState read the
-// event stream as Flower does.
+// event stream as Flower does. Time limits: past the soft limit the
+// handler's context is cancelled with ErrSoftTimeLimitExceeded as its cause
+// (SoftTimeLimitExceeded is stored if it then returns an error); past the
+// hard limit the task is stored as TimeLimitExceeded at once and its pool
+// slot freed even if the handler never returns. Rate limits (RateLimit,
+// `celery control rate_limit`) hold a task for its turn with its prefetch
+// slot, without holding up other task types.
 //
 // Not implemented: pool_grow, pool_shrink, autoscale, add_consumer and
 // cancel_consumer answer with an error (the pool and the queues are fixed
 // at Start); mingle at start (the worker answers hello, but does not ask
 // others when it starts); revoked ids are not persisted across restarts
-// (Celery's --statedb); a soft time limit distinct from the hard one (the
-// message's time limit cancels the handler's context and stores
-// TimeLimitExceeded). A chord header holding groups (a header result
+// (Celery's --statedb). A chord header holding groups (a header result
 // Celery saves with apply_chord and joins) is joined as a flat list.
 // Several link callbacks are sent one by one, not as a group as Celery
 // does (their results get no group id). As with Celery on Redis, an eta

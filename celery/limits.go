@@ -2,6 +2,8 @@ package celery
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -100,4 +102,58 @@ func (w *Worker) controlEvents(method string) any {
 		return ok("task events disabled")
 	}
 	return nil // heartbeat
+}
+
+// Time-limit causes. A handler's context is cancelled with
+// ErrSoftTimeLimitExceeded as its cause when the soft time limit passes
+// (Celery's SoftTimeLimitExceeded: the handler may clean up and return;
+// returning that error, or any error, stores SoftTimeLimitExceeded), and
+// with ErrTimeLimitExceeded when the hard limit passes: the task is then
+// stored as TimeLimitExceeded at once and its pool slot freed, whether or
+// not the handler returns.
+var (
+	ErrSoftTimeLimitExceeded = errors.New("celery: soft time limit exceeded")
+	ErrTimeLimitExceeded     = errors.New("celery: hard time limit exceeded")
+)
+
+// callWithLimits runs the handler under the soft and hard time limits.
+func (w *Worker) callWithLimits(ctx context.Context, req *request, t *Task, soft, hard time.Duration) (result any, err error, stack string, hardHit bool) {
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if soft > 0 && (hard <= 0 || soft < hard) {
+		st := time.AfterFunc(soft, func() {
+			w.log.Warn("celery: soft time limit exceeded", "task", t.Task, "id", t.ID, "limit", soft)
+			cancel(ErrSoftTimeLimitExceeded)
+		})
+		defer st.Stop()
+	}
+	if hard <= 0 {
+		result, err, stack = w.call(runCtx, req.reg.handler, t)
+		if err != nil && errors.Is(context.Cause(runCtx), ErrSoftTimeLimitExceeded) && !errors.Is(err, ErrSoftTimeLimitExceeded) {
+			err = fmt.Errorf("%w: %w", ErrSoftTimeLimitExceeded, err)
+		}
+		return result, err, stack, false
+	}
+	type outcome struct {
+		result any
+		err    error
+		stack  string
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		r, e, s := w.call(runCtx, req.reg.handler, t)
+		done <- outcome{r, e, s}
+	}()
+	timer := time.NewTimer(hard)
+	defer timer.Stop()
+	select {
+	case o := <-done:
+		if o.err != nil && errors.Is(context.Cause(runCtx), ErrSoftTimeLimitExceeded) && !errors.Is(o.err, ErrSoftTimeLimitExceeded) {
+			o.err = fmt.Errorf("%w: %w", ErrSoftTimeLimitExceeded, o.err)
+		}
+		return o.result, o.err, o.stack, false
+	case <-timer.C:
+		cancel(ErrTimeLimitExceeded)
+		return nil, ErrTimeLimitExceeded, "", true
+	}
 }

@@ -152,6 +152,14 @@ type workerState struct {
 	total    map[string]int
 	// processed counts the tasks started (Celery's all_total_count).
 	processed int
+	// hardTimeouts counts tasks stopped by their hard time limit.
+	hardTimeouts int
+}
+
+func (s *workerState) countHardTimeout() {
+	s.mu.Lock()
+	s.hardTimeouts++
+	s.mu.Unlock()
 }
 
 type activeTask struct {

@@ -649,22 +649,20 @@ func (w *Worker) execute(ctx context.Context, req *request) {
 			{Key: "pid", Value: os.Getpid()}, {Key: "hostname", Value: w.opts.hostname},
 		}}, false)
 	}
-	limit := cfg.timeLimit
+	hard, soft := cfg.timeLimit, cfg.softTimeLimit
 	if tm.TimeLimit > 0 {
-		limit = time.Duration(tm.TimeLimit * float64(time.Second))
+		hard = time.Duration(tm.TimeLimit * float64(time.Second))
 	}
-	runCtx, cancel := ctx, context.CancelFunc(func() {})
-	if limit > 0 {
-		runCtx, cancel = context.WithTimeout(ctx, limit)
+	if tm.SoftTimeLimit > 0 {
+		soft = time.Duration(tm.SoftTimeLimit * float64(time.Second))
 	}
 	task := &Task{
 		TaskMessage: tm, Queue: req.msg.DeliveryInfo.Queue, Exchange: req.msg.DeliveryInfo.Exchange,
 		RoutingKey: req.msg.DeliveryInfo.RoutingKey, DeliveryTag: req.msg.DeliveryTag,
 		Redelivered: req.msg.Redelivered, Hostname: w.opts.hostname,
 	}
-	result, err, stack := w.call(runCtx, req.reg.handler, task)
-	timedOut := limit > 0 && errors.Is(runCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
-	cancel()
+	result, err, stack, hardHit := w.callWithLimits(ctx, req, task, soft, hard)
+	softHit := errors.Is(err, ErrSoftTimeLimitExceeded) || (err != nil && errors.Is(context.Cause(ctx), ErrSoftTimeLimitExceeded))
 	bg := context.WithoutCancel(ctx)
 	if errors.Is(context.Cause(ctx), ErrTerminated) {
 		// revoke --terminate: Celery stores REVOKED ("terminated").
@@ -684,8 +682,14 @@ func (w *Worker) execute(ctx context.Context, req *request) {
 		w.fail(bg, req, err, stack)
 	case err == nil:
 		w.succeed(bg, req, result)
-	case timedOut:
-		w.fail(bg, req, &TaskError{Type: "TimeLimitExceeded", Module: "billiard.exceptions", Args: []any{seconds(limit.Seconds())}}, "")
+	case hardHit:
+		// The handler is abandoned (its goroutine ends when it returns);
+		// its pool slot is free now, as Celery's pool kills the process.
+		w.state.countHardTimeout()
+		w.log.Error("celery: hard time limit exceeded", "task", tm.Task, "id", tm.ID, "limit", hard)
+		w.fail(bg, req, &TaskError{Type: "TimeLimitExceeded", Module: "billiard.exceptions", Args: []any{seconds(hard.Seconds())}}, "")
+	case softHit:
+		w.fail(bg, req, &TaskError{Type: "SoftTimeLimitExceeded", Module: "billiard.exceptions"}, "")
 	case errors.As(err, &rerr):
 		w.retry(bg, req, rerr)
 	case errors.As(err, &rej) && rej.Requeue:
