@@ -181,6 +181,23 @@ func (c *Client) applyTask(ctx context.Context, sig Signature, extra []any, ao a
 	if h, ok := o["headers"].(map[string]any); ok {
 		so.headers = h
 	}
+	// Celery 5.5 stamping: a signature's stamped_headers name options that
+	// travel as the message's stamped_headers and stamps headers
+	// (app/amqp.py as_task_v2).
+	if sh, ok := o["stamped_headers"].([]any); ok && len(sh) > 0 {
+		h := make(map[string]any, len(so.headers)+2)
+		for k, v := range so.headers {
+			h[k] = v
+		}
+		stamps := map[string]any{}
+		for _, name := range sh {
+			if n, ok := name.(string); ok {
+				stamps[n] = o[n]
+			}
+		}
+		h["stamped_headers"], h["stamps"] = sh, stamps
+		so.headers = h
+	}
 	so.rootID, so.parentID = str("root_id"), str("parent_id")
 	if ao.rootID != "" {
 		so.rootID = ao.rootID

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kombu-go/kombu/internal/testenv"
 )
 
 // canvasOutcome is what client.py's canvas command reports: what Celery's
@@ -268,5 +270,39 @@ func TestGroupResultSaveRestoreInterop(t *testing.T) {
 	}
 	if _, err := ix.backend.RestoreGroup(ctx, "no-such-group"); !errors.Is(err, ErrGroupNotFound) {
 		t.Errorf("RestoreGroup of a missing group: %v", err)
+	}
+}
+
+// Proves (Celery 5.5 stamping, both version sets): a task Python stamped
+// (sig.stamp(team='blue') on 5.5; the same stamped_headers and stamps
+// headers given by hand on 5.2, which has no stamping) reaches the Go
+// worker with its stamps, and when the Go worker retries it the retried
+// message still carries them untouched.
+func TestStampsPassThroughInterop(t *testing.T) {
+	ix := newInterop(t)
+	ix.goWorker(func(w *Worker) {
+		w.Register("tasks.stamps", func(_ context.Context, t *Task) (any, error) {
+			if t.Retries < 1 {
+				return nil, t.Retry(nil, 50*time.Millisecond)
+			}
+			return map[string]any{"stamped_headers": t.Headers["stamped_headers"], "stamps": t.Headers["stamps"], "retries": t.Retries}, nil
+		})
+	})
+	var out struct {
+		How    string
+		Result struct {
+			StampedHeaders []string          `json:"stamped_headers"`
+			Stamps         map[string]string `json:"stamps"`
+			Retries        int
+		}
+	}
+	ix.python(&out, "stamped", nil)
+	wantHow := "headers"
+	if testenv.PythonVersionAtLeast(t, "celery", "5.3") {
+		wantHow = "stamp"
+	}
+	r := out.Result
+	if out.How != wantHow || r.Retries != 1 || fmt.Sprint(r.StampedHeaders) != "[team]" || r.Stamps["team"] != "blue" {
+		t.Errorf("stamps after a Go retry: %+v (sent by %s)", out, out.How)
 	}
 }

@@ -79,6 +79,10 @@
 // `celery control rate_limit`) hold a task for its turn with its prefetch
 // slot, without holding up other task types.
 //
+// Celery 5.5's stamping headers (stamped_headers, stamps) pass through the
+// Worker untouched: a retried message keeps them, and a chain step whose
+// signature is stamped is sent with them, as Celery 5.5 sends it.
+//
 // Not implemented: pool_grow, pool_shrink, autoscale, add_consumer and
 // cancel_consumer answer with an error (the pool and the queues are fixed
 // at Start); mingle at start (the worker answers hello, but does not ask

@@ -26,7 +26,11 @@ func (jsonCodec) Unmarshal(data []byte) (any, error) {
 	if !utf8.Valid(data) {
 		return nil, errInvalidUTF8Body
 	}
-	return pyjson.Unmarshal(data)
+	v, err := pyjson.Unmarshal(data)
+	if err != nil || !bytes.Contains(data, []byte(`"__type__"`)) {
+		return v, err
+	}
+	return fromMarkers(v) // Kombu 5.3+ type markers (markers.go)
 }
 
 // UnmarshalInto decodes with encoding/json into v, numbers stored in

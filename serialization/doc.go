@@ -30,7 +30,12 @@
 // Encode without a serializer sends a []byte as application/data (binary)
 // and a string as text/plain (utf-8), exactly as Kombu's dumps does; any
 // other value becomes JSON. JSON is written as Kombu 5.2 writes it (plain
-// json.dumps, no 5.3 "__type__" envelopes).
+// json.dumps, no 5.3 "__type__" envelopes) unless Registry.EnableTypeMarkers
+// is called: then time.Time, Date, TimeOfDay, Decimal, uuid.UUID and []byte
+// values are written as Kombu 5.5's {"__type__", "__value__"} markers (for
+// Kombu 5.3+ peers only). Decoding always reads those markers into the Go
+// types, as Kombu 5.5 does; an unknown marker type is a DecodeError
+// (Kombu 5.2, which predates markers, reads them as plain dicts).
 //
 // Decode checks the content type before anything else, and never runs a
 // decoder for a refused one. With an accept list (names or content types),

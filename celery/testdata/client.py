@@ -139,6 +139,24 @@ def events(spec):
     return {'workers': workers, 'tasks': tasks, 'seen': sorted(set(seen))}
 
 
+def stamped(spec):
+    """Sends tasks.stamps to the Go queue with a stamp: Celery 5.3+ stamps
+    the signature (stamped_headers and stamps headers); Celery 5.2, which
+    has no stamping, sends the same two headers with apply_async(headers=).
+    Returns what the task returned and the version path used."""
+    import os
+    from celery import signature
+    sig = signature('tasks.stamps', args=[1], options={'queue': os.environ['KOMBU_TEST_GO_QUEUE']}, app=app)
+    if hasattr(sig, 'stamp'):
+        sig.stamp(team='blue')
+        r = sig.apply_async()
+        how = 'stamp'
+    else:
+        r = sig.apply_async(headers={'stamped_headers': ['team'], 'stamps': {'team': 'blue'}})
+        how = 'headers'
+    return {'how': how, 'result': r.get(timeout=TIMEOUT)}
+
+
 def main():
     cmd, arg = sys.argv[1], json.loads(sys.argv[2])
     if cmd == 'send':
@@ -149,6 +167,8 @@ def main():
         print(json.dumps(save_group(arg)))
     elif cmd == 'restoregroup':
         print(json.dumps(restore_group(arg)))
+    elif cmd == 'stamped':
+        print(json.dumps(stamped(arg)))
     elif cmd == 'events':
         print(json.dumps(events(arg)))
     elif cmd == 'canvas':

@@ -44,8 +44,42 @@ import time
 from kombu import Connection, Consumer, Exchange, Producer, Queue, binding
 
 
+def pyvalue(o):
+    """JSON for the typed values Kombu 5.3+ decodes from type markers:
+    {"__py__": type, "value": text}."""
+    import datetime as dt
+    import decimal
+    import uuid
+    if isinstance(o, (dt.datetime, dt.date, dt.time)):
+        return {"__py__": type(o).__name__, "value": o.isoformat()}
+    if isinstance(o, decimal.Decimal):
+        return {"__py__": "Decimal", "value": str(o)}
+    if isinstance(o, uuid.UUID):
+        return {"__py__": "UUID", "value": o.hex}
+    if isinstance(o, (bytes, bytearray)):
+        return {"__py__": "bytes", "value": base64.b64encode(bytes(o)).decode()}
+    raise TypeError("cannot report %r" % (o,))
+
+
+def to_python(v):
+    """The inverse of pyvalue, for bodies published with real Python values."""
+    import datetime as dt
+    import decimal
+    import uuid
+    if isinstance(v, dict):
+        if set(v) == {"__py__", "value"}:
+            t, x = v["__py__"], v["value"]
+            return {"datetime": dt.datetime.fromisoformat, "date": dt.date.fromisoformat,
+                    "time": dt.time.fromisoformat, "Decimal": decimal.Decimal,
+                    "UUID": lambda h: uuid.UUID(hex=h), "bytes": base64.b64decode}[t](x)
+        return {k: to_python(e) for k, e in v.items()}
+    if isinstance(v, list):
+        return [to_python(e) for e in v]
+    return v
+
+
 def emit(obj):
-    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.write(json.dumps(obj, default=pyvalue) + "\n")
     sys.stdout.flush()
 
 
@@ -79,6 +113,8 @@ def queue_of(q):
 def body_of(tagged):
     if "json" in tagged:
         return tagged["json"]
+    if "py" in tagged:
+        return to_python(tagged["py"])
     if "text" in tagged:
         return tagged["text"]
     if "bytes" in tagged:
