@@ -237,8 +237,12 @@ func seconds(f float64) any {
 	return f
 }
 
-// HeadersObject returns the message headers in the order Celery writes them.
-func (m *TaskMessage) HeadersObject() pyjson.Object {
+// MarshalHeaders returns the message headers as JSON, in the order and
+// form Celery writes them.
+func (m *TaskMessage) MarshalHeaders() ([]byte, error) { return pyjson.Marshal(m.headersObject()) }
+
+// headersObject returns the message headers in the order Celery writes them.
+func (m *TaskMessage) headersObject() pyjson.Object {
 	lang := m.Lang
 	if lang == "" {
 		lang = "py"
@@ -322,7 +326,7 @@ func (m *TaskMessage) MarshalEnvelope(exchange, routingKey, deliveryTag string) 
 	if deliveryTag == "" {
 		deliveryTag = uuid.NewString()
 	}
-	headers, err := pyjson.Marshal(m.HeadersObject())
+	headers, err := pyjson.Marshal(m.headersObject())
 	if err != nil {
 		return nil, fmt.Errorf("celery: encode task %s headers: %w", m.Task, err)
 	}

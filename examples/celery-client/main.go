@@ -32,9 +32,9 @@ import (
 
 	"github.com/kombu-go/kombu"
 	"github.com/kombu-go/kombu/celery"
-	"github.com/kombu-go/kombu/internal/pyjson"
 	_ "github.com/kombu-go/kombu/memory" // registers memory://
 	_ "github.com/kombu-go/kombu/redis"  // registers redis://, rediss://, sentinel://
+	"github.com/kombu-go/kombu/serialization"
 )
 
 func usage() {
@@ -141,10 +141,10 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	b, err := pyjson.Marshal(v)
+	enc, err := serialization.Encode(v, "json") // JSON as Python writes it
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "%s\n", b)
+	fmt.Fprintf(out, "%s\n", enc.Body)
 	return nil
 }
