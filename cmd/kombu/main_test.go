@@ -285,7 +285,8 @@ func equal(t *testing.T, what string, got, want any) {
 
 // commandNames are every command and its --help invocation.
 var commandNames = [][]string{{"publish"}, {"consume"}, {"inspect"}, {"peek"}, {"restore"}, {"purge"},
-	{"bind"}, {"unbind"}, {"celery", "send"}}
+	{"bind"}, {"unbind"}, {"celery", "send"}, {"celery", "canvas"}, {"celery", "inspect"}, {"celery", "control"},
+	{"celery", "events"}}
 
 // TestHelp proves --help works on every subcommand: exit 0, the usage on
 // stdout (with the shared --url and --opt flags), nothing on stderr; and
@@ -311,7 +312,8 @@ func TestHelp(t *testing.T) {
 			t.Errorf("kombu --help does not list %s:\n%s", c[0], r.stdout)
 		}
 	}
-	if r := runBin(t, "", nil, "celery", "--help"); r.code != 0 || !strings.Contains(r.stdout, "kombu celery send") {
+	if r := runBin(t, "", nil, "celery", "--help"); r.code != 0 || !strings.Contains(r.stdout, "usage: kombu celery SUBCOMMAND") ||
+		!strings.Contains(r.stdout, "\n  inspect ") || !strings.Contains(r.stdout, "\n  events ") {
 		t.Errorf("kombu celery --help: exit %d, stdout %q", r.code, r.stdout)
 	}
 	if r := runBin(t, "", nil); r.code != 2 || !strings.HasPrefix(r.stderr, "usage: kombu") {
