@@ -74,7 +74,7 @@ func PythonCommand(ctx context.Context, args ...string) *exec.Cmd {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	cmd := exec.CommandContext(ctx, Python, append([]string{"-I", "-c", pyBoot}, args...)...)
+	cmd := exec.CommandContext(ctx, Python, append([]string{"-I", "-B", "-c", pyBoot}, args...)...)
 	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1")
 	return cmd
 }
