@@ -103,6 +103,7 @@ type row struct {
 	server      float64 // Redis CPU µs per message, kombu-go
 	rawTarget   float64 // minimum kombu-go/raw (0: no target)
 	pyTarget    float64 // minimum kombu-go/Python (0: no target)
+	external    bool    // kombu-go ran in another process: no allocation figures
 }
 
 func (r *runner) add(x row) {
@@ -851,7 +852,9 @@ func (r *runner) table(redisVersion string, took time.Duration) string {
 		}
 		allocs, by, srv := "–", "–", "–"
 		if x.goRate > 0 {
-			allocs, by = strconv.FormatInt(x.allocs, 10), strconv.FormatInt(x.bytes, 10)
+			if !x.external {
+				allocs, by = strconv.FormatInt(x.allocs, 10), strconv.FormatInt(x.bytes, 10)
+			}
 			srv = fmt.Sprintf("%.1f", x.server)
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", x.group, x.name, rate(x.goRate), cmp.Or(x.rawName, "–"),
