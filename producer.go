@@ -152,6 +152,7 @@ func WithRetry(policy RetryPolicy) PublishOption {
 type Producer struct {
 	conn     *Connection
 	defaults publishOptions
+	async    asyncState // PublishAsync's window (producer_async.go)
 }
 
 // Producer returns a producer with the given defaults.

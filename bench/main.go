@@ -19,6 +19,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -54,7 +55,7 @@ var (
 	flagReps    = flag.Int("reps", 3, "repetitions of the target rows (medians are used)")
 	flagTime    = flag.Duration("benchtime", time.Second, "testing.B benchtime of each kombu-go measurement")
 	flagQuick   = flag.Bool("quick", false, "one repetition, short runs, fewer rows (a smoke test of the harness)")
-	flagGroups  = flag.String("groups", "targets,bodies,queues,clients,heap", "the groups of rows to measure, comma-separated (also: profile, which writes CPU profiles of the target workloads to -profile-dir)")
+	flagGroups  = flag.String("groups", "targets,bodies,queues,clients,heap,celery,pipeline", "the groups of rows to measure, comma-separated (also: profile, which writes CPU profiles of the target workloads to -profile-dir)")
 	flagProfDir = flag.String("profile-dir", "bench/profiles", "where the profile group writes its CPU profiles")
 )
 
@@ -102,6 +103,7 @@ type row struct {
 	server      float64 // Redis CPU µs per message, kombu-go
 	rawTarget   float64 // minimum kombu-go/raw (0: no target)
 	pyTarget    float64 // minimum kombu-go/Python (0: no target)
+	external    bool    // kombu-go ran in another process: no allocation figures
 }
 
 func (r *runner) add(x row) {
@@ -114,11 +116,11 @@ func (r *runner) run() {
 	info, _ := r.admin.Info(r.ctx, "server").Result()
 	redisVersion := infoField(info, "redis_version")
 	log.Printf("redis-server %s, %d cores; envelope of a 100-byte body: %d bytes", redisVersion, runtime.NumCPU(), envSize(100))
-	groups := map[string]func(){"targets": r.targets, "bodies": r.bodies, "queues": r.queues, "clients": r.concurrency, "heap": r.heap, "profile": r.profile}
+	groups := map[string]func(){"targets": r.targets, "bodies": r.bodies, "queues": r.queues, "clients": r.concurrency, "heap": r.heap, "profile": r.profile, "celery": r.celery, "pipeline": r.pipeline}
 	for _, g := range strings.Split(*flagGroups, ",") {
 		f, ok := groups[strings.TrimSpace(g)]
 		if !ok {
-			log.Fatalf("-groups: unknown group %q (targets, bodies, queues, clients, heap, profile)", g)
+			log.Fatalf("-groups: unknown group %q (targets, bodies, queues, clients, heap, celery, pipeline, profile)", g)
 		}
 		f()
 	}
@@ -828,11 +830,12 @@ func (r *runner) table(redisVersion string, took time.Duration) string {
 	fmt.Fprintf(&b, "Measured %s on %d cores (%s/%s, %s), one redis-server %s on loopback (--save '' --appendonly no), "+
 		"in one run of `make bench` (%s). kombu-go figures are testing.B measurements (allocations per message as -benchmem reports them); "+
 		"raw figures are redis-benchmark `--csv` with `-d` equal to the envelope size of the row's body (%d bytes for 100-byte bodies); "+
-		"Python figures are Debian's python3-kombu running bench/kombu_bench.py (publish through a direct exchange; consume with acks, prefetch 1). "+
+		"Python figures are Debian's python3-kombu running bench/kombu_bench.py (publish through a direct exchange; consume with acks, prefetch 1), "+
+		"in the celery group Debian's python3-celery running bench/celery_bench.py (apply_async; a Celery worker with the pool named). "+
 		"Target rows: median of %d runs, each right after its raw figure. Redis µs/msg: CPU time of Redis's main thread (INFO cpu, user + system) per message, socket I/O included.\n\n",
 		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), redisVersion,
 		took.Round(time.Second), envSize(100), max(1, *flagReps))
-	b.WriteString("| group | workload | kombu-go msg/s | raw Redis | raw msg/s | kombu-go / raw | Python Kombu msg/s | kombu-go / Kombu | allocs/msg | B/msg | Redis µs/msg | target |\n")
+	b.WriteString("| group | workload | kombu-go msg/s | raw Redis | raw msg/s | kombu-go / raw | Python msg/s | kombu-go / Python | allocs/msg | B/msg | Redis µs/msg | target |\n")
 	b.WriteString("|---|---|--:|---|--:|--:|--:|--:|--:|--:|--:|---|\n")
 	for _, x := range r.rows {
 		target := ""
@@ -842,14 +845,19 @@ func (r *runner) table(redisVersion string, took time.Duration) string {
 		}
 		if x.pyTarget > 0 && x.pyRate > 0 {
 			ok := x.goRate >= x.pyTarget*x.pyRate
-			target += fmt.Sprintf("; ≥ %.0f× Kombu: %s", x.pyTarget, yes(ok))
+			if target != "" {
+				target += "; "
+			}
+			target += fmt.Sprintf("≥ %.0f× Python: %s", x.pyTarget, yes(ok))
 		}
 		allocs, by, srv := "–", "–", "–"
 		if x.goRate > 0 {
-			allocs, by = strconv.FormatInt(x.allocs, 10), strconv.FormatInt(x.bytes, 10)
+			if !x.external {
+				allocs, by = strconv.FormatInt(x.allocs, 10), strconv.FormatInt(x.bytes, 10)
+			}
 			srv = fmt.Sprintf("%.1f", x.server)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", x.group, x.name, rate(x.goRate), x.rawName,
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", x.group, x.name, rate(x.goRate), cmp.Or(x.rawName, "–"),
 			rate(x.rawRate), ratio(x.goRate, x.rawRate), rate(x.pyRate), ratio(x.goRate, x.pyRate), allocs, by, srv, target)
 	}
 	b.WriteString("\n")

@@ -44,6 +44,10 @@ type Backend struct {
 
 	hub *waitHub
 
+	// pipe coalesces concurrent Publish and Put calls (autopipe.go); nil
+	// when Options.NoAutoPipeline is set.
+	pipe *autoPipe
+
 	// resends: the client may send a command again by itself after a
 	// connection error (MaxRetries not -1, or a client type whose retries
 	// are not known), so every take must look for its own receipt.
@@ -118,6 +122,9 @@ func newBackend(client goredis.UniversalClient, owned bool, o Options) (*Backend
 		b.wait, b.ownsWait = newWaitClient(c, o.WaitConnections), true
 	}
 	b.hub = newWaitHub(b, o.WaitConnections)
+	if !o.NoAutoPipeline {
+		b.pipe = newAutoPipe(b)
+	}
 	return b, nil
 }
 
@@ -198,6 +205,14 @@ func (b *Backend) Ping(ctx context.Context) error {
 
 // Put LPUSHes envelope to queue's list for priority (Kombu's _put).
 func (b *Backend) Put(ctx context.Context, queue string, priority int, envelope []byte) error {
+	if b.pipe != nil {
+		return b.pipePut(ctx, queue, priority, envelope) // autopipe.go
+	}
+	return b.putNow(ctx, queue, priority, envelope)
+}
+
+// putNow is Put on its own round trip.
+func (b *Backend) putNow(ctx context.Context, queue string, priority int, envelope []byte) error {
 	if err := b.checkOpen(); err != nil {
 		return err
 	}
@@ -560,6 +575,14 @@ func (b *Backend) Unbind(ctx context.Context, exchange string, row transport.Bin
 // When a stored topic pattern is outside what the script's matcher
 // understands, it routes with transport.Lookup and LPUSHes in one MULTI.
 func (b *Backend) Publish(ctx context.Context, exchange string, typ entity.ExchangeType, routingKey string, priority int, envelope []byte) (int, error) {
+	if b.pipe != nil {
+		return b.pipePublish(ctx, exchange, typ, routingKey, priority, envelope) // autopipe.go
+	}
+	return b.publishNow(ctx, exchange, typ, routingKey, priority, envelope)
+}
+
+// publishNow is Publish on its own round trip.
+func (b *Backend) publishNow(ctx context.Context, exchange string, typ entity.ExchangeType, routingKey string, priority int, envelope []byte) (int, error) {
 	if err := b.checkOpen(); err != nil {
 		return 0, err
 	}

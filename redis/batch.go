@@ -122,7 +122,7 @@ func (b *Backend) PublishBatch(ctx context.Context, items []transport.PublishIte
 			// in Go, one Publish each (its fallback does the same).
 			for k := o.from; k < o.to; k++ {
 				it := items[k]
-				ns[k], errs[k] = b.Publish(ctx, it.Exchange, it.Type, it.RoutingKey, it.Priority, it.Envelope)
+				ns[k], errs[k] = b.publishNow(ctx, it.Exchange, it.Type, it.RoutingKey, it.Priority, it.Envelope)
 			}
 			continue
 		}

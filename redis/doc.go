@@ -136,6 +136,16 @@
 // (MaxRetries -1) as redis-py does, so a publish whose reply is lost is not
 // sent twice.
 //
+// # Auto-pipelining
+//
+// Concurrent Publish and Put calls on one Backend share round trips: a
+// call made while fewer than two batches are on the wire is sent at once,
+// alone; calls made meanwhile wait, and go out together in one pipeline
+// (PublishBatch) when a batch's reply arrives. Each call returns its own
+// message's result after Redis's reply; a call whose context ends while it
+// waits is taken out unsent. auto_pipeline=false in the URL
+// (Options.NoAutoPipeline) turns it off.
+//
 // # Limits
 //
 // # Replication

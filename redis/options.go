@@ -93,6 +93,13 @@ type Options struct {
 	// checked with PING (Kombu: health_check_interval, 25 s); one that does
 	// not answer within another interval is replaced by a new subscription.
 	HealthCheckInterval time.Duration
+	// NoAutoPipeline turns auto-pipelining off (URL option
+	// auto_pipeline=false). With it on, the default, Publish and Put calls
+	// made while another's round trip is in flight wait for it to end and
+	// then go out together in one pipeline (PublishBatch); each call still
+	// returns its own result after Redis's reply. A lone caller is sent at
+	// once, as without it.
+	NoAutoPipeline bool
 	// Logger receives the backend's logs; nil discards them.
 	Logger *slog.Logger
 	// Clock gives the receive time written to unacked_index.

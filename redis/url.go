@@ -75,7 +75,8 @@ type connConfig struct {
 // max_connections, master_name (sentinel), ssl_cert_reqs, ssl_ca_certs,
 // ssl_certfile, ssl_keyfile. kombu-go's own: restore_priority (own or
 // base), malformed_key, wait_connections, publish_wait_replicas,
-// publish_wait_timeout. The transport core's options
+// publish_wait_timeout, auto_pipeline (true by default; see
+// Options.NoAutoPipeline). The transport core's options
 // (transport.CoreOptionNames) are accepted and ignored here. Durations
 // are seconds. Anything else is an error matching transport.ErrBadURL.
 func OpenURL(ctx context.Context, u *transport.URL, opts ...Option) (*Backend, error) {
@@ -238,6 +239,12 @@ func applyURLOptions(o *Options, cc *connConfig, m map[string]string) error {
 			} else {
 				o.FanoutPrefix = v
 			}
+		case "auto_pipeline":
+			on, ok := parseBool(v)
+			if !ok {
+				return bad(name, v, nil)
+			}
+			o.NoAutoPipeline = !on
 		case "fanout_patterns":
 			on, ok := parseBool(v)
 			if !ok {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -103,7 +102,7 @@ func runPublish(ctx context.Context, e *env, args []string) error {
 	}
 	prod := conn.Producer(append(opts, hopts...)...)
 	unrouted := 0
-	send := func(text string) error {
+	prepare := func(text string) (any, []kombu.PublishOption, error) {
 		var body any = text
 		var popts []kombu.PublishOption
 		switch {
@@ -114,13 +113,20 @@ func runPublish(ctx context.Context, e *env, args []string) error {
 			// Sent as json.dumps(json.loads(BODY)) would send it: the value
 			// re-encoded in Python's style, integers and key order kept.
 			if !json.Valid([]byte(text)) {
-				return notJSON(text)
+				return nil, nil, notJSON(text)
 			}
 			body = json.RawMessage(text)
 			popts = append(popts, kombu.WithSerializer("json"))
 		case *serializer == "raw":
 			body = []byte(text)
 			popts = append(popts, kombu.WithSerializer("raw"))
+		}
+		return body, popts, nil
+	}
+	send := func(text string) error {
+		body, popts, err := prepare(text)
+		if err != nil {
+			return err
 		}
 		for i := 0; i < *count; i++ {
 			res, err := prod.Publish(ctx, body, popts...)
@@ -143,14 +149,7 @@ func runPublish(ctx context.Context, e *env, args []string) error {
 	if fs.Arg(0) != "-" {
 		return send(fs.Arg(0))
 	}
-	sc := bufio.NewScanner(e.stdin)
-	sc.Buffer(make([]byte, 64*1024), 64*1024*1024)
-	for sc.Scan() {
-		if err := send(sc.Text()); err != nil {
-			return err
-		}
-	}
-	return sc.Err()
+	return publishLines(ctx, e, prod, prepare, *count, &unrouted) // publish_stdin.go
 }
 
 // notJSON is the usage error for a --serializer json BODY that is not JSON.
