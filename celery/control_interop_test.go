@@ -290,3 +290,41 @@ func TestControlClientInterop(t *testing.T) {
 		t.Errorf("hello reply %v lacks the Go worker's revoked id", hello[0].Value)
 	}
 }
+
+// Proves mingle both ways (both version sets): a Python Celery worker
+// started with mingle learns the ids the Go worker had revoked (it then
+// discards such a task), and a Go worker started WithMingle learns the ids
+// a Python worker had revoked.
+func TestMingleInterop(t *testing.T) {
+	ix := newInterop(t)
+	goNode := "go-" + uuid.NewString()[:8] + "@testhost"
+	var g goHandlers
+	ix.goWorker(g.register(ix), WithHostname(goNode))
+	ctx := context.Background()
+	ctl := NewControl(ix.conn)
+	goRevoked := uuid.NewString()
+	if r, err := ctl.Revoke(ctx, []string{goRevoked}, false, "", WithDestination(goNode)); err != nil || len(r) != 1 {
+		t.Fatalf("revoke on Go: %+v %v", r, err)
+	}
+	testenv.StartCeleryWorker(t, testenv.CeleryWorker{Python: ix.py, Dir: testdataDir(t), Queue: ix.pyQueue, Node: "pymingle",
+		Env: ix.env(), Mingle: true, LogAfter: 15 * time.Second})
+	if v, err := ix.get(ix.send("tasks.add", []any{1, 1}, nil)); err != nil || fmt.Sprint(v) != "2" {
+		t.Fatalf("python worker: %v %v", v, err)
+	}
+	revoked, err := ctl.Broadcast(ctx, "revoked", nil, WithPattern("pymingle-*", "glob"), WithReplyTimeout(2*time.Second))
+	if err != nil || len(revoked) != 1 || !strings.Contains(fmt.Sprint(revoked[0].Value), goRevoked) {
+		t.Fatalf("the Python worker did not learn the Go worker's revoked id %s: %+v %v", goRevoked, revoked, err)
+	}
+	pyRevoked := uuid.NewString()
+	if _, err := ctl.Revoke(ctx, []string{pyRevoked}, false, "", WithPattern("pymingle-*", "glob"), WithLimit(1)); err != nil {
+		t.Fatal(err)
+	}
+	late := NewWorker(ix.conn, ix.backend, WithQueues("late-"+ix.goQueue), WithHostname("late-"+goNode), WithMingle())
+	if err := late.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer late.Shutdown()
+	if !late.state.revoked.has(pyRevoked) || !late.state.revoked.has(goRevoked) {
+		t.Errorf("a Go worker started WithMingle did not learn the revoked ids: %v", late.state.revoked.list())
+	}
+}

@@ -85,8 +85,8 @@
 //
 // Not implemented: pool_grow, pool_shrink, autoscale, add_consumer and
 // cancel_consumer answer with an error (the pool and the queues are fixed
-// at Start); mingle at start (the worker answers hello, but does not ask
-// others when it starts); revoked ids are not persisted across restarts
+// at Start); mingle at start is off unless WithMingle (Celery's is on: it
+// costs a one-second wait); revoked ids are not persisted across restarts
 // (Celery's --statedb). A chord header holding groups (a header result
 // Celery saves with apply_chord and joins) is joined as a flat list.
 // Several link callbacks are sent one by one, not as a group as Celery

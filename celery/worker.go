@@ -76,6 +76,7 @@ type registration struct {
 type WorkerOption func(*workerOptions)
 
 type workerOptions struct {
+	mingle          bool
 	noControl       bool
 	taskEvents      bool
 	noHeartbeat     bool
@@ -292,6 +293,9 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.done = make(chan struct{})
 	w.mu.Unlock()
 
+	if w.opts.mingle {
+		w.mingle(ctx) // before tasks flow in: a task revoked elsewhere must not run here
+	}
 	// The consumer outlives ctx: it must keep the channel open while
 	// running tasks finish, and restore what is left only after them.
 	consumeCtx, stopConsume := context.WithCancel(context.WithoutCancel(ctx))
@@ -336,7 +340,17 @@ func (w *Worker) Start(ctx context.Context) error {
 	}()
 
 	if !w.opts.noControl {
-		go w.runPidbox(life)
+		// Start returns once the mailbox listens: a broadcast right after
+		// it (pub/sub is at most once) reaches the worker.
+		listening := make(chan struct{})
+		var once sync.Once
+		go w.runPidbox(life, func() { once.Do(func() { close(listening) }) })
+		select {
+		case <-listening:
+		case <-time.After(5 * time.Second):
+			w.log.Warn("celery: control mailbox not listening after 5 s; continuing")
+		case <-life.Done():
+		}
 	}
 	heartStopped := make(chan struct{})
 	if !w.opts.noHeartbeat {

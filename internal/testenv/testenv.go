@@ -314,6 +314,9 @@ type CeleryWorker struct {
 	Node   string // node name prefix: the node is Node-<random>@%h
 	// Events starts it with -E and heartbeats (else --without-heartbeat).
 	Events bool
+	// Mingle lets it sync with the other workers at start (else
+	// --without-mingle).
+	Mingle bool
 	Env    []string // added to the environment
 	// LogAfter, if positive, also logs the worker's output when it ran
 	// longer than this (a slow run worth a look); it is always logged when
@@ -328,7 +331,10 @@ type CeleryWorker struct {
 func StartCeleryWorker(t testing.TB, w CeleryWorker) {
 	t.Helper()
 	args := []string{"-m", "celery", "-A", "tasks", "worker", "--pool=solo", "-Q", w.Queue,
-		"--without-mingle", "--without-gossip", "-l", "info", "-n", w.Node + "-" + uuid.NewString()[:8] + "@%h"}
+		"--without-gossip", "-l", "info", "-n", w.Node + "-" + uuid.NewString()[:8] + "@%h"}
+	if !w.Mingle {
+		args = append(args, "--without-mingle")
+	}
 	if w.Events {
 		args = append(args, "-E")
 	} else {
