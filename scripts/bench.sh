@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # make bench: start a private redis-server on a free loopback port (no
-# persistence), measure kombu-go (Go testing.B), Python Kombu (Debian's
-# python3-kombu) and redis-benchmark on the same workloads against it in one
-# run, print one Markdown table and save it under bench/results/ (file name:
-# date, core count, redis version). Extra arguments go to `go run ./bench`
-# (-reps, -benchtime, -quick). Takes about 4 minutes on 2 cores.
+# persistence), measure kombu-go (Go testing.B), Python Kombu and Celery
+# (Debian's python3-kombu and python3-celery) and redis-benchmark on the same
+# workloads against it in one run, print one Markdown table and save it under
+# bench/results/ (file name: date, core count, redis version). Extra arguments
+# go to `go run ./bench` (-reps, -benchtime, -quick, -groups). Takes about 6
+# minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
