@@ -468,3 +468,50 @@ func pyExcRepr(v any) string {
 	}
 	return e.Type + "(" + strings.Join(parts, ", ") + ")"
 }
+
+// applyCallbacks sends the link callbacks with the result as trace.py
+// does: one callback on its own; several as one group (each group
+// callback applied on its own, the plain ones together in a new group, so
+// their results carry its id). It returns the result tuples for children.
+func (w *Worker) applyCallbacks(ctx context.Context, req *request, root string, result any) []any {
+	tm := req.tm
+	ao := applyOpts{parentID: tm.ID, rootID: root}
+	report := func(sig Signature, err error) {
+		w.log.Error("celery: send callback", "task", tm.Task, "id", tm.ID, "callback", sig.Task, "error", err)
+		w.onError(err)
+	}
+	if len(tm.Callbacks) == 1 {
+		id, err := w.client.applySignature(ctx, tm.Callbacks[0], []any{result}, ao)
+		if err != nil {
+			report(tm.Callbacks[0], err)
+			return nil
+		}
+		return []any{resultTuple(id)}
+	}
+	var children []any
+	var plain []Signature
+	for _, sig := range tm.Callbacks {
+		if sig.SubtaskType != "group" {
+			plain = append(plain, sig)
+			continue
+		}
+		id, err := w.client.applySignature(ctx, sig, []any{result}, ao)
+		if err != nil {
+			report(sig, err)
+			continue
+		}
+		children = append(children, resultTuple(id))
+	}
+	if len(plain) == 0 {
+		return children
+	}
+	g, res, err := w.client.freeze(Group(plain...), "", nil)
+	if err == nil {
+		_, err = w.client.applySignature(ctx, g, []any{result}, ao)
+	}
+	if err != nil {
+		report(g, err)
+		return children
+	}
+	return append(children, res.(*GroupResult).asTuple())
+}

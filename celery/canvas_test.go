@@ -2,6 +2,7 @@ package celery
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -104,4 +105,49 @@ func TestWorkerChordSizeNeverSet(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("a chord whose size never arrives was not reported")
 	}
+}
+
+// Proves: several link callbacks are sent as one group, as Celery's trace
+// does: both run with the result, their results carry the new group's id
+// and index, and the parent's children hold the group's result tuple.
+func TestWorkerCallbacksAsGroup(t *testing.T) {
+	e := newTestEnv(t)
+	e.worker(t, registerBasics)
+	parent := e.send(t, "tasks.add", []any{1, 2}, nil, WithLink(NewSignature("tasks.echo", []any{"a"}, nil), NewSignature("tasks.echo", []any{"b"}, nil)))
+	if _, err := get(t, parent); err != nil {
+		t.Fatal(err)
+	}
+	meta, err := e.backend.Get(context.Background(), parent.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(meta.Children) != 1 {
+		t.Fatalf("children %v, want one group tuple", meta.Children)
+	}
+	g, err := e.backend.resultFromTuple(normalizeTuple(meta.Children[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gr, ok := g.(*GroupResult)
+	if !ok || len(gr.Results) != 2 {
+		t.Fatalf("children[0] = %v", meta.Children[0])
+	}
+	v, err := gr.Join(context.Background())
+	if err != nil || fmt.Sprint(v) != "[map[args:[3 a] kwargs:map[]] map[args:[3 b] kwargs:map[]]]" {
+		t.Fatalf("callbacks: %v %v", v, err)
+	}
+	for i, r := range gr.Results {
+		m, _ := e.backend.Get(context.Background(), r.(*AsyncResult).ID)
+		if m.GroupID != gr.ID {
+			t.Errorf("callback %d: group id %q, want %q", i, m.GroupID, gr.ID)
+		}
+	}
+}
+
+// normalizeTuple turns a decoded children entry into plain []any values.
+func normalizeTuple(v any) any {
+	b, _ := json.Marshal(v)
+	var out any
+	_ = json.Unmarshal(b, &out)
+	return out
 }

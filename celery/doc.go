@@ -88,9 +88,7 @@
 // at Start); mingle at start is off unless WithMingle (Celery's is on: it
 // costs a one-second wait); revoked ids are not persisted across restarts
 // (Celery's --statedb). A chord header holding groups (a header result
-// Celery saves with apply_chord and joins) is joined as a flat list.
-// Several link callbacks are sent one by one, not as a group as Celery
-// does (their results get no group id). As with Celery on Redis, an eta
+// Celery saves with apply_chord and joins) is joined as a flat list. As with Celery on Redis, an eta
 // longer than the transport's visibility_timeout (one hour) gets the
 // message redelivered.
 package celery

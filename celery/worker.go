@@ -741,16 +741,7 @@ func (w *Worker) succeed(ctx context.Context, req *request, result any) {
 	}
 	// Callbacks and the chain's next step are applied before the result is
 	// stored, so that the result's children name them (app/trace.py).
-	var children []any
-	for _, sig := range tm.Callbacks {
-		id, err := w.client.applySignature(ctx, sig, []any{result}, applyOpts{parentID: tm.ID, rootID: root})
-		if err != nil {
-			w.log.Error("celery: send callback", "task", tm.Task, "id", tm.ID, "callback", sig.Task, "error", err)
-			w.onError(err)
-			continue
-		}
-		children = append(children, resultTuple(id))
-	}
+	children := w.applyCallbacks(ctx, req, root, result)
 	next, err := w.continueChain(ctx, req, result)
 	if err != nil {
 		// Celery fails the task when applying its chain raises.
