@@ -223,6 +223,9 @@ func (c *Client) applyTask(ctx context.Context, sig Signature, extra []any, ao a
 	if err != nil {
 		return "", err
 	}
+	if rt := str("reply_to"); rt != "" {
+		m.ReplyTo = rt
+	}
 	if err := c.Publish(ctx, m, so.queue, so.exchange, so.exchangeType, so.routingKey); err != nil {
 		return "", err
 	}

@@ -126,6 +126,9 @@ func (c *Client) freeze(sig Signature, groupID string, index *int) (Signature, R
 			id = uuid.NewString()
 			sig = sig.Set("task_id", id)
 		}
+		if _, ok := sig.Options["reply_to"]; !ok && c.replyTo != "" {
+			sig = sig.Set("reply_to", c.replyTo) // as Celery's freeze sets its thread oid
+		}
 		if groupID != "" {
 			sig = sig.Set("group_id", groupID)
 			if index != nil {

@@ -88,7 +88,15 @@
 // at Start); mingle at start is off unless WithMingle (Celery's is on: it
 // costs a one-second wait); revoked ids are not persisted across restarts
 // (Celery's --statedb). A chord header holding groups (a header result
-// Celery saves with apply_chord and joins) is joined as a flat list. As with Celery on Redis, an eta
-// longer than the transport's visibility_timeout (one hour) gets the
-// message redelivered.
+// Celery saves with apply_chord and joins) is joined as a flat list. As
+// with Celery on Redis, an eta longer than the transport's
+// visibility_timeout (one hour) gets the message redelivered.
+//
+// The messages Client.Apply writes for a chain, a group and a chord are
+// Celery's for the same canvas (checked against Celery 5.2.6 and 5.5.2),
+// but for two differences between those versions: Celery 5.5 numbers the
+// members of a plain group (group_index 0, 1, ...) where 5.2 writes null,
+// and 5.5 adds the headers replaced_task_nesting, stamped_headers and
+// stamps; Go writes 5.5's group_index and 5.2's header set, which both
+// versions read.
 package celery

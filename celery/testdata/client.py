@@ -55,12 +55,33 @@ def build(node):
     if 'chain' in node:
         return chain(*[build(n) for n in node['chain']])
     if 'group' in node:
-        return group(*[build(n) for n in node['group']])
+        g = group(*[build(n) for n in node['group']])
+        return g.set(task_id=node['id']) if 'id' in node else g
     if 'chord' in node:
         return chord([build(n) for n in node['chord']['header']], build(node['chord']['body']))
-    queue = {'go': os.environ['KOMBU_TEST_GO_QUEUE'], 'py': os.environ['KOMBU_TEST_QUEUE']}[node.get('queue', 'py')]
-    return signature(node['task'], args=node.get('args', []), kwargs=node.get('kwargs', {}),
-                     immutable=node.get('immutable', False), options={'queue': queue}, app=app)
+    q = node.get('queue', 'py')
+    queue = {'go': os.environ['KOMBU_TEST_GO_QUEUE'], 'py': os.environ['KOMBU_TEST_QUEUE']}.get(q, q)
+    sig = signature(node['task'], args=node.get('args', []), kwargs=node.get('kwargs', {}),
+                    immutable=node.get('immutable', False), options={'queue': queue}, app=app)
+    return sig.set(task_id=node['id']) if 'id' in node else sig
+
+
+def capture(spec):
+    """Applies spec["canvas"] with no worker on its queue and returns the
+    task messages Celery wrote there: headers, body and properties."""
+    build(spec['canvas']).apply_async()
+    out = []
+    with app.connection() as conn:
+        q = conn.SimpleQueue(spec['queue'])
+        while True:
+            try:
+                m = q.get(block=True, timeout=1)
+            except Exception:
+                break
+            props = {k: v for k, v in m.properties.items() if k not in ('delivery_info', 'delivery_tag', 'body_encoding')}
+            out.append({'headers': m.headers, 'body': json.loads(m.body), 'properties': props})
+            m.ack()
+    return out
 
 
 def canvas(spec):
@@ -167,6 +188,8 @@ def main():
         print(json.dumps(save_group(arg)))
     elif cmd == 'restoregroup':
         print(json.dumps(restore_group(arg)))
+    elif cmd == 'capture':
+        print(json.dumps(capture(arg)))
     elif cmd == 'stamped':
         print(json.dumps(stamped(arg)))
     elif cmd == 'events':
