@@ -305,7 +305,23 @@ func (w *Worker) controlCommand(ctx context.Context, method string, a map[string
 			out = append(out, queueDict(q))
 		}
 		return out, false
-	case "pool_grow", "pool_shrink", "autoscale", "add_consumer", "cancel_consumer", "pool_restart":
+	case "pool_grow":
+		n, given := toInt(a["n"])
+		if !given {
+			n = 1
+		}
+		w.growPool(n)
+		return ok("pool will grow"), false
+	case "pool_shrink":
+		n, given := toInt(a["n"])
+		if !given {
+			n = 1
+		}
+		w.shrinkPool(n)
+		return ok("pool will shrink"), false
+	case "autoscale":
+		return nok("ValueError('Autoscale not enabled')"), false
+	case "add_consumer", "cancel_consumer", "pool_restart":
 		return nok(fmt.Sprintf("%s is not supported by the kombu-go worker", method)), false
 	case "shutdown":
 		return nil, true
@@ -372,14 +388,14 @@ func (w *Worker) stats() map[string]any {
 	}
 	w.state.mu.Unlock()
 	pid := os.Getpid()
-	limit := w.opts.concurrency * w.opts.prefetchMult
+	limit := w.poolSize() * w.opts.prefetchMult
 	out := map[string]any{
 		"total":  total,
 		"pid":    pid,
 		"clock":  strconv.FormatInt(w.state.clock.v.Load(), 10),
 		"uptime": int(time.Since(w.state.started).Seconds()),
 		"pool": map[string]any{
-			"implementation": "kombu-go:goroutines", "max-concurrency": w.opts.concurrency,
+			"implementation": "kombu-go:goroutines", "max-concurrency": w.poolSize(),
 			"processes": []any{pid}, "max-tasks-per-child": "N/A", "put-guarded-by-semaphore": false,
 			"timeouts": []any{0, 0},
 		},

@@ -83,9 +83,12 @@
 // Worker untouched: a retried message keeps them, and a chain step whose
 // signature is stamped is sent with them, as Celery 5.5 sends it.
 //
-// Not implemented: pool_grow, pool_shrink, autoscale, add_consumer and
-// cancel_consumer answer with an error (the pool and the queues are fixed
-// at Start); mingle at start is off unless WithMingle (Celery's is on: it
+// pool_grow and pool_shrink resize the goroutine pool (and the prefetch
+// limit with it, as Celery does); autoscale answers Celery's "Autoscale not
+// enabled" error.
+//
+// Not implemented: add_consumer and cancel_consumer answer with an error
+// (the queues are fixed at Start); mingle at start is off unless WithMingle (Celery's is on: it
 // costs a one-second wait); revoked ids are not persisted across restarts
 // (Celery's --statedb). A chord header holding groups (a header result
 // Celery saves with apply_chord and joins) is joined as a flat list. As

@@ -157,3 +157,91 @@ func (w *Worker) callWithLimits(ctx context.Context, req *request, t *Task, soft
 		return nil, ErrTimeLimitExceeded, "", true
 	}
 }
+
+// poolState is the worker's pool of task goroutines.
+type poolState struct {
+	wg     *sync.WaitGroup
+	ctx    context.Context
+	size   int // goroutines running or about to
+	shrink int // goroutines asked to stop
+}
+
+// growPool starts n more pool goroutines (Celery's pool_grow) and raises
+// the prefetch limit by n × the prefetch multiplier, as Celery does.
+func (w *Worker) growPool(n int) {
+	w.mu.Lock()
+	p := w.pool
+	if p == nil || n <= 0 {
+		w.mu.Unlock()
+		return
+	}
+	p.size += n
+	started := p.wg != nil && w.gate != nil
+	w.mu.Unlock()
+	if started && w.opts.prefetchMult > 0 && p.size > n {
+		w.gate.addLimit(n * w.opts.prefetchMult)
+	}
+	for range n {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			for {
+				if w.leavePool() {
+					return
+				}
+				req, ok := w.ready.pop()
+				if !ok {
+					return
+				}
+				if req == nil {
+					continue // nudged: check for a shrink
+				}
+				w.execute(p.ctx, req)
+			}
+		}()
+	}
+}
+
+// shrinkPool stops n pool goroutines once they are idle (Celery's
+// pool_shrink); at least one stays.
+func (w *Worker) shrinkPool(n int) int {
+	w.mu.Lock()
+	p := w.pool
+	if p == nil {
+		w.mu.Unlock()
+		return 0
+	}
+	n = min(n, p.size-p.shrink-1)
+	if n <= 0 {
+		w.mu.Unlock()
+		return 0
+	}
+	p.shrink += n
+	w.mu.Unlock()
+	if w.opts.prefetchMult > 0 {
+		w.gate.addLimit(-n * w.opts.prefetchMult)
+	}
+	w.ready.nudge()
+	return n
+}
+
+func (w *Worker) leavePool() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.pool.shrink > 0 {
+		w.pool.shrink--
+		w.pool.size--
+		return true
+	}
+	return false
+}
+
+// poolSize returns the pool's size as pool_grow/pool_shrink left it.
+func (w *Worker) poolSize() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.pool == nil {
+		return w.opts.concurrency
+	}
+	return w.pool.size - w.pool.shrink
+}

@@ -116,3 +116,64 @@ func TestWorkerRateLimit(t *testing.T) {
 		t.Errorf("with the limit removed 8 tasks took %v", d)
 	}
 }
+
+// Proves pool_grow and pool_shrink: a worker of concurrency 1 runs two
+// blocking tasks at once after pool_grow 1 (stats then reports
+// max-concurrency 2), and one at a time again after pool_shrink 1;
+// autoscale answers Celery's error.
+func TestWorkerPoolGrowShrink(t *testing.T) {
+	e := newTestEnv(t)
+	running := make(chan string, 4)
+	release := make(chan struct{}, 4)
+	w := e.worker(t, func(w *Worker) {
+		registerBasics(w)
+		w.Register("tasks.block", func(ctx context.Context, t *Task) (any, error) {
+			running <- t.ID
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return nil, nil
+		})
+	}, WithConcurrency(1), WithPrefetchMultiplier(4))
+	concurrentPair := func() bool {
+		a, b := e.send(t, "tasks.block", nil, nil), e.send(t, "tasks.block", nil, nil)
+		<-running
+		second := false
+		select {
+		case <-running:
+			second = true
+		case <-time.After(500 * time.Millisecond):
+		}
+		release <- struct{}{}
+		if !second {
+			<-running
+		}
+		release <- struct{}{}
+		_, _ = get(t, a)
+		_, _ = get(t, b)
+		return second
+	}
+	if concurrentPair() {
+		t.Fatal("two tasks ran at once with concurrency 1")
+	}
+	if r, _ := w.controlCommand(context.Background(), "pool_grow", map[string]any{"n": 1}); fmt.Sprint(r) != "map[ok:pool will grow]" {
+		t.Fatalf("pool_grow: %v", r)
+	}
+	if w.stats()["pool"].(map[string]any)["max-concurrency"] != 2 {
+		t.Errorf("stats after pool_grow: %v", w.stats()["pool"])
+	}
+	if !concurrentPair() {
+		t.Fatal("after pool_grow 1 two tasks did not run at once")
+	}
+	if r, _ := w.controlCommand(context.Background(), "pool_shrink", map[string]any{"n": 1}); fmt.Sprint(r) != "map[ok:pool will shrink]" {
+		t.Fatalf("pool_shrink: %v", r)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if concurrentPair() {
+		t.Fatal("after pool_shrink 1 two tasks ran at once")
+	}
+	if r, _ := w.controlCommand(context.Background(), "autoscale", map[string]any{"max": 4}); fmt.Sprint(r) != "map[error:ValueError('Autoscale not enabled')]" {
+		t.Errorf("autoscale: %v", r)
+	}
+}

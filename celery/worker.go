@@ -61,6 +61,7 @@ type Worker struct {
 	timers map[*request]*time.Timer
 
 	state    *workerState // revoked ids, reserved and active requests (control.go)
+	pool     *poolState   // the goroutines running tasks (pool_grow, pool_shrink)
 	limits   limiters     // rate limits per task name (limits.go)
 	eventsOn bool         // task events enabled (enable_events)
 	events   *eventer     // nil until Start (events.go)
@@ -303,19 +304,10 @@ func (w *Worker) Start(ctx context.Context) error {
 	taskCtx, cancelTasks := context.WithCancel(context.WithoutCancel(ctx))
 
 	var pool sync.WaitGroup
-	for i := 0; i < w.opts.concurrency; i++ {
-		pool.Add(1)
-		go func() {
-			defer pool.Done()
-			for {
-				req, ok := w.ready.pop()
-				if !ok {
-					return
-				}
-				w.execute(taskCtx, req)
-			}
-		}()
-	}
+	w.mu.Lock()
+	w.pool = &poolState{wg: &pool, ctx: taskCtx, size: 0}
+	w.mu.Unlock()
+	w.growPool(w.opts.concurrency)
 
 	consumeErr := make(chan error, 1)
 	go func() {
@@ -918,6 +910,17 @@ func (g *gate) acquire(ctx context.Context) bool {
 	}
 }
 
+// addLimit changes the limit by d (never below 1 when limited).
+func (g *gate) addLimit(d int) {
+	g.mu.Lock()
+	if g.limit > 0 {
+		g.limit = max(1, g.limit+d)
+	}
+	close(g.wake)
+	g.wake = make(chan struct{})
+	g.mu.Unlock()
+}
+
 func (g *gate) force() {
 	g.mu.Lock()
 	g.n++
@@ -956,7 +959,17 @@ func (q *readyQueue) push(r *request) {
 	q.mu.Unlock()
 }
 
-// pop returns the next request, waiting for one; false once closed.
+// nudge wakes every goroutine waiting in pop, which then returns (nil,
+// true) so that it can check whether the pool is shrinking.
+func (q *readyQueue) nudge() {
+	q.mu.Lock()
+	close(q.wake)
+	q.wake = make(chan struct{})
+	q.mu.Unlock()
+}
+
+// pop returns the next request, waiting for one; false once closed; (nil,
+// true) after a nudge.
 func (q *readyQueue) pop() (*request, bool) {
 	for {
 		q.mu.Lock()
@@ -974,6 +987,12 @@ func (q *readyQueue) pop() (*request, bool) {
 		wake := q.wake
 		q.mu.Unlock()
 		<-wake
+		q.mu.Lock()
+		empty := len(q.items) == 0 && !q.closed
+		q.mu.Unlock()
+		if empty {
+			return nil, true
+		}
 	}
 }
 
