@@ -110,6 +110,9 @@ func (r *runner) celery() {
 				goRate: goRes.rate, allocs: goRes.allocs, bytes: goRes.bytes, server: goRes.server, pyRate: py.rate, pyTarget: 10})
 		}
 	}
+
+	// A chord: what on_chord_part_return costs on each side.
+	r.chordRows(broker, backendURL)
 }
 
 // sendTaskBench sends b.N no-op tasks with Client.SendTask from senders

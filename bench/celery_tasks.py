@@ -25,3 +25,13 @@ def noop():
 @app.task(name="bench.noop_ignored", ignore_result=True)
 def noop_ignored():
     return None
+
+
+@app.task(name="bench.part")
+def part():
+    return 1
+
+
+@app.task(name="bench.sum")
+def total(parts):
+    return sum(parts)

@@ -207,6 +207,7 @@ func TestCanvasGoClientInterop(t *testing.T) {
 	check("chain Go, Python, Go", Chain(on("go", "tasks.add", 1, 2), on("py", "tasks.add", 10), on("go", "tasks.add", 100)), "113")
 	check("group across both", Group(on("go", "tasks.add", 1, 1), on("py", "tasks.add", 2, 2), on("go", "tasks.add", 3, 3)), "[2 4 6]")
 	check("chord, Go header, Python body", Chord(Group(on("go", "tasks.add", 1, 1), on("go", "tasks.add", 2, 2)), on("py", "tasks.echo")), "map[args:[[2 4]] kwargs:map[]]")
+	check("chord, all on Python", Chord(Group(on("py", "tasks.add", 1, 1), on("py", "tasks.add", 2, 2)), on("py", "tasks.echo")), "map[args:[[2 4]] kwargs:map[]]")
 	check("chord, Python header, Go body", Chord(Group(on("py", "tasks.add", 1, 1), on("py", "tasks.add", 2, 2)), on("go", "tasks.echo")), "map[args:[[2 4]] kwargs:map[]]")
 	check("group then task (a chord)", Chain(on("go", "tasks.add", 1, 2), Group(on("py", "tasks.add", 1), on("go", "tasks.add", 2)), on("go", "tasks.echo")), "map[args:[[4 5]] kwargs:map[]]")
 
