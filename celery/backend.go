@@ -130,8 +130,17 @@ func (b *Backend) Store(ctx context.Context, m *ResultMeta) error {
 	if err != nil {
 		return err
 	}
-	key := b.Key(m.TaskID)
-	_, err = b.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	if err := b.set(ctx, b.Key(m.TaskID), val); err != nil {
+		return fmt.Errorf("celery: store result of %s: %w", m.TaskID, err)
+	}
+	return nil
+}
+
+// set is Celery's RedisBackend.set: SETEX with the result expiry (SET when
+// results never expire) and PUBLISH on the key's channel, in one
+// MULTI/EXEC.
+func (b *Backend) set(ctx context.Context, key string, val any) error {
+	_, err := b.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		if b.expires > 0 {
 			p.SetEx(ctx, key, val, b.expires)
 		} else {
@@ -140,10 +149,7 @@ func (b *Backend) Store(ctx context.Context, m *ResultMeta) error {
 		p.Publish(ctx, key, val)
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("celery: store result of %s: %w", m.TaskID, err)
-	}
-	return nil
+	return err
 }
 
 // Forget deletes a task's result.

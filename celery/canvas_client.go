@@ -311,16 +311,7 @@ func (g *GroupResult) Save(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	key := g.backend.GroupKey(g.ID, "")
-	_, err = g.backend.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		if g.backend.expires > 0 {
-			p.SetEx(ctx, key, b, g.backend.expires)
-		} else {
-			p.Set(ctx, key, b, 0)
-		}
-		p.Publish(ctx, key, b)
-		return nil
-	})
+	err = g.backend.set(ctx, g.backend.GroupKey(g.ID, ""), b)
 	if err != nil {
 		return fmt.Errorf("celery: save group %s: %w", g.ID, err)
 	}

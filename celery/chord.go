@@ -35,17 +35,7 @@ func (b *Backend) GroupKey(groupID, suffix string) string {
 // SetChordSize records the size of a chord's header, as Celery's Redis
 // backend set_chord_size does (SETEX with the result expiry, and PUBLISH).
 func (b *Backend) SetChordSize(ctx context.Context, groupID string, size int) error {
-	key := b.GroupKey(groupID, ".s")
-	val := strconv.Itoa(size)
-	_, err := b.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		if b.expires > 0 {
-			p.SetEx(ctx, key, val, b.expires)
-		} else {
-			p.Set(ctx, key, val, 0)
-		}
-		p.Publish(ctx, key, val)
-		return nil
-	})
+	err := b.set(ctx, b.GroupKey(groupID, ".s"), strconv.Itoa(size))
 	if err != nil {
 		return fmt.Errorf("celery: set chord size of %s: %w", groupID, err)
 	}

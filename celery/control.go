@@ -305,17 +305,14 @@ func (w *Worker) controlCommand(ctx context.Context, method string, a map[string
 			out = append(out, queueDict(q))
 		}
 		return out, false
-	case "pool_grow":
+	case "pool_grow", "pool_shrink":
 		n, given := toInt(a["n"])
 		if !given {
 			n = 1
 		}
-		w.growPool(n)
-		return ok("pool will grow"), false
-	case "pool_shrink":
-		n, given := toInt(a["n"])
-		if !given {
-			n = 1
+		if method == "pool_grow" {
+			w.growPool(n)
+			return ok("pool will grow"), false
 		}
 		w.shrinkPool(n)
 		return ok("pool will shrink"), false
