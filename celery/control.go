@@ -301,7 +301,7 @@ func (w *Worker) controlCommand(ctx context.Context, method string, a map[string
 		return w.controlEvents(method), false
 	case "active_queues":
 		out := []any{}
-		for _, q := range w.opts.queues {
+		for _, q := range w.activeQueues() {
 			out = append(out, queueDict(q))
 		}
 		return out, false
@@ -318,7 +318,17 @@ func (w *Worker) controlCommand(ctx context.Context, method string, a map[string
 		return ok("pool will shrink"), false
 	case "autoscale":
 		return nok("ValueError('Autoscale not enabled')"), false
-	case "add_consumer", "cancel_consumer", "pool_restart":
+	case "add_consumer":
+		if err := w.addConsumer(ctx, str("queue")); err != nil {
+			return nok(fmt.Sprintf("add consumer %s: %v", str("queue"), err)), false
+		}
+		return ok("add consumer " + str("queue")), false
+	case "cancel_consumer":
+		if err := w.cancelConsumer(str("queue")); err != nil {
+			return nok(err.Error()), false
+		}
+		return ok("no longer consuming from " + str("queue")), false
+	case "pool_restart":
 		return nok(fmt.Sprintf("%s is not supported by the kombu-go worker", method)), false
 	case "shutdown":
 		return nil, true

@@ -87,8 +87,11 @@
 // limit with it, as Celery does); autoscale answers Celery's "Autoscale not
 // enabled" error.
 //
-// Not implemented: add_consumer and cancel_consumer answer with an error
-// (the queues are fixed at Start); mingle at start is off unless WithMingle (Celery's is on: it
+// add_consumer consumes another queue on a channel of its own, and
+// cancel_consumer stops it.
+//
+// Not implemented: cancel_consumer of a queue given at Start (WithQueues)
+// answers with an error (those share the worker's main channel); mingle at start is off unless WithMingle (Celery's is on: it
 // costs a one-second wait); revoked ids are not persisted across restarts
 // (Celery's --statedb). A chord header holding groups (a header result
 // Celery saves with apply_chord and joins) is joined as a flat list. As

@@ -62,6 +62,7 @@ type Worker struct {
 
 	state    *workerState // revoked ids, reserved and active requests (control.go)
 	pool     *poolState   // the goroutines running tasks (pool_grow, pool_shrink)
+	queues   *queueSet    // queues added by add_consumer (queues.go)
 	limits   limiters     // rate limits per task name (limits.go)
 	eventsOn bool         // task events enabled (enable_events)
 	events   *eventer     // nil until Start (events.go)
@@ -309,6 +310,9 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.mu.Unlock()
 	w.growPool(w.opts.concurrency)
 
+	w.mu.Lock()
+	w.queues = &queueSet{life: life, consumeCtx: consumeCtx, extra: map[string]*extraConsumer{}}
+	w.mu.Unlock()
 	consumeErr := make(chan error, 1)
 	go func() {
 		err := ch.Consume(consumeCtx, transport.ConsumeOptions{
@@ -374,6 +378,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		}
 		cancelTasks()
 		stopConsume()
+		w.stopExtraConsumers(context.WithoutCancel(ctx))
 		<-heartStopped
 		events.close()
 		err := <-consumeErr

@@ -1,0 +1,43 @@
+package celery
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Proves add_consumer and cancel_consumer: after add_consumer the worker
+// runs tasks sent to the new queue (and lists it in active_queues); after
+// cancel_consumer it takes no more from it (a task sent then waits in the
+// queue); cancelling a queue given at start is refused with a clear error.
+func TestWorkerAddCancelConsumer(t *testing.T) {
+	e := newTestEnv(t)
+	w := e.worker(t, registerBasics)
+	ctx := context.Background()
+	extra := e.queue + "-extra"
+	if r, _ := w.controlCommand(ctx, "add_consumer", map[string]any{"queue": extra}); fmt.Sprint(r) != "map[ok:add consumer "+extra+"]" {
+		t.Fatalf("add_consumer: %v", r)
+	}
+	if v, err := get(t, e.send(t, "tasks.add", []any{2, 2}, nil, WithQueue(extra))); err != nil || fmt.Sprint(v) != "4" {
+		t.Fatalf("task on the added queue: %v %v", v, err)
+	}
+	if aq, _ := w.controlCommand(ctx, "active_queues", nil); !strings.Contains(fmt.Sprint(aq), extra) {
+		t.Errorf("active_queues: %v", aq)
+	}
+	if r, _ := w.controlCommand(ctx, "cancel_consumer", map[string]any{"queue": extra}); fmt.Sprint(r) != "map[ok:no longer consuming from "+extra+"]" {
+		t.Fatalf("cancel_consumer: %v", r)
+	}
+	late := e.send(t, "tasks.add", []any{3, 3}, nil, WithQueue(extra))
+	time.Sleep(500 * time.Millisecond)
+	if st, _ := late.State(ctx); st != StatePending {
+		t.Errorf("a task sent after cancel_consumer ran: %s", st)
+	}
+	if n, _ := e.conn.Len(ctx, extra); n != 1 {
+		t.Errorf("%d messages left in the cancelled queue, want 1", n)
+	}
+	if r, _ := w.controlCommand(ctx, "cancel_consumer", map[string]any{"queue": e.queue}); !strings.Contains(fmt.Sprint(r), "given at start") {
+		t.Errorf("cancelling a start queue: %v", r)
+	}
+}
