@@ -159,6 +159,14 @@ func TestCanvasNestedInterop(t *testing.T) {
 	wantResult(t, "chain inside a chord header",
 		ix.canvas(chordOf(task("tasks.echo", "go"), chainOf(task("tasks.add", "go", 1, 2), task("tasks.add", "go", 10)), task("tasks.add", "go", 5, 5))),
 		`{"args": [[13, 10]], "kwargs": {}}`)
+	// A group inside a chord header: Celery flattens it (its members return
+	// to the chord after the others: [4, 2, 6] on 5.2.6 and 5.5.2); the Go
+	// worker gives the body exactly what a Python worker gives it.
+	nested := func(on string) canvasOutcome {
+		return ix.canvas(chordOf(task("tasks.echo", on), groupOf(task("tasks.add", on, 1, 1), task("tasks.add", on, 2, 2)), task("tasks.add", on, 3, 3)))
+	}
+	pyRef := nested("py")
+	wantResult(t, "group inside a chord header, as on Python ("+string(pyRef.Result)+")", nested("go"), string(pyRef.Result))
 	wantResult(t, "chord of chains",
 		ix.canvas(chordOf(task("tasks.echo", "py"), chainOf(task("tasks.add", "go", 1, 1), task("tasks.add", "py", 1)), chainOf(task("tasks.add", "py", 2, 2), task("tasks.add", "go", 2)))),
 		`{"args": [[3, 6]], "kwargs": {}}`)

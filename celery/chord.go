@@ -119,6 +119,21 @@ func (w *Worker) chordPartReturn(ctx context.Context, p chordPart, state State, 
 		return
 	}
 	defer w.deleteChordKeys(ctx, jkey, tkey, skey)
+	// A header holding groups was saved by apply_chord as a GroupResult:
+	// join it, so the body gets the nested results as Celery gives them.
+	if saved, err := b.RestoreGroup(ctx, p.groupID); err == nil {
+		jctx, cancel := context.WithTimeout(ctx, 3*time.Second) // result_chord_join_timeout
+		results, err := joinNested(jctx, saved)
+		cancel()
+		if err != nil {
+			w.chordError(ctx, body, chordError(fmt.Sprintf("Join error: %s", errRepr(err))))
+			return
+		}
+		if _, err := w.client.applySignature(ctx, body, []any{results}, applyOpts{}); err != nil {
+			w.chordError(ctx, body, chordError(fmt.Sprintf("Callback error: %v", err)))
+		}
+		return
+	}
 	parts, err := b.client.ZRange(ctx, jkey, 0, -1).Result()
 	if err != nil {
 		w.chordError(ctx, body, chordError(fmt.Sprintf("Join error: %v", err)))
@@ -199,4 +214,36 @@ func (w *Worker) watchChordSize(groupID, jkey, skey string) {
 			w.onError(err)
 		}
 	})
+}
+
+// joinNested is GroupResult.join for a saved chord header: each member's
+// result in order, a nested group as the list of its members' results.
+func joinNested(ctx context.Context, g *GroupResult) ([]any, error) {
+	out := make([]any, len(g.Results))
+	for i, r := range g.Results {
+		switch x := r.(type) {
+		case *GroupResult:
+			v, err := joinNested(ctx, x)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = v
+		default:
+			v, err := r.Get(ctx)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = v
+		}
+	}
+	return out, nil
+}
+
+// errRepr is repr() of the exception a join raised.
+func errRepr(err error) string {
+	var te *TaskError
+	if errors.As(err, &te) {
+		return pyExcRepr(normalizeExc(te))
+	}
+	return err.Error()
 }

@@ -93,9 +93,7 @@
 // Not implemented: cancel_consumer of a queue given at Start (WithQueues)
 // answers with an error (those share the worker's main channel); mingle at start is off unless WithMingle (Celery's is on: it
 // costs a one-second wait); revoked ids are not persisted across restarts
-// (Celery's --statedb). A chord header holding groups (a header result
-// Celery saves with apply_chord and joins) is joined as a flat list. As
-// with Celery on Redis, an eta longer than the transport's
+// (Celery's --statedb). As with Celery on Redis, an eta longer than the transport's
 // visibility_timeout (one hour) gets the message redelivered.
 //
 // The messages Client.Apply writes for a chain, a group and a chord are
