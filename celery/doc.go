@@ -91,10 +91,12 @@
 // cancel_consumer stops it.
 //
 // Not implemented: cancel_consumer of a queue given at Start (WithQueues)
-// answers with an error (those share the worker's main channel); mingle at start is off unless WithMingle (Celery's is on: it
-// costs a one-second wait); revoked ids are not persisted across restarts
-// (Celery's --statedb). As with Celery on Redis, an eta longer than the transport's
-// visibility_timeout (one hour) gets the message redelivered.
+// answers with an error (those share the worker's main channel); mingle
+// at start is off unless WithMingle (Celery's is on: it costs a one-second
+// wait); revoked ids are not persisted across restarts (Celery's
+// --statedb); the client does not send task-sent events. As with Celery on
+// Redis, an eta longer than the transport's visibility_timeout (one hour)
+// gets the message redelivered.
 //
 // The messages Client.Apply writes for a chain, a group and a chord are
 // Celery's for the same canvas (checked against Celery 5.2.6 and 5.5.2),
