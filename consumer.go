@@ -221,6 +221,7 @@ func (c *Consumer) Consume(ctx context.Context, h Handler) error {
 		opts.OnError = onError
 	}
 	auto := !c.opts.manualAck && !c.opts.NoAck
+	h = c.conn.hooks.wrapHandler(h)
 	defer c.deleteAutoDelete(ctx)
 	stopping := ctx.Done()
 	return ch.Consume(ctx, opts, func(ctx context.Context, m *entity.Message) {

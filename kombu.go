@@ -98,6 +98,10 @@ type Options struct {
 	TransportOptions map[string]string
 	// InferExchangeTypes: see transport.Options.InferExchangeTypes.
 	InferExchangeTypes bool
+	// PublishMiddleware and HandlerMiddleware: see WithPublishMiddleware
+	// and WithHandlerMiddleware.
+	PublishMiddleware []PublishMiddleware
+	HandlerMiddleware []HandlerMiddleware
 }
 
 // Option changes Options.
@@ -140,8 +144,9 @@ func (o *Options) transportOptions() transport.Options {
 // Connection is a connection to a broker: a transport over one backend. It
 // is safe for concurrent use; create it once and share it.
 type Connection struct {
-	t   *transport.Transport
-	url string
+	t     *transport.Transport
+	url   string
+	hooks hooks
 
 	mu       sync.Mutex
 	getChan  *transport.Channel
@@ -171,7 +176,7 @@ func Dial(ctx context.Context, rawURL string, opts ...Option) (*Connection, erro
 	if err != nil {
 		return nil, err // the backend's error names the (redacted) URL
 	}
-	return &Connection{t: transport.New(b, topts), url: u.String()}, nil
+	return &Connection{t: transport.New(b, topts), url: u.String(), hooks: newHooks(&o)}, nil
 }
 
 // NewConnection returns a connection over a backend built by the caller
@@ -195,7 +200,7 @@ func NewConnection(b transport.Backend, opts ...Option) (*Connection, error) {
 	for k := range m {
 		return nil, fmt.Errorf("%w: transport option %q must be given to the backend", transport.ErrBadURL, k)
 	}
-	return &Connection{t: transport.New(b, topts)}, nil
+	return &Connection{t: transport.New(b, topts), hooks: newHooks(&o)}, nil
 }
 
 // URL returns the connection's URL with the password masked.

@@ -201,6 +201,9 @@ func (p *Producer) Publish(ctx context.Context, body any, opts ...PublishOption)
 		return PublishResult{}, err
 	}
 	exchange, routingKey, mandatory := o.exchange.Name, o.routingKey, o.mandatory
+	if len(p.conn.hooks.publish) > 0 {
+		return p.publishHooked(ctx, &env, exchange, routingKey, mandatory, o.retry)
+	}
 	var n int
 	err := retry(ctx, o.retry, t.Logger(), func() error {
 		var err error
