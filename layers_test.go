@@ -28,7 +28,7 @@ func layer(path string) (int, bool) {
 		return 5, true
 	case rel == "":
 		return 6, true
-	case rel == "celery":
+	case rel == "celery", rel == "otelkombu":
 		return 7, true
 	case strings.HasPrefix(rel, "internal/testenv"), strings.HasPrefix(rel, "internal/testreport"):
 		return 8, true
