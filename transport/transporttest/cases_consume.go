@@ -231,7 +231,7 @@ func (s *suite) restoreScenario(t *testing.T, stop func(e *env, ch *transport.Ch
 	if err := stop(e, ch, c); !errors.Is(err, wantErr) {
 		t.Errorf("Consume returned %v, want %v", err, wantErr)
 	}
-	if d := time.Since(start); d > 2*s.f.PollingInterval+time.Second {
+	if d := time.Since(start); d > 2*s.f.PollingInterval+3*time.Second { // generous: a loaded CI machine once took 1.3 s
 		t.Errorf("Consume took %v to return", d)
 	}
 	if got := ch.Unacked(); got != 0 {
