@@ -3,7 +3,6 @@ package celery
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"time"
 
@@ -16,13 +15,24 @@ import (
 // channel of its own, into the same dispatcher, prefetch gate and pool as
 // the queues given at Start. Cancelling it stops taking messages from it;
 // its channel stays open until the worker stops, so the messages already
-// taken are still acknowledged (or restored) as usual.
+// taken are still acknowledged (or restored) as usual. Cancelling a queue
+// given at Start pauses it on the main channel (the consumer leaves it out
+// of its fetches, as Kombu's basic_cancel does); add_consumer resumes it.
 
 type queueSet struct {
 	life       context.Context // the worker's life (dispatch)
 	consumeCtx context.Context // outlives life: consumers stop after the pool drains
 	extra      map[string]*extraConsumer
 	closing    []*extraConsumer // cancelled, closed at shutdown
+	paused     map[string]bool  // start queues cancelled by cancel_consumer
+}
+
+// queuePaused reports whether a start queue was cancelled
+// (transport.ConsumeOptions.Paused of the main channel).
+func (w *Worker) queuePaused(queue string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.queues != nil && w.queues.paused[queue]
 }
 
 type extraConsumer struct {
@@ -35,13 +45,19 @@ type extraConsumer struct {
 func (w *Worker) activeQueues() []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	qs := slices.Clone(w.opts.queues)
+	var qs []string
+	for _, q := range w.opts.queues {
+		if w.queues == nil || !w.queues.paused[q] {
+			qs = append(qs, q)
+		}
+	}
+	start := len(qs)
 	if w.queues != nil {
 		for q := range w.queues.extra {
 			qs = append(qs, q)
 		}
 	}
-	slices.Sort(qs[len(w.opts.queues):])
+	slices.Sort(qs[start:])
 	return qs
 }
 
@@ -55,6 +71,12 @@ func (w *Worker) addConsumer(ctx context.Context, queue string) error {
 	}
 	w.mu.Lock()
 	qs := w.queues
+	if qs != nil && qs.paused[queue] {
+		delete(qs.paused, queue) // a start queue cancelled earlier: resume it
+		w.mu.Unlock()
+		w.log.Info("celery: started consuming", "queue", queue)
+		return nil
+	}
 	w.mu.Unlock()
 	if qs == nil {
 		return errors.New("the worker is not running")
@@ -94,8 +116,9 @@ func (w *Worker) cancelConsumer(queue string) error {
 	}
 	ec, ok := w.queues.extra[queue]
 	if !ok {
-		if slices.Contains(w.opts.queues, queue) {
-			return fmt.Errorf("queue %s was given at start (WithQueues) and is consumed on the worker's main channel: it cannot be cancelled at run time", queue)
+		if slices.Contains(w.opts.queues, queue) && !w.queues.paused[queue] {
+			w.queues.paused[queue] = true
+			w.log.Info("celery: stopped consuming", "queue", queue)
 		}
 		return nil // not consumed: nothing to do, as in Celery
 	}

@@ -311,12 +311,13 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.growPool(w.opts.concurrency)
 
 	w.mu.Lock()
-	w.queues = &queueSet{life: life, consumeCtx: consumeCtx, extra: map[string]*extraConsumer{}}
+	w.queues = &queueSet{life: life, consumeCtx: consumeCtx, extra: map[string]*extraConsumer{}, paused: map[string]bool{}}
 	w.mu.Unlock()
 	consumeErr := make(chan error, 1)
 	go func() {
 		err := ch.Consume(consumeCtx, transport.ConsumeOptions{
 			Queues:      w.opts.queues,
+			Paused:      w.queuePaused,
 			Concurrency: 1, // the dispatcher: decoding and routing only
 			ConsumerTag: w.opts.hostname,
 			Accept:      w.opts.accept,

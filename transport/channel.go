@@ -409,6 +409,14 @@ type ConsumeOptions struct {
 	// lost). A failed flush is reported to OnError and retried with the
 	// next one.
 	DeferredAcks time.Duration
+	// Paused, if set, is asked before each fetch whether to leave a queue
+	// out: a queue for which it returns true is not fetched from until it
+	// returns false again (Kombu's basic_cancel on one queue of a running
+	// consumer, which Celery's cancel_consumer uses). A wait already in
+	// progress ends within the backend's polling interval; while every
+	// queue is paused the consumer checks again every PollingInterval.
+	// Messages already delivered are not affected.
+	Paused func(queue string) bool
 }
 
 // DefaultBatchSize is the default ConsumeOptions.BatchSize.
@@ -666,9 +674,25 @@ func (c *Channel) fetchLoop(ctx context.Context, queues []string, g *gate, work 
 			}
 		}
 		f.batch = f.batch[:0]
+		queues := f.active()
+		if len(queues) == 0 {
+			// Every queue is paused: settle deferred acks, wait, look again.
+			if len(settle) > 0 {
+				deferred.putBack(settle)
+				fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackFlushTimeout)
+				if err := deferred.flush(fctx); err != nil {
+					opts.OnError(fmt.Errorf("kombu: deferred acks: %w", err))
+				}
+				cancel()
+			}
+			g.giveBack(n)
+			f.mu.Unlock()
+			sleepCtx(ctx, poll)
+			continue
+		}
 		if batching && (n > 1 || !blocking || len(settle) > 0) {
 			var got []Delivery
-			got, err = bgb.GetBatch(ctx, BatchGet{Queues: order, Ack: !opts.NoAck, Max: n, Rotate: rr, Settle: settle})
+			got, err = bgb.GetBatch(ctx, BatchGet{Queues: queues, Ack: !opts.NoAck, Max: n, Rotate: rr, Settle: settle})
 			f.batch = append(f.batch, got...)
 			var mal *MalformedError
 			if len(settle) > 0 && err != nil && !errors.Is(err, ErrEmpty) && !errors.As(err, &mal) {
@@ -684,9 +708,9 @@ func (c *Channel) fetchLoop(ctx context.Context, queues []string, g *gate, work 
 			n = 1
 			var d Delivery
 			if blocking {
-				d, err = bg.GetWait(ctx, order, !opts.NoAck, poll)
+				d, err = bg.GetWait(ctx, queues, !opts.NoAck, poll)
 			} else {
-				d, err = c.t.backend.Get(ctx, order, !opts.NoAck)
+				d, err = c.t.backend.Get(ctx, queues, !opts.NoAck)
 			}
 			if err == nil {
 				f.batch = append(f.batch, d)
@@ -708,7 +732,7 @@ func (c *Channel) fetchLoop(ctx context.Context, queues []string, g *gate, work 
 			case ctx.Err() != nil:
 				return
 			default:
-				opts.OnError(fmt.Errorf("kombu: get from %v: %w", order, err))
+				opts.OnError(fmt.Errorf("kombu: get from %v: %w", queues, err))
 				backoff = nextBackoff(backoff)
 				sleepCtx(ctx, backoff)
 			}
@@ -744,8 +768,24 @@ type fetcher struct {
 
 	mu      sync.Mutex
 	order   []string
+	scratch []string // active's result when some queues are paused
 	batch   []Delivery
 	stopped bool
+}
+
+// active returns the queues to fetch from now, in fetch order: f.order
+// without those opts.Paused leaves out; f.mu is held.
+func (f *fetcher) active() []string {
+	if f.opts.Paused == nil {
+		return f.order
+	}
+	f.scratch = f.scratch[:0]
+	for _, q := range f.order {
+		if !f.opts.Paused(q) {
+			f.scratch = append(f.scratch, q)
+		}
+	}
+	return f.scratch
 }
 
 // deliverBatch hands f.batch to the handlers; f.mu is held.
@@ -791,10 +831,14 @@ func (f *fetcher) ackFetch(ctx context.Context, p *pending) (bool, error) {
 	if room < 1 {
 		return false, nil
 	}
+	queues := f.active()
+	if len(queues) == 0 {
+		return false, nil
+	}
 	// p's slot and the free ones, taken without waking the loop.
 	n := f.g.swap(min(f.batchSize, room))
 	p.release = nil
-	got, err := f.bgb.GetBatch(ctx, BatchGet{Queues: f.order, Ack: true, Max: n, Rotate: f.rr, Settle: []string{p.tag}})
+	got, err := f.bgb.GetBatch(ctx, BatchGet{Queues: queues, Ack: true, Max: n, Rotate: f.rr, Settle: []string{p.tag}})
 	f.batch = append(f.batch[:0], got...)
 	f.g.giveBack(n - len(f.batch))
 	f.deliverBatch()

@@ -526,3 +526,60 @@ func TestDeclarations(t *testing.T) {
 		t.Errorf("publish on a closed transport: %v", err)
 	}
 }
+
+// TestPausedQueues proves ConsumeOptions.Paused (Celery's cancel_consumer
+// of a queue a running consumer was started with): a paused queue's
+// messages stay in the queue while the others are delivered, with the acks
+// that fetch the next messages too; with every queue paused nothing is
+// taken; resuming a queue delivers what waited there.
+func TestPausedQueues(t *testing.T) {
+	b := memory.New()
+	tr, _ := newTransport(t, b, nil)
+	var mu sync.Mutex
+	paused := map[string]bool{"a": true}
+	setPaused := func(q string, p bool) { mu.Lock(); paused[q] = p; mu.Unlock() }
+	ch, err := tr.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, stop := consume(t, ch, transport.ConsumeOptions{Queues: []string{"a", "b"}, Prefetch: 4,
+		Paused: func(q string) bool { mu.Lock(); defer mu.Unlock(); return paused[q] }})
+	send(t, tr, "", "a", "a1", "a2")
+	send(t, tr, "", "b", "b1", "b2")
+	for _, want := range []string{"b1", "b2"} {
+		m := next(t, msgs)
+		if idOf(m) != want {
+			t.Fatalf("got %s, want %s (queue a is paused)", idOf(m), want)
+		}
+		if err := m.Ack(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setPaused("b", true)
+	time.Sleep(100 * time.Millisecond) // a wait in progress ends within the polling interval
+	send(t, tr, "", "b", "b3")
+	select {
+	case m := <-msgs:
+		t.Fatalf("%s delivered while every queue is paused", idOf(m))
+	case <-time.After(300 * time.Millisecond):
+	}
+	setPaused("a", false)
+	got := map[string]bool{}
+	for range 2 {
+		m := next(t, msgs)
+		got[idOf(m)] = true
+		if err := m.Ack(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !got["a1"] || !got["a2"] {
+		t.Errorf("after resuming a: %v, want a1 and a2", got)
+	}
+	setPaused("b", false)
+	if m := next(t, msgs); idOf(m) != "b3" {
+		t.Errorf("after resuming b: %s, want b3", idOf(m))
+	}
+	if err := stop(); err != nil {
+		t.Error(err)
+	}
+}
