@@ -197,6 +197,7 @@ func (w *Worker) controlCommand(ctx context.Context, method string, a map[string
 		if from := str("from_node"); from != w.opts.hostname {
 			if r, isMap := a["revoked"].(map[string]any); isMap {
 				w.state.revoked.update(r)
+				w.stateChanged()
 			}
 			w.log.Info("celery: sync with", "node", from)
 			return map[string]any{"revoked": w.state.revoked.data(), "clock": w.state.clock.forward()}, false
@@ -266,6 +267,7 @@ func (w *Worker) controlCommand(ctx context.Context, method string, a map[string
 	case "revoke":
 		ids := stringList(a["task_id"])
 		w.state.revoked.add(time.Now(), ids...)
+		w.stateChanged()
 		w.cancelHeld(ctx, ids)
 		if t, _ := a["terminate"].(bool); t {
 			done := w.state.terminate(ids)
@@ -279,6 +281,7 @@ func (w *Worker) controlCommand(ctx context.Context, method string, a map[string
 	case "terminate":
 		ids := stringList(a["task_id"])
 		w.state.revoked.add(time.Now(), ids...)
+		w.stateChanged()
 		done := w.state.terminate(ids)
 		if len(done) == 0 {
 			return ok("terminate: tasks unknown"), false
@@ -582,6 +585,7 @@ func (w *Worker) mingle(ctx context.Context) {
 		}
 		if rv, ok := m["revoked"].(map[string]any); ok {
 			w.state.revoked.update(rv)
+			w.stateChanged()
 		}
 		if c, ok := toInt(m["clock"]); ok {
 			w.state.clock.adjust(int64(c))
@@ -589,4 +593,23 @@ func (w *Worker) mingle(ctx context.Context) {
 		n++
 	}
 	w.log.Info("celery: mingle: synced", "nodes", n)
+}
+
+// ExpandNodeName expands a node name as `celery worker -n` does
+// (default_nodename, then host_format): a name without "@" is a host
+// name, given the node name "celery" ("w1" is "celery@w1"); then %h is
+// this machine's host name, %n its first label, %d the rest (the domain),
+// %i the process index ("0": a Go worker is one process), %I the same with
+// a dash prefix ("" for process 0), %% a percent sign.
+func ExpandNodeName(pattern string) string {
+	host, _ := os.Hostname()
+	return expandNodeName(pattern, host)
+}
+
+func expandNodeName(pattern, host string) string {
+	if !strings.Contains(pattern, "@") {
+		pattern = "celery@" + pattern
+	}
+	name, domain, _ := strings.Cut(host, ".")
+	return strings.NewReplacer("%%", "%", "%h", host, "%n", name, "%d", domain, "%i", "0", "%I", "").Replace(pattern)
 }

@@ -61,3 +61,20 @@ func TestWorkerAddCancelConsumer(t *testing.T) {
 		t.Errorf("the task waiting in the resumed start queue: %v %v", v, err)
 	}
 }
+
+// Proves ExpandNodeName forms node names as `celery worker -n` does.
+func TestExpandNodeName(t *testing.T) {
+	for in, want := range map[string]string{
+		"go1@%h":      "go1@web1.example.com",
+		"%n-go@%d":    "web1-go@example.com",
+		"worker":      "celery@worker",
+		"%h":          "celery@web1.example.com",
+		"w%I@%n":      "w@web1",
+		"a%%b@%n":     "a%b@web1",
+		"celery@host": "celery@host",
+	} {
+		if got := expandNodeName(in, "web1.example.com"); got != want {
+			t.Errorf("expandNodeName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

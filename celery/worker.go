@@ -66,6 +66,9 @@ type Worker struct {
 	limits   limiters     // rate limits per task name (limits.go)
 	eventsOn bool         // task events enabled (enable_events)
 	events   *eventer     // nil until Start (events.go)
+	// stateSave asks the state saver to save (WithStateDB, statedb.go);
+	// set before Start starts anything, read-only while running.
+	stateSave chan struct{}
 }
 
 type registration struct {
@@ -95,6 +98,7 @@ type workerOptions struct {
 	onError         func(error)
 	accept          []string
 	clientOpts      []ClientOption
+	stateDB         StateDB
 }
 
 // WithQueues sets the queues to consume (default "celery"), as celery
@@ -264,6 +268,12 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.running, w.stopping, w.err = true, false, nil
 	w.mu.Unlock()
 
+	if err := w.loadState(ctx); err != nil {
+		w.mu.Lock()
+		w.running = false
+		w.mu.Unlock()
+		return err
+	}
 	for _, q := range w.opts.queues {
 		if _, err := w.conn.DeclareQueue(ctx, CeleryQueue(q)); err != nil {
 			w.mu.Lock()
@@ -295,6 +305,13 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.done = make(chan struct{})
 	w.mu.Unlock()
 
+	stateSaved := make(chan struct{})
+	if w.opts.stateDB != nil {
+		w.stateSave = make(chan struct{}, 1)
+		go w.runStateSaver(life, w.stateSave, stateSaved)
+	} else {
+		close(stateSaved)
+	}
 	if w.opts.mingle {
 		w.mingle(ctx) // before tasks flow in: a task revoked elsewhere must not run here
 	}
@@ -381,6 +398,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		stopConsume()
 		w.stopExtraConsumers(context.WithoutCancel(ctx))
 		<-heartStopped
+		<-stateSaved
 		events.close()
 		err := <-consumeErr
 		cerr := ch.Close(context.WithoutCancel(ctx))

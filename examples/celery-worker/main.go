@@ -52,7 +52,7 @@ import (
 )
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "Usage: celery-worker [--url URL] [--backend URL] [--queue NAME[,NAME...]] [--concurrency N] [-n NODE] [-E]")
+	fmt.Fprintln(os.Stderr, "Usage: celery-worker [--url URL] [--backend URL] [--queue NAME[,NAME...]] [--concurrency N] [-n NODE] [-E] [--statedb FILE]")
 	flag.PrintDefaults()
 }
 
@@ -64,6 +64,7 @@ type config struct {
 	acksLate            bool
 	hostname            string
 	events              bool
+	statedb             string
 }
 
 func main() {
@@ -74,8 +75,9 @@ func main() {
 	flag.IntVar(&cfg.concurrency, "concurrency", runtime.NumCPU(), "tasks run at once (celery worker --concurrency)")
 	flag.IntVar(&cfg.prefetch, "prefetch-multiplier", celery.DefaultPrefetchMultiplier, "worker_prefetch_multiplier (0: no limit)")
 	flag.BoolVar(&cfg.acksLate, "acks-late", false, "acknowledge after the task ran (task_acks_late)")
-	flag.StringVar(&cfg.hostname, "n", "", "node name, e.g. go1@%h (celery worker -n; %h is the host name; default celery@<host>)")
+	flag.StringVar(&cfg.hostname, "n", "", "node name, e.g. go1@%h (celery worker -n; %h is the host name, %n its first label, %d its domain; default celery@<host>)")
 	flag.BoolVar(&cfg.events, "E", false, "send task events (celery worker -E), for Flower, celery events and celery-exporter")
+	flag.StringVar(&cfg.statedb, "statedb", "", "file that keeps revoked task ids across restarts (celery worker --statedb; kombu-go's JSON, not a Python shelve)")
 	flag.Usage = usage
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -119,8 +121,10 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		celery.WithLogger(log),
 	}
 	if cfg.hostname != "" {
-		host, _ := os.Hostname()
-		opts = append(opts, celery.WithHostname(strings.ReplaceAll(cfg.hostname, "%h", host)))
+		opts = append(opts, celery.WithHostname(celery.ExpandNodeName(cfg.hostname)))
+	}
+	if cfg.statedb != "" {
+		opts = append(opts, celery.WithStateDB(celery.FileStateDB(cfg.statedb)))
 	}
 	if cfg.events {
 		opts = append(opts, celery.WithEvents())
