@@ -25,6 +25,10 @@ type Client struct {
 	replyTo  string
 	declared sync.Map // queue or exchange name -> true
 	now      func() time.Time
+	// sentEvents: send task-sent events (WithSentEvents), with the
+	// client's own Lamport clock, as Celery's app-level EventDispatcher.
+	sentEvents bool
+	clock      lamport
 }
 
 // ClientOption configures a Client.
@@ -40,6 +44,14 @@ func WithOrigin(origin string) ClientOption { return func(c *Client) { c.origin 
 // WithReplyTo sets the reply_to property (default a uuid per client, as
 // Celery writes its thread's oid).
 func WithReplyTo(replyTo string) ClientOption { return func(c *Client) { c.replyTo = replyTo } }
+
+// WithSentEvents makes the client send a task-sent event for every task it
+// sends (Celery's task_send_sent_event), so Flower, `celery events` and
+// celery-exporter see tasks from the moment they are queued. The event
+// goes out after the task message, from the client's node name (its
+// origin, "gen<pid>@<host>" by default); an event that cannot be published
+// fails the send, as in Celery, though the task is already queued.
+func WithSentEvents() ClientOption { return func(c *Client) { c.sentEvents = true } }
 
 // withClientClock sets the time source (tests).
 func withClientClock(now func() time.Time) ClientOption { return func(c *Client) { c.now = now } }
@@ -257,7 +269,39 @@ func (c *Client) Publish(ctx context.Context, m *TaskMessage, queue, exchange st
 	if _, err := c.conn.Transport().PublishRaw(ctx, exchange, routingKey, m.Priority, raw, false); err != nil {
 		return fmt.Errorf("celery: send task %s[%s]: %w", m.Task, m.ID, err)
 	}
+	if c.sentEvents {
+		if err := c.sendSentEvent(ctx, m, queue, exchange, routingKey); err != nil {
+			return fmt.Errorf("celery: task %s[%s] sent, but not its task-sent event: %w", m.Task, m.ID, err)
+		}
+	}
 	return nil
+}
+
+// sendSentEvent publishes task-sent with the fields Celery's
+// send_task_message gives it.
+func (c *Client) sendSentEvent(ctx context.Context, m *TaskMessage, queue, exchange, routingKey string) error {
+	root := m.RootID
+	if root == "" {
+		root = m.ID
+	}
+	argsrepr, kwargsrepr := m.ArgsRepr, m.KwargsRepr
+	if argsrepr == "" {
+		argsrepr = argsRepr(m.Args)
+	}
+	if kwargsrepr == "" {
+		kwargsrepr = kwargsRepr(m.Kwargs)
+	}
+	qname := queue
+	if qname == "" {
+		qname = routingKey
+	}
+	ev := newEvent("task-sent", c.origin, c.clock.forward(), map[string]any{
+		"uuid": m.ID, "root_id": root, "parent_id": nullable(m.ParentID), "name": m.Task,
+		"args": argsrepr, "kwargs": kwargsrepr, "retries": m.Retries,
+		"eta": nullableTime(m.ETA), "expires": nullableTime(m.Expires),
+		"queue": qname, "exchange": exchange, "routing_key": routingKey,
+	})
+	return publishEvent(ctx, c.conn.Producer(), c.origin, ev)
 }
 
 // declareQueue declares a queue once per client as Celery does

@@ -51,7 +51,6 @@ func (w *Worker) startEvents(ctx context.Context) *eventer {
 	go func() {
 		defer close(e.done)
 		p := w.conn.Producer()
-		ex := kombu.Exchange{Name: EventExchange, Type: kombu.Fanout, Durable: true}
 		for {
 			var ev map[string]any
 			select {
@@ -65,8 +64,7 @@ func (w *Worker) startEvents(ctx context.Context) *eventer {
 			}
 			typ, _ := ev["type"].(string)
 			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			_, err := p.Publish(pctx, ev, kombu.WithExchange(ex), kombu.WithRoutingKey(strings.ReplaceAll(typ, "-", ".")),
-				kombu.WithHeaders(map[string]any{"hostname": w.opts.hostname}), kombu.WithDeliveryMode(entity.Transient))
+			err := publishEvent(pctx, p, w.opts.hostname, ev)
 			cancel()
 			if err != nil {
 				w.log.Debug("celery: event not sent", "type", typ, "error", err)
@@ -94,19 +92,38 @@ func (e *eventer) send(typ string, fields map[string]any) {
 		return
 	}
 	w := e.w
-	_, off := time.Now().Zone()
-	ev := map[string]any{
-		"hostname": w.opts.hostname, "utcoffset": -off / 3600, "pid": os.Getpid(),
-		"clock": w.state.clock.forward(), "timestamp": float64(time.Now().UnixNano()) / 1e9, "type": typ,
-	}
-	for k, v := range fields {
-		ev[k] = v
-	}
+	ev := newEvent(typ, w.opts.hostname, w.state.clock.forward(), fields)
 	select {
 	case e.ch <- ev:
 	default:
 		w.log.Debug("celery: event dropped: queue full", "type", typ)
 	}
+}
+
+// newEvent returns an event dict with the fields celery.events.Event and
+// EventDispatcher.publish give every event.
+func newEvent(typ, hostname string, clock int64, fields map[string]any) map[string]any {
+	now := time.Now()
+	_, off := now.Zone()
+	ev := map[string]any{
+		"hostname": hostname, "utcoffset": -off / 3600, "pid": os.Getpid(),
+		"clock": clock, "timestamp": float64(now.UnixNano()) / 1e9, "type": typ,
+	}
+	for k, v := range fields {
+		ev[k] = v
+	}
+	return ev
+}
+
+// publishEvent publishes one event on the celeryev exchange, as
+// EventDispatcher._publish does: routing key the type with dots, header
+// hostname, transient.
+func publishEvent(ctx context.Context, p *kombu.Producer, hostname string, ev map[string]any) error {
+	typ, _ := ev["type"].(string)
+	_, err := p.Publish(ctx, ev, kombu.WithExchange(kombu.Exchange{Name: EventExchange, Type: kombu.Fanout, Durable: true}),
+		kombu.WithRoutingKey(strings.ReplaceAll(typ, "-", ".")),
+		kombu.WithHeaders(map[string]any{"hostname": hostname}), kombu.WithDeliveryMode(entity.Transient))
+	return err
 }
 
 func (w *Worker) taskEventsOn() bool {

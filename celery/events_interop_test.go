@@ -19,8 +19,11 @@ import (
 // celery.events.state.State as a Python worker's: the worker is known with
 // its heartbeats, processed count and sw_ident (kombu-go), and goes offline
 // at shutdown; every task's final state is right (SUCCESS with its result
-// repr, FAILURE with the exception repr, a retried task, REVOKED), from
-// task-received, -started, -succeeded, -failed, -retried and -revoked.
+// repr, FAILURE with the exception repr, a retried task, REVOKED, a
+// rejected one),
+// from task-received, -started, -succeeded, -failed, -retried, -revoked
+// and -rejected; and a Go client WithSentEvents sends task-sent events
+// State reads.
 func TestEventsInterop(t *testing.T) {
 	ix := newInterop(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -45,7 +48,17 @@ func TestEventsInterop(t *testing.T) {
 	}
 	node := "go-" + uuid.NewString()[:8] + "@testhost"
 	var g goHandlers
-	w := ix.goWorker(g.register(ix), WithHostname(node), WithEvents())
+	w := ix.goWorker(func(w *Worker) {
+		g.register(ix)(w)
+		w.Register("tasks.reject", func(context.Context, *Task) (any, error) { return nil, ErrReject })
+	}, WithHostname(node), WithEvents())
+	sender := NewClient(ix.conn, ix.backend, WithSentEvents(), WithOrigin("gen42@gohost"))
+	// To a queue no worker consumes: task-sent is the only event of it.
+	sent, err := sender.SendTask(ctx, "tasks.add", []any{4, 4}, nil, WithQueue("unconsumed-"+ix.goQueue))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rejected := ix.send("tasks.reject", nil, nil, WithQueue(ix.goQueue))
 	add := ix.send("tasks.add", []any{2, 3}, nil, WithQueue(ix.goQueue))
 	fail := ix.send("tasks.fail", []any{"boom"}, nil, WithQueue(ix.goQueue))
 	retry := ix.send("tasks.retry_until", []any{1}, nil, WithQueue(ix.goQueue))
@@ -67,6 +80,7 @@ func TestEventsInterop(t *testing.T) {
 		Tasks map[string]struct {
 			State, Name, Result, Exception string
 			Worker                         string
+			Rejected                       *float64
 		}
 		Seen []string
 	}
@@ -81,7 +95,7 @@ func TestEventsInterop(t *testing.T) {
 	if !ok || wk.SwIdent != "kombu-go" || wk.Processed < 4 || wk.Alive {
 		t.Errorf("State's view of the Go worker: %+v (known: %v), want sw_ident kombu-go, processed >= 4, heartbeats, offline after shutdown", wk, ok)
 	}
-	want := map[string]string{add.ID: "SUCCESS", fail.ID: "FAILURE", retry.ID: "SUCCESS", expired.ID: "REVOKED"}
+	want := map[string]string{sent.ID: "PENDING", rejected.ID: "STARTED", add.ID: "SUCCESS", fail.ID: "FAILURE", retry.ID: "SUCCESS", expired.ID: "REVOKED"}
 	for id, st := range want {
 		got := out.Tasks[id]
 		if got.State != st {
@@ -94,7 +108,16 @@ func TestEventsInterop(t *testing.T) {
 	if e := out.Tasks[fail.ID].Exception; e != "ValueError('boom')" {
 		t.Errorf("failed exception repr %q", e)
 	}
-	for _, typ := range []string{"worker-online", "worker-heartbeat", "worker-offline", "task-received", "task-started",
+	// Celery's State keeps STARTED for a task rejected after it started
+	// (REJECTED ranks below STARTED), as for a Python worker, and records
+	// when it was rejected.
+	if r := out.Tasks[rejected.ID]; r.Rejected == nil {
+		t.Errorf("the rejected task: %+v, want a rejected timestamp", r)
+	}
+	if s := out.Tasks[sent.ID]; s.Name != "tasks.add" {
+		t.Errorf("the task known only by its task-sent event: %+v, want its name", s)
+	}
+	for _, typ := range []string{"worker-online", "worker-heartbeat", "worker-offline", "task-sent", "task-rejected", "task-received", "task-started",
 		"task-succeeded", "task-failed", "task-retried", "task-revoked"} {
 		found := false
 		for _, s := range out.Seen {

@@ -155,7 +155,8 @@ def events(spec):
                    'sw_ver': w.sw_ver, 'heartbeats': len(w.heartbeats), 'pid': w.pid, 'clock': w.clock}
                for h, w in state.workers.items()}
     tasks = {u: {'state': t.state, 'name': t.name, 'result': t.result, 'exception': t.exception,
-                 'worker': t.worker.hostname if t.worker else None, 'runtime': t.runtime}
+                 'worker': t.worker.hostname if t.worker else None, 'runtime': t.runtime,
+                 'rejected': t.rejected}
              for u, t in state.tasks.items()}
     return {'workers': workers, 'tasks': tasks, 'seen': sorted(set(seen))}
 
