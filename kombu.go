@@ -206,6 +206,10 @@ func NewConnection(b transport.Backend, opts ...Option) (*Connection, error) {
 // URL returns the connection's URL with the password masked.
 func (c *Connection) URL() string { return c.url }
 
+// Logger returns the connection's logger (WithLogger; by default one that
+// discards), for the layers built on the connection to log through.
+func (c *Connection) Logger() *slog.Logger { return c.t.Logger() }
+
 // Transport returns the virtual transport, for tools that need the lower
 // layer.
 func (c *Connection) Transport() *transport.Transport { return c.t }

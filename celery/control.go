@@ -181,6 +181,12 @@ func globMatch(pattern, name string) (bool, error) {
 	return re.MatchString(name), nil
 }
 
+// controlAliases are the old names Celery's Panel still answers to.
+var controlAliases = map[string]string{
+	"dump_conf": "conf", "dump_schedule": "scheduled", "dump_reserved": "reserved",
+	"dump_active": "active", "dump_revoked": "revoked", "dump_tasks": "registered",
+}
+
 func ok(v any) map[string]any  { return map[string]any{"ok": v} }
 func nok(v any) map[string]any { return map[string]any{"error": v} }
 
@@ -188,6 +194,9 @@ func nok(v any) map[string]any { return map[string]any{"error": v} }
 // worker must shut down, which, as in Celery, sends no reply).
 func (w *Worker) controlCommand(ctx context.Context, method string, a map[string]any) (reply any, shutdown bool) {
 	str := func(k string) string { s, _ := a[k].(string); return s }
+	if m, ok := controlAliases[method]; ok {
+		method = m
+	}
 	switch method {
 	case "ping":
 		return ok("pong"), false
@@ -287,6 +296,9 @@ func (w *Worker) controlCommand(ctx context.Context, method string, a map[string
 			return ok("terminate: tasks unknown"), false
 		}
 		return ok("terminate: " + strings.Join(done, ", ")), false
+	case "revoke_by_stamped_headers":
+		t, _ := a["terminate"].(bool)
+		return w.controlRevokeByStamps(a["headers"], t), false
 	case "rate_limit":
 		return w.controlRateLimit(str("task_name"), a["rate_limit"]), false
 	case "time_limit":
@@ -300,8 +312,19 @@ func (w *Worker) controlCommand(ctx context.Context, method string, a map[string
 	case "report":
 		return ok(fmt.Sprintf("software -> kombu-go:%s go:%s\nplatform -> system:%s arch:%s\n",
 			Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)), false
-	case "enable_events", "disable_events", "heartbeat":
+	case "enable_events", "disable_events":
 		return w.controlEvents(method), false
+	case "heartbeat":
+		w.workerEvent("worker-heartbeat")
+		return nil, false
+	case "election":
+		return nok("election: a kombu-go worker takes no part in elections (it has no gossip, as a Python worker --without-gossip)"), false
+	case "memsample":
+		return w.state.memSample(), false
+	case "memdump":
+		return w.state.memDump(a["samples"]), false
+	case "objgraph":
+		return nok("NotImplementedError('objgraph graphs Python objects; a kombu-go worker has none')"), false
 	case "active_queues":
 		out := []any{}
 		for _, q := range w.activeQueues() {
@@ -332,7 +355,7 @@ func (w *Worker) controlCommand(ctx context.Context, method string, a map[string
 		}
 		return ok("no longer consuming from " + str("queue")), false
 	case "pool_restart":
-		return nok(fmt.Sprintf("%s is not supported by the kombu-go worker", method)), false
+		return nok("ValueError('Pool restarts not enabled')"), false // Go code cannot be reloaded
 	case "shutdown":
 		return nil, true
 	}
@@ -534,7 +557,11 @@ func (w *Worker) controlRateLimit(task string, v any) any {
 		return nok("unknown task")
 	}
 	w.setRateLimit(task, per)
-	if per == 0 {
+	_, isStr := v.(string)
+	if f, isNum := toFloat(v); spec == "" || (!isStr && isNum && f == 0) {
+		// Celery tests the argument's truth, not the rate: "0" (a string,
+		// as the command line sends it) disables the limit but answers
+		// "new rate limit set".
 		return ok("rate limit disabled successfully")
 	}
 	return ok("new rate limit set successfully")

@@ -156,6 +156,7 @@ func (c *Control) Broadcast(ctx context.Context, command string, args map[string
 		}
 		var r map[string]any
 		if err := m.Decode(&r); err != nil {
+			c.conn.Logger().Warn("celery: control reply dropped: not a {node: reply} dict", "command", command, "error", err)
 			continue
 		}
 		for host, v := range r {

@@ -20,17 +20,26 @@ import (
 // against the test broker and returns its standard output.
 func (ix *interop) celeryCLI(args ...string) []byte {
 	ix.t.Helper()
+	stdout, stderr, err := ix.celeryCLIStatus(args...)
+	if err != nil {
+		ix.t.Fatalf("celery %v: %v\nstdout: %s\nstderr: %s", args, err, stdout, stderr)
+	}
+	return stdout
+}
+
+// celeryCLIStatus runs `celery -A tasks <args...>` and returns its output
+// and how it exited.
+func (ix *interop) celeryCLIStatus(args ...string) (stdout, stderr []byte, err error) {
+	ix.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := testenv.PythonCommand(ctx, append([]string{"-m", "celery", "-A", "tasks"}, args...)...)
 	cmd.Dir = testdataDir(ix.t)
 	cmd.Env = append(cmd.Env, ix.env()...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		ix.t.Fatalf("celery %v: %v\nstdout: %s\nstderr: %s", args, err, stdout.String(), stderr.String())
-	}
-	return stdout.Bytes()
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err = cmd.Run()
+	return out.Bytes(), errOut.Bytes(), err
 }
 
 // inspectGo runs `celery inspect <what> -d <go node> --json` and returns

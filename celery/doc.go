@@ -60,43 +60,53 @@
 //
 // The Worker is a member of a Celery estate (celery/worker/control.py,
 // kombu/pidbox.py, celery/events/, celery/worker/state.py): it answers
-// `celery inspect` and `celery control` on its <hostname>.celery.pidbox
-// mailbox (ping, stats, registered, active, reserved, scheduled, revoked,
+// every command of Celery's worker on its <hostname>.celery.pidbox mailbox
+// (ping, stats, registered, active, reserved, scheduled, revoked,
 // query_task, clock, conf, report, hello, active_queues, revoke and
-// terminate, rate_limit, time_limit, enable_events, disable_events,
-// heartbeat, shutdown); keeps revoked ids as Celery does (50,000, three
-// hours) so a revoked task never runs whether queued, prefetched or held
-// for its eta, and terminate cancels a running handler's context with
-// ErrTerminated; sends worker-online/heartbeat/offline events always and
-// task events with WithEvents, which Celery's Receiver, State, Flower and
-// celery-exporter read. Control does what app.control does from Go against
-// any mix of Python and Go workers; EventReceiver and EventState read the
-// event stream as Flower does. Time limits: past the soft limit the
-// handler's context is cancelled with ErrSoftTimeLimitExceeded as its cause
-// (SoftTimeLimitExceeded is stored if it then returns an error); past the
-// hard limit the task is stored as TimeLimitExceeded at once and its pool
-// slot freed even if the handler never returns. Rate limits (RateLimit,
-// `celery control rate_limit`) hold a task for its turn with its prefetch
-// slot, without holding up other task types.
+// terminate, revoke_by_stamped_headers, rate_limit, time_limit,
+// enable_events, disable_events, heartbeat, election, memsample, memdump,
+// objgraph, pool_grow, pool_shrink, pool_restart, autoscale, add_consumer,
+// cancel_consumer, shutdown, and the dump_* aliases) with Celery's replies;
+// keeps revoked ids as Celery does (50,000, three hours) so a revoked task
+// never runs whether queued, prefetched or held for its eta, and terminate
+// cancels a running handler's context with ErrTerminated; WithStateDB keeps
+// them across restarts (--statedb) in a file or a Redis key; sends
+// worker-online/heartbeat/offline events always and task events with
+// WithEvents, which Celery's Receiver, State, Flower and celery-exporter
+// read; a Client WithSentEvents sends task-sent. Control does what
+// app.control does from Go against any mix of Python and Go workers;
+// EventReceiver and EventState read the event stream as Flower does. Time
+// limits: past the soft limit the handler's context is cancelled with
+// ErrSoftTimeLimitExceeded as its cause (SoftTimeLimitExceeded is stored if
+// it then returns an error); past the hard limit the task is stored as
+// TimeLimitExceeded at once and its pool slot freed even if the handler
+// never returns. Rate limits (RateLimit, `celery control rate_limit`) hold
+// a task for its turn with its prefetch slot, without holding up other
+// task types.
 //
 // Celery 5.5's stamping headers (stamped_headers, stamps) pass through the
 // Worker untouched: a retried message keeps them, and a chain step whose
 // signature is stamped is sent with them, as Celery 5.5 sends it.
 //
 // pool_grow and pool_shrink resize the goroutine pool (and the prefetch
-// limit with it, as Celery does); autoscale answers Celery's "Autoscale not
-// enabled" error.
+// limit with it, as Celery does). add_consumer consumes another queue on a
+// channel of its own; cancel_consumer stops it, and pauses a queue given
+// at Start (add_consumer resumes it).
 //
-// add_consumer consumes another queue on a channel of its own, and
-// cancel_consumer stops it.
+// Where a Go worker answers differently from a Python one: autoscale and
+// pool_restart answer Celery's "not enabled" errors (a goroutine pool has
+// no autoscaler, Go code cannot be reloaded); objgraph and election answer
+// errors (no Python objects, no gossip); memsample and memdump read the
+// RSS from /proc (Python's need psutil); revoke answers with Celery 5.2's
+// text (5.3+ writes the ids as a set); disable_events turns task events
+// off even on a worker started WithEvents (a Python worker started with -E
+// answers "already disabled" and keeps sending); the state db is
+// kombu-go's JSON, not a Python shelve.
 //
-// Not implemented: cancel_consumer of a queue given at Start (WithQueues)
-// answers with an error (those share the worker's main channel); mingle
-// at start is off unless WithMingle (Celery's is on: it costs a one-second
-// wait); revoked ids are not persisted across restarts (Celery's
-// --statedb); the client does not send task-sent events. As with Celery on
-// Redis, an eta longer than the transport's visibility_timeout (one hour)
-// gets the message redelivered.
+// Not implemented: mingle at start is off unless WithMingle (Celery's is
+// on: it costs a one-second wait). As with Celery on Redis, an eta longer
+// than the transport's visibility_timeout (one hour) gets the message
+// redelivered.
 //
 // The messages Client.Apply writes for a chain, a group and a chord are
 // Celery's for the same canvas (checked against Celery 5.2.6 and 5.5.2),

@@ -2,6 +2,7 @@ package celery
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"testing"
@@ -97,8 +98,17 @@ func TestWorkerRateLimit(t *testing.T) {
 	if otherAt >= all {
 		t.Errorf("another task type waited behind the limited ones (%v of %v)", otherAt, all)
 	}
-	if r := w.controlRateLimit("tasks.limited", "0"); fmt.Sprint(r) != "map[ok:rate limit disabled successfully]" {
+	// Celery answers by the argument's truth: a number 0 or None says
+	// "disabled", the string "0" (what the command line sends) "new rate
+	// limit set"; both disable the limit.
+	if r := w.controlRateLimit("tasks.limited", json.Number("0")); fmt.Sprint(r) != "map[ok:rate limit disabled successfully]" || w.limiter("tasks.limited") != nil {
 		t.Errorf("rate_limit 0: %v", r)
+	}
+	if r := w.controlRateLimit("tasks.limited", "0"); fmt.Sprint(r) != "map[ok:new rate limit set successfully]" || w.limiter("tasks.limited") != nil {
+		t.Errorf("rate_limit \"0\": %v", r)
+	}
+	if r := w.controlRateLimit("tasks.limited", nil); fmt.Sprint(r) != "map[ok:rate limit disabled successfully]" {
+		t.Errorf("rate_limit None: %v", r)
 	}
 	if r := w.controlRateLimit("tasks.nope", "1/s"); fmt.Sprint(r) != "map[error:unknown task]" {
 		t.Errorf("rate_limit of an unknown task: %v", r)

@@ -3,7 +3,12 @@ package celery
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"runtime"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -154,6 +159,94 @@ type workerState struct {
 	processed int
 	// hardTimeouts counts tasks stopped by their hard time limit.
 	hardTimeouts int
+	// memSamples are the RSS samples memsample took, for memdump.
+	memSamples []string
+	// stamps are the stamps revoked by revoke_by_stamped_headers.
+	stamps revokedStamps
+}
+
+// memSample is the memsample command (celery.utils.debug.sample_mem): the
+// process's resident set size, humanized, kept for memdump.
+func (s *workerState) memSample() any {
+	rss, ok := residentBytes()
+	if !ok {
+		return nil // as Celery without psutil
+	}
+	h := humanBytes(rss)
+	s.mu.Lock()
+	s.memSamples = append(s.memSamples, h)
+	s.mu.Unlock()
+	return h
+}
+
+// memDump is the memdump command (celery.utils.debug.memdump): up to
+// samples of the memsample values (10 by default), then the RSS after a
+// garbage collection.
+func (s *workerState) memDump(samples any) any {
+	n, given := toInt(samples)
+	if !given || n <= 0 {
+		n = 10
+	}
+	s.mu.Lock()
+	prev := s.memSamples
+	s.memSamples = nil
+	s.mu.Unlock()
+	if len(prev) > n { // every len/n-th, as celery.utils.debug.sample
+		step, picked := len(prev)/n, make([]string, 0, n)
+		for i := 0; i < n; i++ {
+			picked = append(picked, prev[i*step])
+		}
+		prev = picked
+	}
+	runtime.GC()
+	rss, ok := residentBytes()
+	if !ok {
+		return "- rss: (psutil not installed).\n"
+	}
+	var b strings.Builder
+	if len(prev) > 0 {
+		b.WriteString("- rss (sample):\n")
+		for _, m := range prev {
+			fmt.Fprintf(&b, "-    > %s,\n", m)
+		}
+	}
+	fmt.Fprintf(&b, "- rss (end): %s.\n", humanBytes(rss))
+	return b.String()
+}
+
+// residentBytes is the process's resident set size (from /proc).
+func residentBytes() (int64, bool) {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0, false
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0, false
+	}
+	pages, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	return pages * int64(os.Getpagesize()), true
+}
+
+// humanBytes is celery.utils.debug.humanbytes: "12.5MB", "512b".
+func humanBytes(n int64) string {
+	f := float64(n)
+	for _, u := range []struct {
+		div  float64
+		unit string
+	}{{1 << 40, "TB"}, {1 << 30, "GB"}, {1 << 20, "MB"}, {1 << 10, "KB"}} {
+		if f >= u.div {
+			v := f / u.div
+			if v == float64(int64(v)) {
+				return strconv.FormatInt(int64(v), 10) + u.unit
+			}
+			return strconv.FormatFloat(v, 'g', 5, 64) + u.unit
+		}
+	}
+	return strconv.FormatInt(n, 10) + "b"
 }
 
 func (s *workerState) countHardTimeout() {

@@ -196,7 +196,7 @@ func NewWorker(conn *kombu.Connection, backend *Backend, opts ...WorkerOption) *
 	}
 	log := o.logger
 	if log == nil {
-		log = conn.Transport().Logger()
+		log = conn.Logger()
 	}
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -497,7 +497,7 @@ func (w *Worker) dispatch(life context.Context, m *entity.Message) {
 		w.store(context.WithoutCancel(life), req, &ResultMeta{Status: StateFailure, Result: notRegisteredError(tm.Task).exceptionDict()}, true)
 		return
 	}
-	if w.state.revoked.has(tm.ID) {
+	if w.state.revoked.has(tm.ID) || w.stampRevoked(tm) {
 		w.revokeRequest(context.WithoutCancel(life), req, "revoked")
 		return
 	}
@@ -655,7 +655,7 @@ func (w *Worker) store(ctx context.Context, req *request, meta *ResultMeta, forc
 // execute runs one task in a pool goroutine (Celery's Request and trace).
 func (w *Worker) execute(ctx context.Context, req *request) {
 	tm, cfg := req.tm, req.reg.cfg
-	if w.state.revoked.has(tm.ID) { // revoked while queued, prefetched or held for its eta
+	if w.state.revoked.has(tm.ID) || w.stampRevoked(tm) { // revoked while queued, prefetched or held for its eta
 		w.revokeRequest(context.WithoutCancel(ctx), req, "revoked")
 		return
 	}

@@ -33,16 +33,51 @@ func (jsonCodec) Unmarshal(data []byte) (any, error) {
 	return fromMarkers(v) // Kombu 5.3+ type markers (markers.go)
 }
 
-// UnmarshalInto decodes with encoding/json into v, numbers stored in
-// interface values as json.Number. Unlike Unmarshal it refuses Python's NaN
-// and Infinity tokens.
-func (jsonCodec) UnmarshalInto(data []byte, v any) error {
+// UnmarshalInto decodes into v. Into an *any, *map[string]any or *[]any it
+// decodes as Unmarshal does (json.loads: Python's NaN and Infinity tokens
+// too, which json.dumps writes for float('nan') and float('inf'), as
+// json.Number); into anything else with encoding/json, numbers stored in
+// interface values as json.Number, which cannot hold NaN or Infinity: such
+// a body is refused with an error that says so.
+func (c jsonCodec) UnmarshalInto(data []byte, v any) error {
 	if !utf8.Valid(data) {
 		return errInvalidUTF8Body
+	}
+	switch p := v.(type) {
+	case *any:
+		x, err := c.Unmarshal(data)
+		if err == nil {
+			*p = x
+		}
+		return err
+	case *map[string]any:
+		x, err := c.Unmarshal(data)
+		if err != nil {
+			return err
+		}
+		if m, ok := x.(map[string]any); ok || x == nil {
+			*p = m
+			return nil
+		}
+		return fmt.Errorf("cannot store a JSON %s in a map[string]any", jsonKind(x))
+	case *[]any:
+		x, err := c.Unmarshal(data)
+		if err != nil {
+			return err
+		}
+		if l, ok := x.([]any); ok || x == nil {
+			*p = l
+			return nil
+		}
+		return fmt.Errorf("cannot store a JSON %s in a []any", jsonKind(x))
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	if err := dec.Decode(v); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) && pyjson.Valid(data) {
+			return fmt.Errorf("the body holds Python's NaN or Infinity, which %T cannot hold (decode into an any or map[string]any): %w", v, err)
+		}
 		return err
 	}
 	if _, err := dec.Token(); err != io.EOF {
@@ -52,6 +87,21 @@ func (jsonCodec) UnmarshalInto(data []byte, v any) error {
 }
 
 var errInvalidUTF8Body = errors.New("body is not valid UTF-8")
+
+// jsonKind names a decoded JSON value's kind for errors.
+func jsonKind(x any) string {
+	switch x.(type) {
+	case map[string]any:
+		return "object"
+	case []any:
+		return "array"
+	case string:
+		return "string"
+	case bool:
+		return "boolean"
+	}
+	return "number"
+}
 
 // rawCodec is what Lookup("raw") returns. Encode handles raw itself (the
 // content encoding depends on the value), and no decoder is registered for

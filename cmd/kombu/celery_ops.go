@@ -69,6 +69,33 @@ func commandArgs(cmd string, pos []string, raw string, terminate bool, signal st
 		if signal != "" {
 			args["signal"] = signal
 		}
+	case "revoke_by_stamped_headers":
+		if err := need(1, "name=value stamps"); err != nil {
+			return nil, err
+		}
+		for _, p := range pos {
+			if !strings.Contains(p, "=") {
+				return nil, usageError{fmt.Sprintf("revoke_by_stamped_headers: %q is not name=value", p)}
+			}
+		}
+		args["headers"] = toAny(pos)
+		if terminate {
+			args["terminate"] = true
+		}
+		if signal != "" {
+			args["signal"] = signal
+		}
+	case "autoscale":
+		if err := need(2, "max and min"); err != nil {
+			return nil, err
+		}
+		for i, k := range []string{"max", "min"} {
+			v, err := strconv.Atoi(pos[i])
+			if err != nil {
+				return nil, usageError{"autoscale " + k + ": " + err.Error()}
+			}
+			args[k] = v
+		}
 	case "terminate":
 		if err := need(2, "a signal and task ids"); err != nil {
 			return nil, err

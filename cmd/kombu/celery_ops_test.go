@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 
@@ -76,5 +77,45 @@ func TestCeleryCanvasInspectControlEvents(t *testing.T) {
 	}
 	if r := k.run("celery", "canvas", "--spec", `{"chain": 3}`); r.code != 2 {
 		t.Fatalf("canvas with a bad spec: exit %d %q", r.code, r.stderr)
+	}
+}
+
+// Proves the positional arguments of `kombu celery control` become the
+// arguments Celery's command line sends for each command that takes some,
+// and that bad ones are usage errors (exit 2), not a broadcast.
+func TestCommandArgs(t *testing.T) {
+	cases := []struct {
+		cmd  string
+		pos  []string
+		want string
+	}{
+		{"revoke", []string{"a", "b"}, `{"task_id":["a","b"]}`},
+		{"terminate", []string{"KILL", "a"}, `{"signal":"KILL","task_id":["a"]}`},
+		{"revoke_by_stamped_headers", []string{"mtask_id=1"}, `{"headers":["mtask_id=1"]}`},
+		{"rate_limit", []string{"tasks.add", "10/s"}, `{"rate_limit":"10/s","task_name":"tasks.add"}`},
+		{"time_limit", []string{"tasks.add", "5", "10"}, `{"hard":10,"soft":5,"task_name":"tasks.add"}`},
+		{"add_consumer", []string{"q"}, `{"queue":"q"}`},
+		{"pool_grow", nil, `{"n":1}`},
+		{"autoscale", []string{"4", "1"}, `{"max":4,"min":1}`},
+		{"query_task", []string{"a"}, `{"ids":["a"]}`},
+	}
+	for _, c := range cases {
+		args, err := commandArgs(c.cmd, c.pos, "", false, "")
+		if err != nil {
+			t.Errorf("%s %v: %v", c.cmd, c.pos, err)
+			continue
+		}
+		if b, _ := json.Marshal(args); string(b) != c.want {
+			t.Errorf("%s %v: %s, want %s", c.cmd, c.pos, b, c.want)
+		}
+	}
+	for _, bad := range []struct {
+		cmd string
+		pos []string
+	}{{"revoke", nil}, {"revoke_by_stamped_headers", []string{"novalue"}}, {"autoscale", []string{"x", "1"}}, {"ping", []string{"extra"}}, {"time_limit", []string{"t", "soon"}}} {
+		var ue usageError
+		if _, err := commandArgs(bad.cmd, bad.pos, "", false, ""); !errors.As(err, &ue) {
+			t.Errorf("%s %v: %v, want a usage error", bad.cmd, bad.pos, err)
+		}
 	}
 }

@@ -317,7 +317,10 @@ type CeleryWorker struct {
 	// Mingle lets it sync with the other workers at start (else
 	// --without-mingle).
 	Mingle bool
-	Env    []string // added to the environment
+	// Pool is the execution pool (--pool): "solo" when empty; "prefork"
+	// runs one child process (-c 1).
+	Pool string
+	Env  []string // added to the environment
 	// LogAfter, if positive, also logs the worker's output when it ran
 	// longer than this (a slow run worth a look); it is always logged when
 	// the test failed.
@@ -330,7 +333,11 @@ type CeleryWorker struct {
 // failed.
 func StartCeleryWorker(t testing.TB, w CeleryWorker) {
 	t.Helper()
-	args := []string{"-m", "celery", "-A", "tasks", "worker", "--pool=solo", "-Q", w.Queue,
+	pool := w.Pool
+	if pool == "" {
+		pool = "solo"
+	}
+	args := []string{"-m", "celery", "-A", "tasks", "worker", "--pool=" + pool, "-c", "1", "-Q", w.Queue,
 		"--without-gossip", "-l", "info", "-n", w.Node + "-" + uuid.NewString()[:8] + "@%h"}
 	if !w.Mingle {
 		args = append(args, "--without-mingle")
