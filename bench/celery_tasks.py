@@ -35,3 +35,9 @@ def part():
 @app.task(name="bench.sum")
 def total(parts):
     return sum(parts)
+
+
+@app.task(name="bench.sleep")
+def sleep(seconds):
+    import time
+    time.sleep(seconds)

@@ -39,6 +39,18 @@ func (r *runner) chordGoWorker(backendURL string) startWorker {
 		}
 		w := celery.NewWorker(conn, backend, celery.WithQueues(queue), celery.WithConcurrency(runtime.NumCPU()))
 		w.Register("bench.part", func(context.Context, *celery.Task) (any, error) { return 1, nil })
+		w.Register("bench.sleep", func(ctx context.Context, t *celery.Task) (any, error) {
+			var s float64
+			if err := t.Arg(0, &s); err != nil {
+				return nil, err
+			}
+			select {
+			case <-time.After(time.Duration(s * float64(time.Second))):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			return nil, nil
+		})
 		w.Register("bench.sum", func(_ context.Context, t *celery.Task) (any, error) {
 			var parts []int
 			if err := t.Arg(0, &parts); err != nil {
