@@ -1,0 +1,66 @@
+package celery
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kombu-go/kombu"
+)
+
+// Proves bad input on the worker's mailbox is logged and dropped without
+// disturbing it: a body that is not JSON, JSON that is not a command dict,
+// a pickled body (refused by the accept list), a command without a method,
+// and a shutdown addressed to another node (ignored); afterwards the worker
+// still answers ping and runs tasks. Also that a pattern/matcher pair
+// selects nodes as kombu's Node.handle_message does.
+func TestControlBadInput(t *testing.T) {
+	e := newTestEnv(t)
+	node := "go-bad@testhost"
+	w := e.worker(t, registerBasics, WithHostname(node))
+	ctx := context.Background()
+	pidbox := kombu.WithExchange(kombu.Exchange{Name: PidboxExchange, Type: kombu.Fanout})
+	p := e.conn.Producer()
+	for _, m := range []struct {
+		body any
+		opts []kombu.PublishOption
+	}{
+		{[]byte("{not json"), []kombu.PublishOption{kombu.WithContentType("application/json", "utf-8")}},
+		{[]any{"ping"}, nil},
+		{[]byte("\x80\x04K\x01."), []kombu.PublishOption{kombu.WithContentType("application/x-python-serialize", "binary")}},
+		{map[string]any{"arguments": map[string]any{}}, nil},
+		{map[string]any{"method": "shutdown", "destination": []any{"other@node"}, "arguments": map[string]any{}}, nil},
+		{map[string]any{"method": "shutdown", "pattern": "other-*", "matcher": "glob", "arguments": map[string]any{}}, nil},
+	} {
+		if _, err := p.Publish(ctx, m.body, append([]kombu.PublishOption{pidbox}, m.opts...)...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	select {
+	case <-w.Done():
+		t.Fatal("the worker stopped on a shutdown for another node")
+	default:
+	}
+	ctl := NewControl(e.conn)
+	r, err := ctl.Ping(ctx, WithDestination(node), WithReplyTimeout(2*time.Second))
+	if err != nil || len(r) != 1 || fmt.Sprint(r[0].Value) != "map[ok:pong]" {
+		t.Fatalf("ping after bad input: %+v %v", r, err)
+	}
+	r, err = ctl.Ping(ctx, WithPattern("go-*", "glob"), WithReplyTimeout(time.Second))
+	if err != nil || len(r) != 1 {
+		t.Errorf("ping by glob pattern: %+v %v", r, err)
+	}
+	r, err = ctl.Ping(ctx, WithPattern("^go-bad@", "pcre"), WithReplyTimeout(time.Second))
+	if err != nil || len(r) != 1 {
+		t.Errorf("ping by pcre pattern: %+v %v", r, err)
+	}
+	if v, err := get(t, e.send(t, "tasks.add", []any{2, 5}, nil)); err != nil || fmt.Sprint(v) != "7" {
+		t.Errorf("a task after bad control input: %v %v", v, err)
+	}
+	if logs := e.logs.String(); !strings.Contains(logs, "malformed control message dropped") {
+		t.Errorf("the malformed control messages were not logged:\n%s", logs)
+	}
+}
