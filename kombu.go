@@ -77,6 +77,8 @@ var (
 	ErrContentDisallowed = serialization.ErrContentDisallowed
 	// ErrNotFound: a passive declare found nothing.
 	ErrNotFound = transport.ErrNotFound
+	// ErrBadURL: a URL could not be parsed or has unknown options.
+	ErrBadURL = transport.ErrBadURL
 	// ErrUnknownScheme: no backend registered for a URL scheme.
 	ErrUnknownScheme = transport.ErrUnknownScheme
 	// ErrReject, returned (or wrapped) by a Handler, rejects the message

@@ -315,6 +315,22 @@ func (d decoder) DecodeInto(body []byte, ct, ce string, v any) error {
 // the body decompressed, and the content type checked against accept (the
 // body itself is decoded lazily by Message.Payload or Decode). On error the
 // returned message, if not nil, carries what could be read.
+// MessageFromDelivery builds the message a consumer would receive from a
+// delivery (body decompressed), without an acknowledger and without an
+// accept check; a delivery that is not a valid envelope returns a
+// *MalformedError.
+func (t *Transport) MessageFromDelivery(d Delivery) (*entity.Message, error) {
+	m, err := (&Channel{t: t}).buildMessage(d, nil, 0)
+	var mal *MalformedError
+	if errors.As(err, &mal) || err == nil {
+		return m, err
+	}
+	if errors.Is(err, serialization.ErrContentDisallowed) {
+		return m, nil // no accept check here
+	}
+	return nil, err
+}
+
 func (c *Channel) buildMessage(d Delivery, accept []string, maxBody int64) (*entity.Message, error) {
 	env, err := ParseEnvelope(d.Envelope)
 	if err != nil {

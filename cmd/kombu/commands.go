@@ -15,7 +15,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/kombu-go/kombu"
-	"github.com/kombu-go/kombu/transport"
 )
 
 func runPublish(ctx context.Context, e *env, args []string) error {
@@ -176,7 +175,7 @@ func exchangeType(ctx context.Context, conn *kombu.Connection, exchange, typ str
 	if typ != "" {
 		return kombu.ExchangeType(typ), nil
 	}
-	rows, err := conn.Transport().Backend().Bindings(ctx, exchange)
+	rows, err := conn.Bindings(ctx, exchange)
 	if err != nil {
 		return "", err
 	}
@@ -378,14 +377,6 @@ func runConsume(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
-func inspector(conn *kombu.Connection) (transport.Inspector, error) {
-	in, ok := conn.Transport().Backend().(transport.Inspector)
-	if !ok {
-		return nil, fmt.Errorf("this transport cannot be inspected: %w", transport.ErrUnsupported)
-	}
-	return in, nil
-}
-
 type queueReport struct {
 	Name       string         `json:"name"`
 	Priorities map[string]int `json:"priorities"`
@@ -425,14 +416,9 @@ func runInspect(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer conn.Close()
-	in, err := inspector(conn)
-	if err != nil {
-		return err
-	}
-	b := conn.Transport().Backend()
 	var rep inspectReport
 	rep.Exchanges = map[string][]bindingReport{}
-	exchanges, err := in.Exchanges(ctx)
+	exchanges, err := conn.Exchanges(ctx)
 	if err != nil {
 		return err
 	}
@@ -442,7 +428,7 @@ func runInspect(ctx context.Context, e *env, args []string) error {
 	}
 	names := append([]string(nil), queues...)
 	for _, ex := range exchanges {
-		rows, err := b.Bindings(ctx, ex)
+		rows, err := conn.Bindings(ctx, ex)
 		if err != nil {
 			return err
 		}
@@ -471,7 +457,7 @@ func runInspect(ctx context.Context, e *env, args []string) error {
 		sort.Strings(names)
 	}
 	for _, q := range names {
-		lens, err := in.QueueLengths(ctx, q)
+		lens, err := conn.QueueLengths(ctx, q)
 		if err != nil {
 			return err
 		}
@@ -482,7 +468,7 @@ func runInspect(ctx context.Context, e *env, args []string) error {
 		}
 		rep.Queues = append(rep.Queues, qr)
 	}
-	n, oldest, err := in.Unacked(ctx)
+	n, oldest, err := conn.UnackedCount(ctx)
 	if err != nil {
 		return err
 	}
@@ -559,28 +545,16 @@ func runPeek(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer conn.Close()
-	in, err := inspector(conn)
-	if err != nil {
+	msgs, err := conn.Peek(ctx, *queue, *n)
+	if err != nil && !errors.Is(err, kombu.ErrMalformed) {
 		return err
 	}
-	ds, err := in.Peek(ctx, *queue, *n)
-	if err != nil {
-		return err
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, bad := range joined.Unwrap() {
+			fmt.Fprintf(e.stderr, "kombu peek: skipping malformed message: %s\n", oneLine(bad))
+		}
 	}
-	for _, d := range ds {
-		env, err := transport.ParseEnvelope(d.Envelope)
-		if err != nil {
-			fmt.Fprintf(e.stderr, "kombu peek: skipping malformed message: %s\n", oneLine(err))
-			continue
-		}
-		m := &kombu.Message{Body: env.Body, ContentType: env.ContentType, ContentEncoding: env.ContentEncoding,
-			Headers: env.Headers, Properties: env.Properties, DeliveryTag: env.DeliveryTag, Redelivered: env.Redelivered}
-		m.DeliveryInfo.Exchange, m.DeliveryInfo.RoutingKey = env.Exchange, env.RoutingKey
-		if env.Compression != "" {
-			if body, err := conn.Transport().Options().Serializers.Decompress(env.Compression, env.Body); err == nil {
-				m.Body = body
-			}
-		}
+	for _, m := range msgs {
 		if err := printMessage(e, m); err != nil {
 			return err
 		}
@@ -604,35 +578,9 @@ func runRestore(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer conn.Close()
-	in, err := inspector(conn)
+	perQueue, err := conn.RestoreUnacked(ctx, *all)
 	if err != nil {
 		return err
-	}
-	t := conn.Transport()
-	entries, err := in.UnackedEntries(ctx, 0)
-	if err != nil {
-		return err
-	}
-	deadline := time.Now().Add(-t.Options().VisibilityTimeout)
-	perQueue := map[string]int{}
-	// Newest first, each to the front: the oldest is consumed first again.
-	for i := len(entries) - 1; i >= 0; i-- {
-		u := entries[i]
-		if !*all && u.Since.After(deadline) {
-			continue
-		}
-		var routed []string
-		route := func(ctx context.Context, ex, rk string) ([]string, error) {
-			qs, err := t.Route(ctx, ex, rk)
-			routed = qs
-			return qs, err
-		}
-		if err := t.Backend().Restore(ctx, u.Tag, false, route); err != nil {
-			return err
-		}
-		for _, q := range routed {
-			perQueue[q]++
-		}
 	}
 	total := 0
 	for _, q := range sortedKeys(perQueue) {
@@ -720,8 +668,7 @@ func runUnbind(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer conn.Close()
-	b := conn.Transport().Backend()
-	rows, err := b.Bindings(ctx, ex)
+	rows, err := conn.Bindings(ctx, ex)
 	if err != nil {
 		return err
 	}
@@ -733,7 +680,7 @@ func runUnbind(ctx context.Context, e *env, args []string) error {
 		if typ == "topic" && r.Pattern == "" || (typ == "direct" || typ == "fanout") && r.Pattern != "" {
 			continue
 		}
-		if err := b.Unbind(ctx, ex, r); err != nil {
+		if err := conn.RemoveBinding(ctx, ex, r); err != nil {
 			return err
 		}
 		removed++

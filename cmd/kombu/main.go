@@ -26,7 +26,6 @@ import (
 	"github.com/kombu-go/kombu"
 	_ "github.com/kombu-go/kombu/memory"
 	kredis "github.com/kombu-go/kombu/redis"
-	"github.com/kombu-go/kombu/transport"
 )
 
 // exit codes
@@ -100,7 +99,7 @@ func run(ctx context.Context, e *env, args []string) int {
 			return exitOK
 		case errors.Is(err, flag.ErrHelp):
 			return exitOK
-		case errors.As(err, &ue), errors.Is(err, transport.ErrBadURL):
+		case errors.As(err, &ue), errors.Is(err, kombu.ErrBadURL):
 			fmt.Fprintf(e.stderr, "kombu %s: %s (see kombu %s --help)\n", c.name, oneLine(err), c.name)
 			return exitUsage
 		case errors.Is(err, errTimeout):
