@@ -122,6 +122,15 @@ func WithDeferredAcks(maxDelay time.Duration) ConsumerOption {
 	return func(o *consumerOptions) { o.DeferredAcks = maxDelay }
 }
 
+// WithPaused makes the consumer ask paused before each fetch whether to
+// leave a queue out: a queue for which it returns true is not fetched from
+// until it returns false again (Kombu's basic_cancel of one queue, which
+// Celery's cancel_consumer uses; the messages already delivered are not
+// affected). A wait in progress ends within the polling interval.
+func WithPaused(paused func(queue string) bool) ConsumerOption {
+	return func(o *consumerOptions) { o.Paused = paused }
+}
+
 // WithoutDeclare skips declaring the queues before consuming.
 func WithoutDeclare() ConsumerOption { return func(o *consumerOptions) { o.noDeclare = true } }
 

@@ -39,9 +39,17 @@ func layer(path string) (int, bool) {
 	return 0, false
 }
 
+// reachesBehind reports the packages that must use the root package's
+// public API rather than the transport engine under it.
+func reachesBehind(path string) bool {
+	rel := strings.TrimPrefix(path, "github.com/kombu-go/kombu/")
+	return rel == "celery" || strings.HasPrefix(rel, "cmd/") || strings.HasPrefix(rel, "examples/")
+}
+
 // Proves the layering: no package imports (outside its tests) a package of
 // its own layer or above (commands, examples and test suites, the top
-// layer, may import anything); every package of the module has a layer, so
+// layer, may import anything); celery, cmd and examples do not import the
+// transport engine (only the root package's API); every package of the module has a layer, so
 // a new package must be placed. It reads `go list -json ./...`.
 func TestLayering(t *testing.T) {
 	out, err := exec.Command("go", "list", "-json", "./...").Output()
@@ -67,6 +75,9 @@ func TestLayering(t *testing.T) {
 		for _, imp := range p.Imports {
 			if !strings.HasPrefix(imp, "github.com/kombu-go/kombu") {
 				continue
+			}
+			if imp == "github.com/kombu-go/kombu/transport" && reachesBehind(p.ImportPath) {
+				t.Errorf("%s imports the transport engine: celery, cmd and examples use the root package's public API (add a method there)", p.ImportPath)
 			}
 			theirs, ok := layer(imp)
 			if ok && theirs >= mine && mine < 9 && !(theirs == mine && strings.HasPrefix(imp, p.ImportPath)) {

@@ -266,7 +266,7 @@ func (c *Client) Publish(ctx context.Context, m *TaskMessage, queue, exchange st
 	if err != nil {
 		return err
 	}
-	if _, err := c.conn.Transport().PublishRaw(ctx, exchange, routingKey, m.Priority, raw, false); err != nil {
+	if _, err := c.conn.PublishRaw(ctx, exchange, routingKey, m.Priority, raw); err != nil {
 		return fmt.Errorf("celery: send task %s[%s]: %w", m.Task, m.ID, err)
 	}
 	if c.sentEvents {

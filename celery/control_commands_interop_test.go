@@ -262,7 +262,7 @@ func TestControlEveryCommandInterop(t *testing.T) {
 	ready := make(chan struct{})
 	go func() {
 		_ = NewEventReceiver(ix.conn).Run(rctx, func(ev Event) {
-			if ev.Type == "worker-heartbeat" {
+			if ev.Type == "worker-heartbeat" && ev.Hostname == goNode { // the Python worker beats too
 				beats <- ev.Hostname
 			}
 		}, func() { close(ready) }, nil)

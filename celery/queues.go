@@ -6,29 +6,27 @@ import (
 	"slices"
 	"time"
 
-	"github.com/kombu-go/kombu/entity"
-	"github.com/kombu-go/kombu/transport"
+	"github.com/kombu-go/kombu"
 )
 
 // Queues added at run time by add_consumer (celery/worker/control.py
-// add_consumer and cancel_consumer). Each added queue is consumed on a
-// channel of its own, into the same dispatcher, prefetch gate and pool as
-// the queues given at Start. Cancelling it stops taking messages from it;
-// its channel stays open until the worker stops, so the messages already
-// taken are still acknowledged (or restored) as usual. Cancelling a queue
-// given at Start pauses it on the main channel (the consumer leaves it out
-// of its fetches, as Kombu's basic_cancel does); add_consumer resumes it.
+// add_consumer and cancel_consumer). Each added queue is consumed by a
+// consumer of its own, into the same dispatcher, prefetch gate and pool as
+// the queues given at Start. cancel_consumer pauses a queue, whether given
+// at Start or added (its consumer leaves it out of its fetches, as Kombu's
+// basic_cancel does); the consumers stay until the worker stops, so the
+// messages already taken are still acknowledged (or restored) as usual;
+// add_consumer resumes a paused queue.
 
 type queueSet struct {
 	life       context.Context // the worker's life (dispatch)
 	consumeCtx context.Context // outlives life: consumers stop after the pool drains
 	extra      map[string]*extraConsumer
-	closing    []*extraConsumer // cancelled, closed at shutdown
-	paused     map[string]bool  // start queues cancelled by cancel_consumer
+	paused     map[string]bool // queues cancelled by cancel_consumer
 }
 
-// queuePaused reports whether a start queue was cancelled
-// (transport.ConsumeOptions.Paused of the main channel).
+// queuePaused reports whether a queue was cancelled (the consumers'
+// WithPaused).
 func (w *Worker) queuePaused(queue string) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -36,9 +34,28 @@ func (w *Worker) queuePaused(queue string) bool {
 }
 
 type extraConsumer struct {
-	ch     *transport.Channel
 	cancel context.CancelFunc
 	done   chan error
+}
+
+// consumer returns the consumer of queues: settled by the worker
+// (manual acks), no prefetch limit of its own (the worker's gate is the
+// prefetch window), one dispatcher goroutine that only decodes and routes.
+func (w *Worker) consumer(queues ...string) *kombu.Consumer {
+	qs := make([]kombu.Queue, len(queues))
+	for i, q := range queues {
+		qs[i] = CeleryQueue(q)
+	}
+	return w.conn.Consumer(qs, kombu.WithManualAck(), kombu.WithoutDeclare(), kombu.WithPrefetch(-1),
+		kombu.WithConcurrency(1), kombu.WithConsumerTag(w.opts.hostname), kombu.WithAccept(w.opts.accept...),
+		kombu.WithPaused(w.queuePaused),
+		// Handlers in flight are the dispatcher only; the pool is drained
+		// before the consumer is cancelled.
+		kombu.WithShutdownTimeout(5*time.Second),
+		kombu.WithErrorHandler(func(err error) {
+			w.log.Error("celery: consumer", "queues", queues, "error", err)
+			w.onError(err)
+		}))
 }
 
 // activeQueues returns the queues the worker consumes.
@@ -54,99 +71,89 @@ func (w *Worker) activeQueues() []string {
 	start := len(qs)
 	if w.queues != nil {
 		for q := range w.queues.extra {
-			qs = append(qs, q)
+			if !w.queues.paused[q] {
+				qs = append(qs, q)
+			}
 		}
 	}
 	slices.Sort(qs[start:])
 	return qs
 }
 
-// addConsumer starts consuming queue (declared as Celery declares a queue).
+// addConsumer starts consuming queue (declared as Celery declares a queue),
+// or resumes it if it was cancelled.
 func (w *Worker) addConsumer(ctx context.Context, queue string) error {
 	if queue == "" {
 		return errors.New("no queue given")
 	}
-	if slices.Contains(w.activeQueues(), queue) {
-		return nil // Celery logs and answers ok for a queue already consumed
-	}
 	w.mu.Lock()
 	qs := w.queues
-	if qs != nil && qs.paused[queue] {
-		delete(qs.paused, queue) // a start queue cancelled earlier: resume it
+	if qs == nil {
+		w.mu.Unlock()
+		return errors.New("the worker is not running")
+	}
+	if qs.paused[queue] {
+		delete(qs.paused, queue)
 		w.mu.Unlock()
 		w.log.Info("celery: started consuming", "queue", queue)
 		return nil
 	}
+	_, added := qs.extra[queue]
 	w.mu.Unlock()
-	if qs == nil {
-		return errors.New("the worker is not running")
+	if added || slices.Contains(w.opts.queues, queue) {
+		return nil // Celery logs and answers ok for a queue already consumed
 	}
 	if _, err := w.conn.DeclareQueue(ctx, CeleryQueue(queue)); err != nil {
 		return err
 	}
-	ch, err := w.conn.Transport().Channel()
-	if err != nil {
-		return err
-	}
 	cctx, cancel := context.WithCancel(qs.consumeCtx)
-	ec := &extraConsumer{ch: ch, cancel: cancel, done: make(chan error, 1)}
+	ec := &extraConsumer{cancel: cancel, done: make(chan error, 1)}
 	w.mu.Lock()
 	qs.extra[queue] = ec
 	w.mu.Unlock()
 	go func() {
-		ec.done <- ch.Consume(cctx, transport.ConsumeOptions{
-			Queues: []string{queue}, Concurrency: 1, ConsumerTag: w.opts.hostname, Accept: w.opts.accept,
-			ShutdownTimeout: 5 * time.Second,
-			OnError: func(err error) {
-				w.log.Error("celery: consumer", "queue", queue, "error", err)
-				w.onError(err)
-			},
-		}, func(_ context.Context, m *entity.Message) { w.dispatch(qs.life, m) })
+		ec.done <- w.consumer(queue).Consume(cctx, func(_ context.Context, m *kombu.Message) error {
+			w.dispatch(qs.life, m)
+			return nil
+		})
 	}()
 	w.log.Info("celery: started consuming", "queue", queue)
 	return nil
 }
 
-// cancelConsumer stops consuming a queue added by add_consumer.
+// cancelConsumer stops taking messages from a queue (pauses it).
 func (w *Worker) cancelConsumer(queue string) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.queues == nil {
 		return errors.New("the worker is not running")
 	}
-	ec, ok := w.queues.extra[queue]
-	if !ok {
-		if slices.Contains(w.opts.queues, queue) && !w.queues.paused[queue] {
-			w.queues.paused[queue] = true
-			w.log.Info("celery: stopped consuming", "queue", queue)
-		}
+	if _, added := w.queues.extra[queue]; !added && !slices.Contains(w.opts.queues, queue) {
 		return nil // not consumed: nothing to do, as in Celery
 	}
-	delete(w.queues.extra, queue)
-	ec.cancel()
-	w.queues.closing = append(w.queues.closing, ec)
-	w.log.Info("celery: stopped consuming", "queue", queue)
+	if !w.queues.paused[queue] {
+		w.queues.paused[queue] = true
+		w.log.Info("celery: stopped consuming", "queue", queue)
+	}
 	return nil
 }
 
-// stopExtraConsumers stops the added consumers and closes their channels
-// (after the pool has drained, as for the main channel).
-func (w *Worker) stopExtraConsumers(ctx context.Context) {
+// stopExtraConsumers stops the added consumers, which restore what they
+// hold unsettled (after the pool has drained, as for the main consumer).
+func (w *Worker) stopExtraConsumers() {
 	w.mu.Lock()
 	var all []*extraConsumer
 	if w.queues != nil {
 		for _, ec := range w.queues.extra {
 			all = append(all, ec)
 		}
-		all = append(all, w.queues.closing...)
-		w.queues.extra, w.queues.closing = map[string]*extraConsumer{}, nil
+		w.queues.extra = map[string]*extraConsumer{}
 	}
 	w.mu.Unlock()
 	for _, ec := range all {
 		ec.cancel()
-		<-ec.done
-		if err := ec.ch.Close(ctx); err != nil && !errors.Is(err, transport.ErrClosed) {
-			w.log.Warn("celery: close consumer channel", "error", err)
+		if err := <-ec.done; err != nil && !errors.Is(err, kombu.ErrClosed) {
+			w.log.Warn("celery: added consumer", "error", err)
 		}
 	}
 }

@@ -31,6 +31,7 @@ func TestWorkerAddCancelConsumer(t *testing.T) {
 	if r, _ := w.controlCommand(ctx, "cancel_consumer", map[string]any{"queue": extra}); fmt.Sprint(r) != "map[ok:no longer consuming from "+extra+"]" {
 		t.Fatalf("cancel_consumer: %v", r)
 	}
+	time.Sleep(1200 * time.Millisecond) // a wait in progress ends within the polling interval (1 s)
 	late := e.send(t, "tasks.add", []any{3, 3}, nil, WithQueue(extra))
 	time.Sleep(500 * time.Millisecond)
 	if st, _ := late.State(ctx); st != StatePending {

@@ -17,7 +17,6 @@ import (
 	"github.com/kombu-go/kombu"
 	"github.com/kombu-go/kombu/entity"
 	"github.com/kombu-go/kombu/internal/pyjson"
-	"github.com/kombu-go/kombu/transport"
 )
 
 // Worker defaults, as in Celery 5.2.
@@ -282,13 +281,6 @@ func (w *Worker) Start(ctx context.Context) error {
 			return fmt.Errorf("celery: worker: declare queue %s: %w", q, err)
 		}
 	}
-	ch, err := w.conn.Transport().Channel()
-	if err != nil {
-		w.mu.Lock()
-		w.running = false
-		w.mu.Unlock()
-		return fmt.Errorf("celery: worker: %w", err)
-	}
 
 	limit := 0
 	if w.opts.prefetchMult > 0 {
@@ -332,20 +324,10 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.mu.Unlock()
 	consumeErr := make(chan error, 1)
 	go func() {
-		err := ch.Consume(consumeCtx, transport.ConsumeOptions{
-			Queues:      w.opts.queues,
-			Paused:      w.queuePaused,
-			Concurrency: 1, // the dispatcher: decoding and routing only
-			ConsumerTag: w.opts.hostname,
-			Accept:      w.opts.accept,
-			// Handlers in flight are the dispatcher only; the pool is
-			// drained before the consumer is cancelled.
-			ShutdownTimeout: 5 * time.Second,
-			OnError: func(err error) {
-				w.log.Error("celery: consumer", "error", err)
-				w.onError(err)
-			},
-		}, func(_ context.Context, m *entity.Message) { w.dispatch(life, m) })
+		err := w.consumer(w.opts.queues...).Consume(consumeCtx, func(_ context.Context, m *kombu.Message) error {
+			w.dispatch(life, m)
+			return nil
+		})
 		if err != nil && consumeCtx.Err() == nil {
 			// The consumer stopped by itself (connection closed): shut down.
 			cancel()
@@ -396,17 +378,14 @@ func (w *Worker) Start(ctx context.Context) error {
 		}
 		cancelTasks()
 		stopConsume()
-		w.stopExtraConsumers(context.WithoutCancel(ctx))
+		w.stopExtraConsumers()
 		<-heartStopped
 		<-stateSaved
 		events.close()
-		err := <-consumeErr
-		cerr := ch.Close(context.WithoutCancel(ctx))
+		err := <-consumeErr // Consume restored what was left unsettled
 		w.mu.Lock()
 		if err != nil && !errors.Is(err, context.Canceled) {
 			w.err = err
-		} else if cerr != nil && !errors.Is(cerr, transport.ErrClosed) {
-			w.err = cerr
 		}
 		w.running = false
 		close(w.done)
@@ -883,7 +862,7 @@ func (w *Worker) retry(ctx context.Context, req *request, r *RetryError) {
 		tb = fmt.Sprintf("Traceback (most recent call last):\n  Go handler %s[%s]\ncelery.exceptions.Retry: %s\n", tm.Task, tm.ID, r.Error())
 	}
 	w.store(ctx, req, &ResultMeta{Status: StateRetry, Result: result, Traceback: tb, Children: []any{resultTuple(tm.ID)}}, false)
-	if err := w.client.Publish(ctx, &next, queue, exchange, w.conn.Transport().ExchangeType(di.Exchange), rk); err != nil {
+	if err := w.client.Publish(ctx, &next, queue, exchange, w.conn.ExchangeType(di.Exchange), rk); err != nil {
 		w.log.Error("celery: could not send retry", "task", tm.Task, "id", tm.ID, "error", err)
 		w.onError(err)
 		req.mu.Lock()
