@@ -11,7 +11,7 @@ import (
 	"github.com/kombu-go/kombu"
 	"github.com/kombu-go/kombu/internal/pyjson"
 	"github.com/kombu-go/kombu/internal/testenv"
-	"github.com/kombu-go/kombu/transport"
+	"github.com/kombu-go/kombu/redis"
 )
 
 // recoveryBody is the message the recovery tests pass around.
@@ -42,7 +42,7 @@ func (e *env) checkUnackedBytes(tag string, envelope []byte, exchange, routingKe
 		e.t.Errorf("%s: HGET unacked %s: %v", who, tag, err)
 		return
 	}
-	if want := transport.UnackedValue(envelope, exchange, routingKey); v != string(want) {
+	if want := redis.UnackedValue(envelope, exchange, routingKey); v != string(want) {
 		e.t.Errorf("%s: unacked record is not [published envelope, exchange, routing_key] byte for byte (%s)", who, firstDiff([]byte(v), want))
 	}
 }
@@ -76,7 +76,7 @@ func (e *env) checkUnackedRecord(tag, exchange, routingKey string, who string) {
 		e.t.Errorf("%s: no unacked record for tag %s", who, tag)
 		return
 	}
-	env, ex, rk, err := transport.ParseUnackedValue([]byte(v))
+	env, ex, rk, err := redis.ParseUnackedValue([]byte(v))
 	if err != nil {
 		e.t.Errorf("%s: unacked record %q: %v", who, v, err)
 	} else {
@@ -87,7 +87,7 @@ func (e *env) checkUnackedRecord(tag, exchange, routingKey string, who string) {
 			e.t.Errorf("%s: unacked record envelope lacks the tag: %s", who, env)
 		}
 		// The stored value is exactly [<envelope as popped>, "<ex>", "<rk>"].
-		if want := transport.UnackedValue(env, ex, rk); !bytes.Equal(want, []byte(v)) {
+		if want := redis.UnackedValue(env, ex, rk); !bytes.Equal(want, []byte(v)) {
 			e.t.Errorf("%s: unacked record is not laid out as Kombu's json.dumps([envelope, exchange, routing_key]):\n\tgot:  %s\n\twant: %s", who, v, want)
 		}
 	}

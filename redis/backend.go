@@ -800,7 +800,7 @@ func (b *Backend) RecordUnacked(ctx context.Context, tag string, envelope []byte
 	}
 	_, err := b.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 		p.ZAdd(ctx, b.k.unackedIndex, goredis.Z{Score: transport.UnixSeconds(b.opts.Clock.Now()), Member: tag})
-		p.HSet(ctx, b.k.unacked, tag, transport.UnackedValue(envelope, exchange, routingKey))
+		p.HSet(ctx, b.k.unacked, tag, UnackedValue(envelope, exchange, routingKey))
 		return nil
 	})
 	return wrap("record unacked", err)
@@ -953,7 +953,7 @@ func (p restorePlan) result(tag string, err error) (bool, error) {
 
 // planRestore decides what a restore of the record raw pushes where.
 func (b *Backend) planRestore(ctx context.Context, tag string, raw []byte, route transport.RouteFunc) (restorePlan, error) {
-	env, exchange, rk, perr := transport.ParseUnackedValue(raw)
+	env, exchange, rk, perr := ParseUnackedValue(raw)
 	var payload []byte
 	if perr == nil {
 		payload, perr = transport.MarkRedelivered(env)

@@ -362,8 +362,8 @@ func testGetRecordsUnacked(t *testing.T, e *env) {
 		if !ok || v != want {
 			t.Fatalf("unacked[%s] = %q\nwant %q", c.tag, v, want)
 		}
-		if v != string(transport.UnackedValue([]byte(c.env), c.ex, c.rk)) {
-			t.Fatalf("differs from transport.UnackedValue")
+		if v != string(UnackedValue([]byte(c.env), c.ex, c.rk)) {
+			t.Fatalf("differs from UnackedValue")
 		}
 		score, ok := e.zscore(e.key("unacked_index"), c.tag)
 		if !ok || score != transport.UnixSeconds(now) {
@@ -376,7 +376,7 @@ func testGetRecordsUnacked(t *testing.T, e *env) {
 }
 
 // Proves: the Lua writer of the unacked value escapes exchange and routing
-// key exactly as Python's json.dumps (and transport.UnackedValue): quotes,
+// key exactly as Python's json.dumps (and UnackedValue): quotes,
 // backslashes, control characters, DEL, non-ASCII as lowercase \uXXXX,
 // astral characters as surrogate pairs, invalid UTF-8 bytes as \ufffd,
 // and <, >, &, / as they are.
@@ -401,7 +401,7 @@ func testGetUnackedValueEscaping(t *testing.T, e *env) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := string(transport.UnackedValue([]byte(env), parsed.Exchange, parsed.RoutingKey))
+		want := string(UnackedValue([]byte(env), parsed.Exchange, parsed.RoutingKey))
 		if got != want {
 			t.Fatalf("names %q/%q:\n got %q\nwant %q", n.ex, n.rk, got, want)
 		}

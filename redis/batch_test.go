@@ -155,7 +155,7 @@ func testGetBatchRecords(t *testing.T, e *env) {
 			t.Fatal(err)
 		}
 		v, ok := e.hget(e.key("unacked"), env.DeliveryTag)
-		if want := string(transport.UnackedValue(d.Envelope, env.Exchange, env.RoutingKey)); !ok || v != want {
+		if want := string(UnackedValue(d.Envelope, env.Exchange, env.RoutingKey)); !ok || v != want {
 			t.Fatalf("record %d:\n got %q\nwant %q", i, v, want)
 		}
 		// One call's messages share the receive time, plus a microsecond

@@ -126,7 +126,7 @@ func (b *Backend) UnackedEntries(ctx context.Context, limit int) ([]transport.Un
 			continue
 		}
 		e := transport.UnackedEntry{Tag: tags[i], Since: fromUnixSeconds(zs[i].Score)}
-		if env, ex, rk, err := transport.ParseUnackedValue([]byte(s)); err == nil {
+		if env, ex, rk, err := ParseUnackedValue([]byte(s)); err == nil {
 			e.Envelope, e.Exchange, e.RoutingKey = env, ex, rk
 		} else {
 			e.Envelope = []byte(s)

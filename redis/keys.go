@@ -95,7 +95,7 @@ func formatFanoutPrefix(p string, db int) (string, error) {
 }
 
 // listSuffix returns what follows the queue name in the list for priority:
-// "" for step 0, else sep + step (transport.PriorityKey's rule).
+// "" for step 0, else sep + step (PriorityKey's rule).
 func (k *keys) listSuffix(priority int) string {
 	return stepSuffix(transport.PriorityStep(priority, k.steps), k.sep)
 }

@@ -12,9 +12,9 @@ import (
 // unchanged; any stored member either splits into exactly three fields
 // (and is written back identically) or is refused.
 func FuzzBindingMember(f *testing.F) {
-	f.Add("rk.direct", "", "q_direct", transport.DefaultSep, "rk\x06\x16\x06\x16q")
-	f.Add("a.*.#", `^a\..*?[^\.]\..*?$`, "q_topic1", transport.DefaultSep, "a\x06\x16b\x06\x16c\x06\x16d")
-	f.Add("", "", "w1@host.celery.pidbox", transport.DefaultSep, "")
+	f.Add("rk.direct", "", "q_direct", DefaultSep, "rk\x06\x16\x06\x16q")
+	f.Add("a.*.#", `^a\..*?[^\.]\..*?$`, "q_topic1", DefaultSep, "a\x06\x16b\x06\x16c\x06\x16d")
+	f.Add("", "", "w1@host.celery.pidbox", DefaultSep, "")
 	f.Add("x", "y", "z", "|", "x|y|z")
 	f.Fuzz(func(t *testing.T, rk, pattern, queue, sep, stored string) {
 		if sep == "" {

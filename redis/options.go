@@ -109,7 +109,7 @@ type Options struct {
 // DefaultOptions returns Kombu's defaults.
 func DefaultOptions() Options {
 	return Options{
-		Sep:                 transport.DefaultSep,
+		Sep:                 DefaultSep,
 		PrioritySteps:       append([]int(nil), transport.DefaultPrioritySteps...),
 		UnackedKey:          "unacked",
 		UnackedIndexKey:     "unacked_index",

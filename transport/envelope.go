@@ -770,37 +770,6 @@ func EnvelopeRoute(raw []byte) (tag, exchange, routingKey string, err error) {
 	return e.DeliveryTag, e.Exchange, e.RoutingKey, nil
 }
 
-// UnackedValue returns the value Kombu stores in the unacked hash for a
-// delivered message: the JSON array [envelope, exchange, routing_key], the
-// envelope's bytes kept as they were popped.
-func UnackedValue(envelope []byte, exchange, routingKey string) []byte {
-	dst := make([]byte, 0, len(envelope)+len(exchange)+len(routingKey)+10)
-	dst = append(dst, '[')
-	dst = append(dst, envelope...)
-	dst = append(dst, ", "...)
-	dst = pyjson.AppendString(dst, exchange)
-	dst = append(dst, ", "...)
-	dst = pyjson.AppendString(dst, routingKey)
-	return append(dst, ']')
-}
-
-// ParseUnackedValue splits an unacked hash value into the envelope and the
-// exchange and routing key stored beside it.
-func ParseUnackedValue(v []byte) (envelope []byte, exchange, routingKey string, err error) {
-	arr, err := pyjson.UnmarshalOrdered(v)
-	if err != nil {
-		return nil, "", "", fmt.Errorf("%w: unacked record: %w", ErrMalformed, err)
-	}
-	a, ok := arr.([]any)
-	if !ok || len(a) < 3 {
-		return nil, "", "", fmt.Errorf("%w: unacked record is not [envelope, exchange, routing_key]", ErrMalformed)
-	}
-	if envelope, err = pyjson.Marshal(a[0]); err != nil {
-		return nil, "", "", err
-	}
-	return envelope, anyString(a[1]), anyString(a[2]), nil
-}
-
 // ExtractTag finds properties.delivery_tag in a raw envelope that may not
 // parse as a whole, so a malformed message can still be settled.
 func ExtractTag(raw []byte) (string, bool) {

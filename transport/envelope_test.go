@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/kombu-go/kombu/entity"
+	"github.com/kombu-go/kombu/redis"
 	"github.com/kombu-go/kombu/serialization"
 	"github.com/kombu-go/kombu/transport"
 )
@@ -136,7 +137,7 @@ func TestParseCeleryCapture(t *testing.T) {
 		{"redelivered", e.Redelivered, false},
 		{"compression", e.Compression, ""},
 		{"extra", len(e.Properties.Extra), 0},
-		{"list", transport.PriorityKey("celery", e.Priority(), transport.DefaultPrioritySteps, transport.DefaultSep), "celery\x06\x166"},
+		{"list", redis.PriorityKey("celery", e.Priority(), transport.DefaultPrioritySteps, redis.DefaultSep), "celery\x06\x166"},
 	}
 	for _, c := range checks {
 		if !reflect.DeepEqual(c.got, c.want) {
@@ -298,17 +299,17 @@ func TestMarkRedelivered(t *testing.T) {
 // TestUnackedValue checks the unacked hash value ([envelope, exchange,
 // routing_key], §9.1) both ways.
 func TestUnackedValue(t *testing.T) {
-	v := transport.UnackedValue([]byte(plainCaptured), "ex_direct", "rk.\u00e9")
+	v := redis.UnackedValue([]byte(plainCaptured), "ex_direct", "rk.\u00e9")
 	want := `[` + plainCaptured + `, "ex_direct", "rk.\u00e9"]`
 	if string(v) != want {
 		t.Errorf("UnackedValue:\n got %s\nwant %s", v, want)
 	}
-	env, ex, rk, err := transport.ParseUnackedValue(v)
+	env, ex, rk, err := redis.ParseUnackedValue(v)
 	if err != nil || string(env) != plainCaptured || ex != "ex_direct" || rk != "rk.é" {
 		t.Errorf("ParseUnackedValue = %s, %q, %q, %v", env, ex, rk, err)
 	}
 	for _, bad := range []string{`{}`, `[1, 2]`, `nope`} {
-		if _, _, _, err := transport.ParseUnackedValue([]byte(bad)); !errors.Is(err, transport.ErrMalformed) {
+		if _, _, _, err := redis.ParseUnackedValue([]byte(bad)); !errors.Is(err, transport.ErrMalformed) {
 			t.Errorf("ParseUnackedValue(%q) = %v, want ErrMalformed", bad, err)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/kombu-go/kombu/internal/testenv"
+	"github.com/kombu-go/kombu/redis"
 	"github.com/kombu-go/kombu/transport"
 )
 
@@ -162,7 +163,7 @@ func TestTopicAgainstPython(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := transport.PriorityKey("q", env.Priority(), c.Steps, c.Sep); got != out.Prio[i] {
+		if got := redis.PriorityKey("q", env.Priority(), c.Steps, c.Sep); got != out.Prio[i] {
 			t.Errorf("priority %s with steps %v sep %q: list %q, Kombu %q", c.Raw, c.Steps, c.Sep, got, out.Prio[i])
 		}
 	}
@@ -174,9 +175,9 @@ func priorityCases() []pyPrio {
 		steps []int
 		sep   string
 	}{
-		{transport.DefaultPrioritySteps, transport.DefaultSep},
+		{transport.DefaultPrioritySteps, redis.DefaultSep},
 		{[]int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, ":"},
-		{[]int{2, 5, 8}, transport.DefaultSep}, // not starting at 0
+		{[]int{2, 5, 8}, redis.DefaultSep}, // not starting at 0
 		{[]int{0, 5}, "/"},
 		{[]int{4}, ":"},
 	}

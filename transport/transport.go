@@ -23,7 +23,6 @@ import (
 	"log/slog"
 	"math"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -589,19 +588,6 @@ func (t *Transport) IsFanoutQueue(queue string) bool {
 	return ok
 }
 
-// PriorityKey returns Kombu's list name for queue at priority with the
-// given steps and separator: the largest step not above the clamped
-// priority (the last step if the priority is below the first, as Python's
-// bisect with a negative index does), the bare queue name for step 0, else
-// queue + sep + step.
-func PriorityKey(queue string, priority int, steps []int, sep string) string {
-	s := PriorityStep(priority, steps)
-	if s == 0 {
-		return queue
-	}
-	return queue + sep + strconv.Itoa(s)
-}
-
 // PriorityStep returns the step a priority falls in (see PriorityKey).
 func PriorityStep(priority int, steps []int) int {
 	if len(steps) == 0 {
@@ -620,20 +606,5 @@ func PriorityStep(priority int, steps []int) int {
 	return steps[i]
 }
 
-// QueueFromKey recovers the queue name from a priority list key (prefix
-// already removed): everything before the last sep, or the whole key.
-func QueueFromKey(key, sep string) string {
-	if sep == "" {
-		return key
-	}
-	if i := strings.LastIndex(key, sep); i >= 0 {
-		return key[:i]
-	}
-	return key
-}
-
 // DefaultPrioritySteps are Kombu's priority_steps.
 var DefaultPrioritySteps = []int{0, 3, 6, 9}
-
-// DefaultSep is Kombu's default separator, "\x06\x16".
-const DefaultSep = "\x06\x16"
