@@ -16,6 +16,9 @@ import (
 	"github.com/kombu-go/kombu/internal/pyjson"
 )
 
+// ErrMalformed means a message could not be parsed as a Kombu envelope.
+var ErrMalformed = errors.New("kombu: malformed message")
+
 // Envelope is the JSON object Kombu stores in a queue list, sends by
 // PUBLISH and keeps in the unacked hash (wire spec §3).
 type Envelope struct {

@@ -21,8 +21,6 @@ var (
 	// ErrNoRoute means a publish matched no queue and the publisher asked to
 	// be told (Kombu drops such messages silently).
 	ErrNoRoute = errors.New("kombu: message is unroutable")
-	// ErrMalformed means a message could not be parsed as a Kombu envelope.
-	ErrMalformed = errors.New("kombu: malformed message")
 	// ErrUnknownScheme means no backend is registered for a URL scheme.
 	ErrUnknownScheme = errors.New("kombu: unknown transport")
 	// ErrBadURL means a URL could not be parsed or has unknown options.
