@@ -8,7 +8,7 @@ import (
 
 	"github.com/kombu-go/kombu/entity"
 	"github.com/kombu-go/kombu/serialization"
-	"github.com/kombu-go/kombu/transport"
+	"github.com/kombu-go/kombu/transport/virtual"
 )
 
 // Handler processes one message. Its ctx stays valid while the consumer
@@ -32,7 +32,7 @@ type Handler func(ctx context.Context, m *Message) error
 type ConsumerOption func(*consumerOptions)
 
 type consumerOptions struct {
-	transport.ConsumeOptions
+	virtual.ConsumeOptions
 	manualAck bool
 	noDeclare bool
 }
@@ -86,7 +86,7 @@ func WithErrorHandler(f func(error)) ConsumerOption {
 // delivered (malformed, refused content type, too large). Without it they
 // stay unacked and come back after the visibility timeout. Messages whose
 // body a handler could not decode (it returned the *serialization.DecodeError)
-// go there too, or to transport.DefaultBadMessageQueue without it. Envelopes
+// go there too, or to virtual.DefaultBadMessageQueue without it. Envelopes
 // that are not JSON or have no delivery tag never reach the consumer: the
 // Redis backend moves them to its malformed list (malformed_key).
 func WithDeadLetterQueue(q string) ConsumerOption {
@@ -103,7 +103,7 @@ func WithReady(f func()) ConsumerOption { return func(o *consumerOptions) { o.On
 
 // WithBatchSize sets the most messages one fetch takes from the broker in
 // one round trip (Redis: one script call), never more than the free
-// prefetch slots. The default is transport.DefaultBatchSize (128); 1
+// prefetch slots. The default is virtual.DefaultBatchSize (128); 1
 // fetches one message at a time. Raise WithPrefetch too: a fetch takes
 // only what prefetch allows.
 func WithBatchSize(n int) ConsumerOption { return func(o *consumerOptions) { o.BatchSize = n } }
@@ -135,12 +135,12 @@ func WithPaused(paused func(queue string) bool) ConsumerOption {
 func WithoutDeclare() ConsumerOption { return func(o *consumerOptions) { o.noDeclare = true } }
 
 // deadLetter moves a message whose body cannot be decoded to the
-// dead-letter queue (transport.DefaultBadMessageQueue without one), then
+// dead-letter queue (virtual.DefaultBadMessageQueue without one), then
 // acks it. If the move fails the message is requeued.
 func (c *Consumer) deadLetter(ctx context.Context, m *Message) error {
 	q := c.opts.DeadLetterQueue
 	if q == "" {
-		q = transport.DefaultBadMessageQueue
+		q = virtual.DefaultBadMessageQueue
 	}
 	if err := c.conn.t.Backend().Put(ctx, q, 0, m.Raw); err != nil {
 		return errors.Join(fmt.Errorf("kombu: move undecodable message %s to %q: %w", m.DeliveryTag, q, err), m.Requeue(ctx))

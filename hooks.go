@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 
-	"github.com/kombu-go/kombu/transport"
+	"github.com/kombu-go/kombu/envelope"
 )
 
 // OutgoingMessage is what a PublishMiddleware sees of a message about to be
@@ -94,7 +94,7 @@ func (h *hooks) wrapHandler(hd Handler) Handler {
 }
 
 // publishHooked is Publish's last step through the publish middleware.
-func (p *Producer) publishHooked(ctx context.Context, env *transport.Envelope, exchange, routingKey string, mandatory bool, policy *RetryPolicy) (PublishResult, error) {
+func (p *Producer) publishHooked(ctx context.Context, env *envelope.Envelope, exchange, routingKey string, mandatory bool, policy *RetryPolicy) (PublishResult, error) {
 	if env.Headers == nil {
 		env.Headers = map[string]any{}
 	}

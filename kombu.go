@@ -34,6 +34,7 @@ import (
 	"github.com/kombu-go/kombu/entity"
 	"github.com/kombu-go/kombu/serialization"
 	"github.com/kombu-go/kombu/transport"
+	"github.com/kombu-go/kombu/transport/virtual"
 )
 
 // Aliases for the entity types, so most programs need only this package.
@@ -98,7 +99,7 @@ type Options struct {
 	// (visibility_timeout, polling_interval, deadletter_queue,
 	// queue_order_strategy, and the backend's own), merged over the URL's.
 	TransportOptions map[string]string
-	// InferExchangeTypes: see transport.Options.InferExchangeTypes.
+	// InferExchangeTypes: see virtual.Options.InferExchangeTypes.
 	InferExchangeTypes bool
 	// PublishMiddleware and HandlerMiddleware: see WithPublishMiddleware
 	// and WithHandlerMiddleware.
@@ -139,19 +140,19 @@ func WithTransportOption(name, value string) Option {
 	}
 }
 
-func (o *Options) transportOptions() transport.Options {
-	return transport.Options{Serializers: o.Serializers, Clock: o.Clock, Logger: o.Logger, InferExchangeTypes: o.InferExchangeTypes}
+func (o *Options) transportOptions() virtual.Options {
+	return virtual.Options{Serializers: o.Serializers, Clock: o.Clock, Logger: o.Logger, InferExchangeTypes: o.InferExchangeTypes}
 }
 
 // Connection is a connection to a broker: a transport over one backend. It
 // is safe for concurrent use; create it once and share it.
 type Connection struct {
-	t     *transport.Transport
+	t     *virtual.Transport
 	url   string
 	hooks hooks
 
 	mu       sync.Mutex
-	getChan  *transport.Channel
+	getChan  *virtual.Channel
 	declared sync.Map // queues declared through WithDeclare
 }
 
@@ -178,7 +179,7 @@ func Dial(ctx context.Context, rawURL string, opts ...Option) (*Connection, erro
 	if err != nil {
 		return nil, err // the backend's error names the (redacted) URL
 	}
-	return &Connection{t: transport.New(b, topts), url: u.String(), hooks: newHooks(&o)}, nil
+	return &Connection{t: virtual.New(b, topts), url: u.String(), hooks: newHooks(&o)}, nil
 }
 
 // NewConnection returns a connection over a backend built by the caller
@@ -202,7 +203,7 @@ func NewConnection(b transport.Backend, opts ...Option) (*Connection, error) {
 	for k := range m {
 		return nil, fmt.Errorf("%w: transport option %q must be given to the backend", transport.ErrBadURL, k)
 	}
-	return &Connection{t: transport.New(b, topts), hooks: newHooks(&o)}, nil
+	return &Connection{t: virtual.New(b, topts), hooks: newHooks(&o)}, nil
 }
 
 // URL returns the connection's URL with the password masked.
@@ -214,7 +215,7 @@ func (c *Connection) Logger() *slog.Logger { return c.t.Logger() }
 
 // Transport returns the virtual transport, for tools that need the lower
 // layer.
-func (c *Connection) Transport() *transport.Transport { return c.t }
+func (c *Connection) Transport() *virtual.Transport { return c.t }
 
 // Close restores every message received and not settled, then closes the
 // backend. It waits at most 30 seconds for the restores.
@@ -240,7 +241,7 @@ func (c *Connection) DeclareExchange(ctx context.Context, ex Exchange) error {
 
 // DeclareQueue declares a queue, its exchanges and its bindings, and returns
 // its message count.
-func (c *Connection) DeclareQueue(ctx context.Context, q Queue) (transport.QueueInfo, error) {
+func (c *Connection) DeclareQueue(ctx context.Context, q Queue) (virtual.QueueInfo, error) {
 	return c.t.DeclareQueue(ctx, q)
 }
 
@@ -329,7 +330,7 @@ func (c *Connection) Get(ctx context.Context, queue string, opts ...GetOption) (
 	return ch.Get(ctx, queue, o.noAck, o.accept)
 }
 
-func (c *Connection) sharedChannel() (*transport.Channel, error) {
+func (c *Connection) sharedChannel() (*virtual.Channel, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.getChan == nil {

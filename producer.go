@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"github.com/kombu-go/kombu/entity"
+	"github.com/kombu-go/kombu/envelope"
 	"github.com/kombu-go/kombu/serialization"
 	"github.com/kombu-go/kombu/transport"
+	"github.com/kombu-go/kombu/transport/virtual"
 )
 
 // PublishOption sets a publish argument. Given to Connection.Producer it
@@ -196,7 +198,7 @@ func (p *Producer) Publish(ctx context.Context, body any, opts ...PublishOption)
 	}
 	// env and o stay on the stack: the closure below takes copies of the
 	// fields it needs.
-	var env transport.Envelope
+	var env envelope.Envelope
 	if err := p.fillEnvelope(&env, body, &o); err != nil {
 		return PublishResult{}, err
 	}
@@ -227,8 +229,8 @@ func (p *Producer) options(opts []PublishOption) publishOptions {
 }
 
 // envelope serializes body and builds its envelope under options o.
-func (p *Producer) envelope(body any, o *publishOptions) (*transport.Envelope, error) {
-	env := new(transport.Envelope)
+func (p *Producer) envelope(body any, o *publishOptions) (*envelope.Envelope, error) {
+	env := new(envelope.Envelope)
 	if err := p.fillEnvelope(env, body, o); err != nil {
 		return nil, err
 	}
@@ -236,7 +238,7 @@ func (p *Producer) envelope(body any, o *publishOptions) (*transport.Envelope, e
 }
 
 // fillEnvelope serializes body into env under options o.
-func (p *Producer) fillEnvelope(env *transport.Envelope, body any, o *publishOptions) error {
+func (p *Producer) fillEnvelope(env *envelope.Envelope, body any, o *publishOptions) error {
 	enc, err := p.conn.t.Options().Serializers.Prepare(body, serialization.PrepareOptions{
 		Serializer: o.serializer, ContentType: o.contentType,
 		ContentEncoding: o.contentEnc, Compression: o.compression,
@@ -244,7 +246,7 @@ func (p *Producer) fillEnvelope(env *transport.Envelope, body any, o *publishOpt
 	if err != nil {
 		return err
 	}
-	*env = transport.Envelope{
+	*env = envelope.Envelope{
 		Body:            enc.Body,
 		ContentType:     enc.ContentType,
 		ContentEncoding: enc.ContentEncoding,
@@ -273,7 +275,7 @@ type Outgoing struct {
 // BatchError reports the messages of a PublishBatch that failed: Errs[i]
 // is message i's error, nil if it was published. errors.Is and errors.As
 // see every error it holds.
-type BatchError = transport.BatchError
+type BatchError = virtual.BatchError
 
 // PublishBatch publishes many messages in as few round trips as the
 // backend allows (Redis: one pipeline, with consecutive messages to one
@@ -295,7 +297,7 @@ func (p *Producer) PublishBatch(ctx context.Context, msgs []Outgoing, opts ...Pu
 		return nil, err
 	}
 	declared := map[string]bool{}
-	batch := make([]transport.BatchMessage, len(msgs))
+	batch := make([]virtual.BatchMessage, len(msgs))
 	policies := make([]*RetryPolicy, len(msgs))
 	encErrs := make([]error, len(msgs))
 	failed := false
@@ -325,7 +327,7 @@ func (p *Producer) PublishBatch(ctx context.Context, msgs []Outgoing, opts ...Pu
 			encErrs[i], failed = err, true
 			continue
 		}
-		batch[i] = transport.BatchMessage{Exchange: o.exchange.Name, RoutingKey: o.routingKey, Envelope: env, Mandatory: o.mandatory}
+		batch[i] = virtual.BatchMessage{Exchange: o.exchange.Name, RoutingKey: o.routingKey, Envelope: env, Mandatory: o.mandatory}
 		policies[i] = o.retry
 	}
 	if failed {

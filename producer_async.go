@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/kombu-go/kombu/transport"
+	"github.com/kombu-go/kombu/envelope"
 )
 
 // AsyncWindow is the most PublishAsync calls of one Producer in flight at
@@ -78,12 +78,12 @@ func (p *Producer) PublishAsync(ctx context.Context, body any, opts ...PublishOp
 			return nil, err
 		}
 	}
-	env := new(transport.Envelope)
+	env := new(envelope.Envelope)
 	if err := p.fillEnvelope(env, body, &o); err != nil {
 		return nil, err
 	}
 	if env.DeliveryTag == "" {
-		env.DeliveryTag = transport.NewDeliveryTag()
+		env.DeliveryTag = envelope.NewDeliveryTag()
 	}
 	select {
 	case a.window <- struct{}{}:

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/kombu-go/kombu/transport"
+	"github.com/kombu-go/kombu/transport/virtual"
 )
 
 // SimpleQueue is a queue used like a Go channel, as kombu.simple.SimpleQueue:
@@ -15,7 +15,7 @@ type SimpleQueue struct {
 	conn   *Connection
 	queue  Queue
 	prod   *Producer
-	ch     *transport.Channel
+	ch     *virtual.Channel
 	noAck  bool
 	accept []string
 }

@@ -44,8 +44,8 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/kombu-go/kombu"
+	"github.com/kombu-go/kombu/envelope"
 	_ "github.com/kombu-go/kombu/redis"
-	"github.com/kombu-go/kombu/transport"
 )
 
 var (
@@ -151,7 +151,7 @@ func body(size int) map[string]any {
 // body(size) published to exchange "bench" with routing key "bench": the
 // data size given to redis-benchmark.
 func envSize(size int) int {
-	env := &transport.Envelope{
+	env := &envelope.Envelope{
 		Body:        []byte(`{"data": "` + strings.Repeat("x", max(0, size-12)) + `"}`),
 		ContentType: "application/json", ContentEncoding: "utf-8", Headers: map[string]any{},
 		Exchange: "bench", RoutingKey: "bench", DeliveryTag: uuid.NewString(),

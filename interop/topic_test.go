@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/kombu-go/kombu"
+	"github.com/kombu-go/kombu/envelope"
 	"github.com/kombu-go/kombu/transport"
 )
 
@@ -150,7 +151,7 @@ func TestTopicPatternsLikePython(t *testing.T) {
 		}
 		got := map[int]bool{}
 		for _, v := range vals {
-			env, err := transport.ParseEnvelope([]byte(v))
+			env, err := envelope.Parse([]byte(v))
 			if err != nil {
 				t.Fatal(err)
 			}

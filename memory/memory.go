@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kombu-go/kombu/envelope"
 	"github.com/kombu-go/kombu/transport"
 )
 
@@ -206,9 +207,9 @@ func (b *Broker) getLocked(queues []string, ack bool) (transport.Delivery, error
 			if !ack {
 				return del, nil
 			}
-			tag, ex, rk, err := transport.EnvelopeRoute(raw)
+			tag, ex, rk, err := envelope.Route(raw)
 			if err != nil {
-				t, ok := transport.ExtractTag(raw)
+				t, ok := envelope.ExtractTag(raw)
 				if !ok {
 					b.list(DeadLetterKey, 0, true).pushBack(raw)
 					return transport.Delivery{}, &transport.MalformedError{Queue: q, Raw: raw, Where: DeadLetterKey, Err: err}
@@ -384,12 +385,12 @@ func (b *Backend) Restore(ctx context.Context, tag string, leftmost bool, route 
 	if err != nil {
 		return err
 	}
-	env, err := transport.MarkRedelivered(rec.envelope)
+	env, err := envelope.MarkRedelivered(rec.envelope)
 	if err != nil {
 		env = rec.envelope // keep the message even if it cannot be marked
 	}
 	pri := 0
-	if e, err := transport.ParseEnvelope(env); err == nil {
+	if e, err := envelope.Parse(env); err == nil {
 		pri = e.Priority()
 	}
 	b.mu.Lock()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/kombu-go/kombu/envelope"
 	"github.com/kombu-go/kombu/memory"
 	"github.com/kombu-go/kombu/transport"
 	"github.com/kombu-go/kombu/transport/transporttest"
@@ -39,7 +40,7 @@ func TestConformanceFallbacks(t *testing.T) {
 	})
 }
 
-func envelope(id string, priority int) []byte {
+func testEnvelope(id string, priority int) []byte {
 	return fmt.Appendf(nil, `{"body": "", "headers": {"id": %q}, "properties": {"delivery_info": {"exchange": "", "routing_key": "q"}, "priority": %d, "delivery_tag": "tag-%s"}}`, id, priority, id)
 }
 
@@ -54,7 +55,7 @@ func ids(t *testing.T, b transport.Backend, queues ...string) []string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		e, err := transport.ParseEnvelope(d.Envelope)
+		e, err := envelope.Parse(d.Envelope)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -80,7 +81,7 @@ func TestOpenURL(t *testing.T) {
 	}
 	name := "tt-open-" + uuid.NewString() // brokers are process-wide
 	a1, a2, a3, other := open("memory://"+name), open("memory:///"+name), open("memory://"+name+"/"), open("memory://"+name+"-other")
-	if err := a1.Put(ctx, "q", 0, envelope("x", 0)); err != nil {
+	if err := a1.Put(ctx, "q", 0, testEnvelope("x", 0)); err != nil {
 		t.Fatal(err)
 	}
 	for i, b := range []transport.Backend{a1, a2, a3} {
@@ -135,7 +136,7 @@ func TestListsSurviveCompaction(t *testing.T) {
 	ctx := t.Context()
 	var want []string
 	for i := range 300 {
-		if err := b.Put(ctx, "q", 0, envelope(fmt.Sprint(i), 0)); err != nil {
+		if err := b.Put(ctx, "q", 0, testEnvelope(fmt.Sprint(i), 0)); err != nil {
 			t.Fatal(err)
 		}
 		want = append(want, fmt.Sprint(i))
@@ -153,7 +154,7 @@ func TestListsSurviveCompaction(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		e, _ := transport.ParseEnvelope(d.Envelope)
+		e, _ := envelope.Parse(d.Envelope)
 		tags = append(tags, e.DeliveryTag)
 	}
 	route := func(context.Context, string, string) ([]string, error) { return []string{"q"}, nil }
@@ -184,7 +185,7 @@ func TestRestoreExpiredOrder(t *testing.T) {
 		id  string
 		pri int
 	}{{"a", 0}, {"b", 0}, {"c", 6}, {"d", 0}, {"e", 0}} {
-		if err := b.Put(ctx, "q", p.pri, envelope(p.id, p.pri)); err != nil {
+		if err := b.Put(ctx, "q", p.pri, testEnvelope(p.id, p.pri)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -222,10 +223,10 @@ func TestRestoreExpiredOrder(t *testing.T) {
 func TestPutBatch(t *testing.T) {
 	b := memory.New()
 	err := b.PutBatch(t.Context(), []transport.PutItem{
-		{Queue: "q1", Priority: 9, Envelope: envelope("a", 9)},
-		{Queue: "q2", Priority: 0, Envelope: envelope("b", 0)},
-		{Queue: "q1", Priority: 0, Envelope: envelope("c", 0)},
-		{Queue: "q1", Priority: 9, Envelope: envelope("d", 9)},
+		{Queue: "q1", Priority: 9, Envelope: testEnvelope("a", 9)},
+		{Queue: "q2", Priority: 0, Envelope: testEnvelope("b", 0)},
+		{Queue: "q1", Priority: 0, Envelope: testEnvelope("c", 0)},
+		{Queue: "q1", Priority: 9, Envelope: testEnvelope("d", 9)},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/kombu-go/kombu/entity"
+	"github.com/kombu-go/kombu/envelope"
 	"github.com/kombu-go/kombu/transport"
 )
 
@@ -87,7 +88,7 @@ func holdSlots(t *testing.T, b *Backend, h *pipeHook, queue string) func() []err
 	errc := make(chan error, maxPipeInFlight)
 	for i := range maxPipeInFlight {
 		go func() {
-			errc <- b.Put(context.Background(), queue, 0, []byte(envelope(fmt.Sprintf("lone-%d", i), "", queue, 0)))
+			errc <- b.Put(context.Background(), queue, 0, []byte(testEnvelope(fmt.Sprintf("lone-%d", i), "", queue, 0)))
 		}()
 	}
 	waitFor(t, "the lone sends to reach the hook", func() bool { return h.blocked.Load() == int32(maxPipeInFlight) })
@@ -140,13 +141,13 @@ func TestAutoPipelineOwnErrors(t *testing.T) {
 				waitFor(t, "the call to queue", func() bool { return queued(b) == n0+1 })
 			}
 			call(&good, func() (int, error) {
-				return b.Publish(ctx, "ex", entity.Direct, "rk", 0, []byte(envelope("good", "ex", "rk", 0)))
+				return b.Publish(ctx, "ex", entity.Direct, "rk", 0, []byte(testEnvelope("good", "ex", "rk", 0)))
 			})
 			call(&bad, func() (int, error) {
-				return b.Publish(ctx, "bad", entity.Direct, "rk", 0, []byte(envelope("bad", "bad", "rk", 0)))
+				return b.Publish(ctx, "bad", entity.Direct, "rk", 0, []byte(testEnvelope("bad", "bad", "rk", 0)))
 			})
 			call(&put, func() (int, error) {
-				return 1, b.Put(ctx, "q", 0, []byte(envelope("put", "", "q", 0)))
+				return 1, b.Put(ctx, "q", 0, []byte(testEnvelope("put", "", "q", 0)))
 			})
 			for _, err := range release() {
 				if err != nil {
@@ -186,10 +187,10 @@ func TestAutoPipelineCancelWhileQueued(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	go func() { errc <- b.Put(ctx, "q", 0, []byte(envelope("cancelled", "", "q", 0))) }()
+	go func() { errc <- b.Put(ctx, "q", 0, []byte(testEnvelope("cancelled", "", "q", 0))) }()
 	waitFor(t, "the call to queue", func() bool { return queued(b) == 1 })
 	okc := make(chan error, 1)
-	go func() { okc <- b.Put(context.Background(), "q", 0, []byte(envelope("kept", "", "q", 0))) }()
+	go func() { okc <- b.Put(context.Background(), "q", 0, []byte(testEnvelope("kept", "", "q", 0))) }()
 	waitFor(t, "the second call to queue", func() bool { return queued(b) == 2 })
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
@@ -231,12 +232,12 @@ func TestAutoPipelineManyGoroutines(t *testing.T) {
 						var err error
 						if i%2 == 0 {
 							var n int
-							n, err = b.Publish(ctx, "ex", entity.Direct, "rk", 0, []byte(envelope(tag, "ex", "rk", 0)))
+							n, err = b.Publish(ctx, "ex", entity.Direct, "rk", 0, []byte(testEnvelope(tag, "ex", "rk", 0)))
 							if err == nil && n != 1 {
 								err = fmt.Errorf("routed to %d queues", n)
 							}
 						} else {
-							err = b.Put(ctx, "q", 0, []byte(envelope(tag, "", "q", 0)))
+							err = b.Put(ctx, "q", 0, []byte(testEnvelope(tag, "", "q", 0)))
 						}
 						if err != nil {
 							t.Errorf("%s: %v", tag, err)
@@ -249,7 +250,7 @@ func TestAutoPipelineManyGoroutines(t *testing.T) {
 			got := e.lrange(e.key("q"))
 			seen := map[string]int{}
 			for _, raw := range got {
-				env, err := transport.ParseEnvelope([]byte(raw))
+				env, err := envelope.Parse([]byte(raw))
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -22,6 +22,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/kombu-go/kombu/entity"
+	"github.com/kombu-go/kombu/envelope"
 	"github.com/kombu-go/kombu/internal/pyjson"
 	"github.com/kombu-go/kombu/transport"
 )
@@ -956,7 +957,7 @@ func (b *Backend) planRestore(ctx context.Context, tag string, raw []byte, route
 	env, exchange, rk, perr := ParseUnackedValue(raw)
 	var payload []byte
 	if perr == nil {
-		payload, perr = transport.MarkRedelivered(env)
+		payload, perr = envelope.MarkRedelivered(env)
 	}
 	if perr != nil {
 		b.log.Error("kombu: redis: unacked record cannot be parsed; moved to the dead-letter list",
@@ -1026,7 +1027,7 @@ func envelopePriority(raw []byte) int {
 	if math.IsNaN(p) || math.IsInf(p, 0) {
 		return 0
 	}
-	return transport.ClampPriority(int(math.Max(-1e9, math.Min(1e9, math.Trunc(p)))))
+	return envelope.ClampPriority(int(math.Max(-1e9, math.Min(1e9, math.Trunc(p)))))
 }
 
 // RestoreExpired restores, to the front of their queues, the unacked

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kombu-go/kombu/entity"
+	"github.com/kombu-go/kombu/envelope"
 	"github.com/kombu-go/kombu/transport"
 )
 
@@ -127,7 +128,7 @@ func testPutPriorityLists(t *testing.T, e *env) {
 		9: "celery\x06\x169", 12: "celery\x06\x169", -1: "celery",
 	}
 	for prio, list := range want {
-		env := envelope(fmt.Sprintf("tag-%d", prio), "", "celery", prio)
+		env := testEnvelope(fmt.Sprintf("tag-%d", prio), "", "celery", prio)
 		mustPut(t, b, "celery", prio, env)
 		got := e.lrange(e.key(list))
 		if len(got) == 0 || got[0] != env {
@@ -151,7 +152,7 @@ func testPutPriorityLists(t *testing.T, e *env) {
 func testPutSepColonSteps(t *testing.T, e *env) {
 	b := e.backend(WithSep(":"), WithPrioritySteps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9))
 	for p := 0; p <= 9; p++ {
-		mustPut(t, b, "q", p, envelope(fmt.Sprint(p), "", "q", p))
+		mustPut(t, b, "q", p, testEnvelope(fmt.Sprint(p), "", "q", p))
 		name := "q"
 		if p > 0 {
 			name = fmt.Sprintf("q:%d", p)
@@ -160,7 +161,7 @@ func testPutSepColonSteps(t *testing.T, e *env) {
 			t.Fatalf("priority %d: %q has %d messages", p, name, n)
 		}
 	}
-	mustPut(t, b, "q", 12, envelope("12", "", "q", 12))
+	mustPut(t, b, "q", 12, testEnvelope("12", "", "q", 12))
 	if n := len(e.lrange(e.key("q:9"))); n != 2 {
 		t.Fatalf("priority 12 did not clamp to q:9")
 	}
@@ -172,7 +173,7 @@ func testPutSepColonSteps(t *testing.T, e *env) {
 	}
 	// Step-major order over ten steps: q before q:1 before q:9.
 	d := mustGet(t, b, []string{"q"}, false)
-	if tag, _ := transport.ExtractTag(d.Envelope); tag != "0" {
+	if tag, _ := envelope.ExtractTag(d.Envelope); tag != "0" {
 		t.Fatalf("first message has tag %q, want 0", tag)
 	}
 }
@@ -184,7 +185,7 @@ func testGlobalKeyPrefix(t *testing.T, e *env) {
 	for _, p := range []string{"g_", "pfx:"} {
 		P := e.prefix + p
 		b := e.backend(WithKeyPrefix(P))
-		env := envelope("tag-"+p, "ex_direct", "rk.direct", 5)
+		env := testEnvelope("tag-"+p, "ex_direct", "rk.direct", 5)
 		mustPut(t, b, "q_direct", 5, env)
 		if err := b.Bind(bg, "ex_topic", transport.BindingRow{RoutingKey: "a.#", Pattern: transport.KeyToPattern("a.#"), Queue: "q_topic2"}); err != nil {
 			t.Fatal(err)
@@ -297,7 +298,7 @@ func testBindingsSkipBadMembers(t *testing.T, e *env) {
 	if len(rows) != 1 || rows[0] != (transport.BindingRow{RoutingKey: "rk", Queue: "q"}) {
 		t.Fatalf("rows %+v", rows)
 	}
-	n, err := b.Publish(bg, "ex", entity.Direct, "rk", 0, []byte(envelope("t", "ex", "rk", 0)))
+	n, err := b.Publish(bg, "ex", entity.Direct, "rk", 0, []byte(testEnvelope("t", "ex", "rk", 0)))
 	if err != nil || n != 1 {
 		t.Fatalf("publish: %d %v", n, err)
 	}
@@ -308,7 +309,7 @@ func testBindingsSkipBadMembers(t *testing.T, e *env) {
 // then every queue's step-3 list, ...; and FIFO within a list.
 func testGetStepMajor(t *testing.T, e *env) {
 	b := e.backend()
-	put := func(q string, p int, tag string) { mustPut(t, b, q, p, envelope(tag, "", q, p)) }
+	put := func(q string, p int, tag string) { mustPut(t, b, q, p, testEnvelope(tag, "", q, p)) }
 	put("A", 9, "A9")
 	put("B", 0, "B0")
 	put("A", 3, "A3")
@@ -319,7 +320,7 @@ func testGetStepMajor(t *testing.T, e *env) {
 	want := []struct{ q, tag string }{{"A", "A0"}, {"B", "B0"}, {"B", "B0b"}, {"A", "A3"}, {"A", "A4"}, {"B", "B6"}, {"A", "A9"}}
 	for i, w := range want {
 		d := mustGet(t, b, []string{"A", "B"}, false)
-		tag, _ := transport.ExtractTag(d.Envelope)
+		tag, _ := envelope.ExtractTag(d.Envelope)
 		if d.Queue != w.q || tag != w.tag {
 			t.Fatalf("get %d: queue %q tag %q, want %q %q", i, d.Queue, tag, w.q, w.tag)
 		}
@@ -393,11 +394,11 @@ func testGetUnackedValueEscaping(t *testing.T, e *env) {
 		tag := fmt.Sprintf("esc-%d", i)
 		// The envelope itself is written with Python escaping; its strings
 		// decode to the raw names.
-		env := envelope(tag, n.ex, n.rk, 0)
+		env := testEnvelope(tag, n.ex, n.rk, 0)
 		mustPut(t, b, "q", 0, env)
 		mustGet(t, b, []string{"q"}, true)
 		got, _ := e.hget(e.key("unacked"), tag)
-		parsed, err := transport.ParseEnvelope([]byte(env))
+		parsed, err := envelope.Parse([]byte(env))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -425,9 +426,9 @@ func testGetNoAck(t *testing.T, e *env) {
 // record is gone (acked or restored) no longer replays.
 func testGetReceiptReplay(t *testing.T, e *env) {
 	b := e.backend()
-	first := envelope("first", "", "rq", 0)
+	first := testEnvelope("first", "", "rq", 0)
 	mustPut(t, b, "rq", 0, first)
-	mustPut(t, b, "rq", 0, envelope("second", "", "rq", 0))
+	mustPut(t, b, "rq", 0, testEnvelope("second", "", "rq", 0))
 	keys := []string{b.k.unacked, b.k.unackedIndex, b.k.malformed, b.k.receiptKey("fixed")}
 	run := func() []any {
 		t.Helper()
@@ -457,7 +458,7 @@ func testGetReceiptReplay(t *testing.T, e *env) {
 	}
 	// A corrupt receipt is ignored.
 	e.client.Set(bg, b.k.receiptKey("fixed"), "junk", time.Second)
-	mustPut(t, b, "rq", 0, envelope("third", "", "rq", 0))
+	mustPut(t, b, "rq", 0, testEnvelope("third", "", "rq", 0))
 	if res := run(); res[0] != int64(1) {
 		t.Fatalf("corrupt receipt: %v", res)
 	}
@@ -512,7 +513,7 @@ func testGetMalformed(t *testing.T, e *env) {
 		for _, raw := range bad {
 			e.lpush(e.key("q\x06\x163"), raw)
 		}
-		good := envelope("good", "", "q", 3)
+		good := testEnvelope("good", "", "q", 3)
 		e.lpush(e.key("q\x06\x163"), good)
 		for _, raw := range bad {
 			_, err := b.Get(bg, []string{"q"}, true)
@@ -580,21 +581,21 @@ func testRecordUnacked(t *testing.T, e *env) {
 // Proves: Restore with leftmost=false RPUSHes (front: consumed next) and
 // with leftmost=true LPUSHes (back), the payload being the envelope with
 // headers.redelivered and delivery_info.redelivered set exactly as
-// transport.MarkRedelivered writes it, and both records deleted.
+// envelope.MarkRedelivered writes it, and both records deleted.
 func testRestoreRPushLPush(t *testing.T, e *env) {
 	b := e.backend()
 	route := staticRoute(nil)
 	for _, leftmost := range []bool{false, true} {
 		q := fmt.Sprintf("q_plain_%v", leftmost)
-		env := envelope("r-"+q, "", q, 0)
+		env := testEnvelope("r-"+q, "", q, 0)
 		mustPut(t, b, q, 0, env)
 		mustGet(t, b, []string{q}, true)
-		mustPut(t, b, q, 0, envelope("w1", "", q, 0))
-		mustPut(t, b, q, 0, envelope("w2", "", q, 0))
+		mustPut(t, b, q, 0, testEnvelope("w1", "", q, 0))
+		mustPut(t, b, q, 0, testEnvelope("w2", "", q, 0))
 		if err := b.Restore(bg, "r-"+q, leftmost, route); err != nil {
 			t.Fatal(err)
 		}
-		marked, _ := transport.MarkRedelivered([]byte(env))
+		marked, _ := envelope.MarkRedelivered([]byte(env))
 		list := e.lrange(e.key(q)) // LRANGE: left (back) to right (front)
 		if len(list) != 3 {
 			t.Fatalf("list %q", list)
@@ -626,7 +627,7 @@ func testRestorePriority(t *testing.T, e *env) {
 		list string
 	}{{RestoreOwn, "q\x06\x166"}, {RestoreBase, "q"}} {
 		b := e.backend(WithRestorePriority(c.p))
-		mustPut(t, b, "q", 6, envelope("p6", "", "q", 6))
+		mustPut(t, b, "q", 6, testEnvelope("p6", "", "q", 6))
 		mustGet(t, b, []string{"q"}, true)
 		if err := b.Restore(bg, "p6", false, staticRoute(nil)); err != nil {
 			t.Fatal(err)
@@ -675,19 +676,19 @@ func testRestoreMalformedRecord(t *testing.T, e *env) {
 // (Kombu drops it, or fails).
 func testRestoreUnroutable(t *testing.T, e *env) {
 	b := e.backend()
-	env := envelope("lost", "gone", "rk", 0)
+	env := testEnvelope("lost", "gone", "rk", 0)
 	if err := b.RecordUnacked(bg, "lost", []byte(env), "gone", "rk"); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Restore(bg, "lost", false, staticRoute(nil)); err != nil {
 		t.Fatal(err)
 	}
-	marked, _ := transport.MarkRedelivered([]byte(env))
+	marked, _ := envelope.MarkRedelivered([]byte(env))
 	if got := e.lrange(e.key(DefaultMalformedKey)); len(got) != 1 || got[0] != string(marked) {
 		t.Fatalf("dead letters %q", got)
 	}
 	// Default exchange with an empty routing key names no queue either.
-	env2 := envelope("empty-rk", "", "", 0)
+	env2 := testEnvelope("empty-rk", "", "", 0)
 	if err := b.RecordUnacked(bg, "empty-rk", []byte(env2), "", ""); err != nil {
 		t.Fatal(err)
 	}
@@ -713,11 +714,11 @@ func testRestoreExpired(t *testing.T, e *env) {
 	b := e.backend(WithClock(clock))
 	for i, tag := range []string{"old1", "old2", "fresh"} {
 		clock.Set(t0.Add(time.Duration(i) * 10 * time.Second))
-		mustPut(t, b, "q_plain", 0, envelope(tag, "", "q_plain", 0))
+		mustPut(t, b, "q_plain", 0, testEnvelope(tag, "", "q_plain", 0))
 		mustGet(t, b, []string{"q_plain"}, true)
 	}
 	clock.Set(t0.Add(30 * time.Second))
-	if err := b.RecordUnacked(bg, "multi", []byte(envelope("multi", "ex", "rk", 0)), "ex", "rk"); err != nil {
+	if err := b.RecordUnacked(bg, "multi", []byte(testEnvelope("multi", "ex", "rk", 0)), "ex", "rk"); err != nil {
 		t.Fatal(err)
 	}
 	e.client.ZAdd(bg, e.key("unacked_index"), goredisZ(transport.UnixSeconds(t0.Add(-time.Second)), "multi"))
@@ -730,7 +731,7 @@ func testRestoreExpired(t *testing.T, e *env) {
 	if len(list) != 2 {
 		t.Fatalf("q_plain %q", list)
 	}
-	if tag, _ := transport.ExtractTag([]byte(list[1])); tag != "old1" {
+	if tag, _ := envelope.ExtractTag([]byte(list[1])); tag != "old1" {
 		t.Fatalf("front of the queue is %q, want old1 (order kept)", tag)
 	}
 	for _, q := range []string{"qa", "qb"} {
@@ -745,7 +746,7 @@ func testRestoreExpired(t *testing.T, e *env) {
 		t.Fatal("mutex not released")
 	}
 	d := mustGet(t, b, []string{"q_plain"}, false)
-	if tag, _ := transport.ExtractTag(d.Envelope); tag != "old1" {
+	if tag, _ := envelope.ExtractTag(d.Envelope); tag != "old1" {
 		t.Fatalf("next message %q, want old1", tag)
 	}
 }
@@ -784,7 +785,7 @@ func testRestoreExpiredLimit(t *testing.T, e *env) {
 	b := e.backend(WithClock(clock), WithUnackedRestoreLimit(1))
 	for i, tag := range []string{"a", "b"} {
 		clock.Set(t0.Add(time.Duration(i) * time.Second))
-		mustPut(t, b, "q", 0, envelope(tag, "", "q", 0))
+		mustPut(t, b, "q", 0, testEnvelope(tag, "", "q", 0))
 		mustGet(t, b, []string{"q"}, true)
 	}
 	n, err := b.RestoreExpired(bg, t0.Add(time.Hour), staticRoute(nil))
@@ -803,7 +804,7 @@ func testRestoreExpiredLimit(t *testing.T, e *env) {
 func testSizePurgeDeleteExists(t *testing.T, e *env) {
 	b := e.backend()
 	for _, p := range []int{0, 2, 3, 7, 9, 9} {
-		mustPut(t, b, "q", p, envelope(fmt.Sprint(p), "", "q", p))
+		mustPut(t, b, "q", p, testEnvelope(fmt.Sprint(p), "", "q", p))
 	}
 	if n, err := b.Size(bg, "q"); err != nil || n != 6 {
 		t.Fatalf("size %d %v", n, err)
@@ -820,8 +821,8 @@ func testSizePurgeDeleteExists(t *testing.T, e *env) {
 	if n, _ := b.Size(bg, "q"); n != 0 {
 		t.Fatal("size after purge")
 	}
-	mustPut(t, b, "q", 9, envelope("x", "", "q", 9))
-	mustPut(t, b, "q", 0, envelope("y", "", "q", 0))
+	mustPut(t, b, "q", 9, testEnvelope("x", "", "q", 9))
+	mustPut(t, b, "q", 0, testEnvelope("y", "", "q", 0))
 	if err := b.DeleteQueue(bg, "q"); err != nil {
 		t.Fatal(err)
 	}
@@ -938,7 +939,7 @@ func testPublishTopic(t *testing.T, e *env) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		env := envelope("topic-"+rk, "ex_topic", rk, 0)
+		env := testEnvelope("topic-"+rk, "ex_topic", rk, 0)
 		n, err := b.Publish(bg, "ex_topic", entity.Topic, rk, 0, []byte(env))
 		if err != nil || n != len(want) {
 			t.Fatalf("rk %q: n %d (%v), want %v", rk, n, err, want)
@@ -1269,7 +1270,7 @@ func testGetWaitConcurrent(t *testing.T, e *env) {
 				if err != nil {
 					continue
 				}
-				tag, _ := transport.ExtractTag(d.Envelope)
+				tag, _ := envelope.ExtractTag(d.Envelope)
 				got <- tag
 			}
 		}()
@@ -1280,7 +1281,7 @@ func testGetWaitConcurrent(t *testing.T, e *env) {
 			if i%3 == 0 {
 				q = "cq2"
 			}
-			if err := b1.Put(bg, q, i%10, []byte(envelope(fmt.Sprintf("m%d", i), "", q, i%10))); err != nil {
+			if err := b1.Put(bg, q, i%10, []byte(testEnvelope(fmt.Sprintf("m%d", i), "", q, i%10))); err != nil {
 				t.Error(err)
 			}
 			if i%20 == 0 {

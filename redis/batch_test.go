@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kombu-go/kombu/entity"
+	"github.com/kombu-go/kombu/envelope"
 	"github.com/kombu-go/kombu/transport"
 )
 
@@ -48,7 +49,7 @@ var epochForTests = time.Unix(1795550496, 396872300)
 
 func tagOf(t *testing.T, d transport.Delivery) string {
 	t.Helper()
-	tag, ok := transport.ExtractTag(d.Envelope)
+	tag, ok := envelope.ExtractTag(d.Envelope)
 	if !ok {
 		t.Fatalf("no tag in %q", d.Envelope)
 	}
@@ -66,7 +67,7 @@ func testGetBatchIsSuccessiveGets(t *testing.T, e *env) {
 					if q == "B" && p == 0 && i > 1 {
 						continue // B runs dry early in step 0
 					}
-					mustPut(t, b, q, p, envelope(fmt.Sprintf("%s%d-%d", q, p, i), "", q, p))
+					mustPut(t, b, q, p, testEnvelope(fmt.Sprintf("%s%d-%d", q, p, i), "", q, p))
 				}
 			}
 		}
@@ -138,7 +139,7 @@ func rotateTo(order []string, q string) {
 func testGetBatchRecords(t *testing.T, e *env) {
 	now := newFakeClock(epochForTests)
 	b := e.backend(WithClock(now))
-	raws := []string{envelope("t1", "ex", "rk1", 0), kombuEnvelope, celeryEnvelope}
+	raws := []string{testEnvelope("t1", "ex", "rk1", 0), kombuEnvelope, celeryEnvelope}
 	for _, r := range raws {
 		e.lpush(e.key("q"), r)
 	}
@@ -150,7 +151,7 @@ func testGetBatchRecords(t *testing.T, e *env) {
 		if string(d.Envelope) != raws[i] || d.Queue != "q" {
 			t.Fatalf("delivery %d: %q from %q", i, d.Envelope, d.Queue)
 		}
-		env, err := transport.ParseEnvelope(d.Envelope)
+		env, err := envelope.Parse(d.Envelope)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -165,7 +166,7 @@ func testGetBatchRecords(t *testing.T, e *env) {
 			t.Fatalf("score %d: %v %v, want %v", i, s, ok, want)
 		}
 	}
-	mustPut(t, b, "q2", 0, envelope("t2", "", "q2", 0))
+	mustPut(t, b, "q2", 0, testEnvelope("t2", "", "q2", 0))
 	if ds, err := b.GetBatch(bg, transport.BatchGet{Queues: []string{"q2"}, Max: 10}); err != nil || len(ds) != 1 {
 		t.Fatalf("no-ack GetBatch: %d, %v", len(ds), err)
 	}
@@ -179,12 +180,12 @@ func testGetBatchRecords(t *testing.T, e *env) {
 // acked in between are left out; large messages replay too.
 func testGetBatchReceiptReplay(t *testing.T, e *env) {
 	b := e.backend()
-	big := strings.Replace(envelope("big", "", "rq", 0), `"body": "`, `"body": "`+strings.Repeat("A", 10000), 1)
-	sent := []string{envelope("r1", "", "rq", 0), big, envelope("r3", "", "rq", 0)}
+	big := strings.Replace(testEnvelope("big", "", "rq", 0), `"body": "`, `"body": "`+strings.Repeat("A", 10000), 1)
+	sent := []string{testEnvelope("r1", "", "rq", 0), big, testEnvelope("r3", "", "rq", 0)}
 	for _, r := range sent {
 		e.lpush(e.key("rq"), r)
 	}
-	e.lpush(e.key("rq"), envelope("r4", "", "rq", 0))
+	e.lpush(e.key("rq"), testEnvelope("r4", "", "rq", 0))
 	keys := []string{b.k.unacked, b.k.unackedIndex, b.k.malformed, b.k.receiptKey("fixed")}
 	run := func() []any {
 		t.Helper()
@@ -222,7 +223,7 @@ func testGetBatchReceiptReplay(t *testing.T, e *env) {
 	}
 	// Flag "2" (a first attempt no one resends) does not look for the
 	// receipt: it takes r5 although the receipt lists r4, still unacked.
-	e.lpush(e.key("rq"), envelope("r5", "", "rq", 0))
+	e.lpush(e.key("rq"), testEnvelope("r5", "", "rq", 0))
 	res, err := getScript.Run(bg, e.client, keys, "2", "1795550400.5", "3", "0", "1", "1", "0", e.prefix, "", "rq").Slice()
 	if err != nil || len(res) != 3 || !strings.Contains(res[2].(string), `"r5"`) {
 		t.Fatalf("flag 2: want a fresh take of r5, got %v, %v", res, err)
@@ -237,7 +238,7 @@ func testGetBatchReceiptReplay(t *testing.T, e *env) {
 // as a *transport.MalformedError, and the messages after it stay queued.
 func testGetBatchMalformed(t *testing.T, e *env) {
 	b := e.backend()
-	e.lpush(e.key("q"), envelope("g1", "", "q", 0), "not json", envelope("g2", "", "q", 0))
+	e.lpush(e.key("q"), testEnvelope("g1", "", "q", 0), "not json", testEnvelope("g2", "", "q", 0))
 	ds, err := b.GetBatch(bg, transport.BatchGet{Queues: []string{"q"}, Ack: true, Max: 10})
 	var mal *transport.MalformedError
 	if !errors.As(err, &mal) || mal.Queue != "q" || string(mal.Raw) != "not json" || mal.Where != e.key(DefaultMalformedKey) {
@@ -266,7 +267,7 @@ func testGetBatchSpentReceipts(t *testing.T, e *env) {
 	b := e.backend()
 	const takes = 2*spentBatch + 3
 	for i := 0; i < takes; i++ {
-		mustPut(t, b, "q", 0, envelope(fmt.Sprintf("s%d", i), "", "q", 0))
+		mustPut(t, b, "q", 0, testEnvelope(fmt.Sprintf("s%d", i), "", "q", 0))
 	}
 	receipts := func() int {
 		n := 0
@@ -292,7 +293,7 @@ func testGetBatchSpentReceipts(t *testing.T, e *env) {
 func testAckBatch(t *testing.T, e *env) {
 	b := e.backend()
 	for i := 0; i < 4; i++ {
-		mustPut(t, b, "q", 0, envelope(fmt.Sprintf("a%d", i), "", "q", 0))
+		mustPut(t, b, "q", 0, testEnvelope(fmt.Sprintf("a%d", i), "", "q", 0))
 	}
 	if ds, err := b.GetBatch(bg, transport.BatchGet{Queues: []string{"q"}, Ack: true, Max: 4}); err != nil || len(ds) != 4 {
 		t.Fatal(err)
@@ -340,7 +341,7 @@ func testPublishBatchIsSuccessivePublishes(t *testing.T, e *env) {
 	add := func(ex string, typ entity.ExchangeType, rk string, prio int) {
 		tag := fmt.Sprintf("m%d", len(items))
 		items = append(items, transport.PublishItem{Exchange: ex, Type: typ, RoutingKey: rk, Priority: prio,
-			Envelope: []byte(envelope(tag, ex, rk, prio))})
+			Envelope: []byte(testEnvelope(tag, ex, rk, prio))})
 	}
 	for i := 0; i < 3; i++ {
 		add("ex_direct", entity.Direct, "rk.direct", i*3)
@@ -424,10 +425,10 @@ func testPublishBatchTopicFallback(t *testing.T, e *env) {
 		}
 	}
 	items := []transport.PublishItem{
-		{Exchange: "ex_t", Type: entity.Topic, RoutingKey: "ac", Envelope: []byte(envelope("f1", "ex_t", "ac", 0))},
-		{Exchange: "ex_t", Type: entity.Topic, RoutingKey: "a.b", Envelope: []byte(envelope("f2", "ex_t", "a.b", 0))},
-		{Exchange: "ex_bad", Type: entity.Topic, RoutingKey: "a", Envelope: []byte(envelope("f3", "ex_bad", "a", 0))},
-		{Exchange: "", RoutingKey: "qd", Envelope: []byte(envelope("f4", "", "qd", 0))},
+		{Exchange: "ex_t", Type: entity.Topic, RoutingKey: "ac", Envelope: []byte(testEnvelope("f1", "ex_t", "ac", 0))},
+		{Exchange: "ex_t", Type: entity.Topic, RoutingKey: "a.b", Envelope: []byte(testEnvelope("f2", "ex_t", "a.b", 0))},
+		{Exchange: "ex_bad", Type: entity.Topic, RoutingKey: "a", Envelope: []byte(testEnvelope("f3", "ex_bad", "a", 0))},
+		{Exchange: "", RoutingKey: "qd", Envelope: []byte(testEnvelope("f4", "", "qd", 0))},
 	}
 	ns, errs := b.PublishBatch(bg, items)
 	if errs[0] != nil || errs[1] != nil || errs[3] != nil || errs[2] == nil {
@@ -456,9 +457,9 @@ func testPublishBatchNoScript(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	items := []transport.PublishItem{
-		{Exchange: "ex", Type: entity.Direct, RoutingKey: "k", Envelope: []byte(envelope("n1", "ex", "k", 0))},
-		{Exchange: "", RoutingKey: "q", Envelope: []byte(envelope("n2", "", "q", 0))},
-		{Exchange: "ex", Type: entity.Direct, RoutingKey: "k", Envelope: []byte(envelope("n3", "ex", "k", 0))},
+		{Exchange: "ex", Type: entity.Direct, RoutingKey: "k", Envelope: []byte(testEnvelope("n1", "ex", "k", 0))},
+		{Exchange: "", RoutingKey: "q", Envelope: []byte(testEnvelope("n2", "", "q", 0))},
+		{Exchange: "ex", Type: entity.Direct, RoutingKey: "k", Envelope: []byte(testEnvelope("n3", "ex", "k", 0))},
 	}
 	ns, errs := b.PublishBatch(bg, items)
 	for i, err := range errs {
@@ -477,7 +478,7 @@ func testPublishBatchNoScript(t *testing.T, e *env) {
 func testGetBatchSettle(t *testing.T, e *env) {
 	b := e.backend()
 	for i := 0; i < 3; i++ {
-		mustPut(t, b, "q", 0, envelope(fmt.Sprintf("s%d", i), "", "q", 0))
+		mustPut(t, b, "q", 0, testEnvelope(fmt.Sprintf("s%d", i), "", "q", 0))
 	}
 	if ds, err := b.GetBatch(bg, transport.BatchGet{Queues: []string{"q"}, Ack: true, Max: 2}); err != nil || len(ds) != 2 {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/kombu-go/kombu/envelope"
 	"github.com/kombu-go/kombu/transport"
 )
 
@@ -154,10 +155,10 @@ func (c *fakeClock) Set(t time.Time) {
 	c.mu.Unlock()
 }
 
-// envelope returns a Kombu envelope in Python's exact format with the given
+// testEnvelope returns a Kombu envelope in Python's exact format with the given
 // tag, exchange, routing key and priority (the layout of wire spec §3.1).
-func envelope(tag, exchange, rk string, priority int) string {
-	e := transport.Envelope{
+func testEnvelope(tag, exchange, rk string, priority int) string {
+	e := envelope.Envelope{
 		Body:            []byte(`{"n": 1}`),
 		ContentType:     "application/json",
 		ContentEncoding: "utf-8",

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kombu-go/kombu/envelope"
 	"github.com/kombu-go/kombu/transport"
 )
 
@@ -24,7 +25,7 @@ func testInspector(t *testing.T, e *env) {
 	clock := newFakeClock(t0)
 	b := e.backend(WithClock(clock))
 	for i, p := range []int{9, 0, 3, 0, 4} {
-		mustPut(t, b, "iq", p, envelope(string(rune('a'+i)), "", "iq", p))
+		mustPut(t, b, "iq", p, testEnvelope(string(rune('a'+i)), "", "iq", p))
 	}
 	lens, err := b.QueueLengths(bg, "iq")
 	if err != nil {
@@ -40,7 +41,7 @@ func testInspector(t *testing.T, e *env) {
 	}
 	var order []string
 	for _, d := range peek {
-		tag, _ := transport.ExtractTag(d.Envelope)
+		tag, _ := envelope.ExtractTag(d.Envelope)
 		order = append(order, tag)
 	}
 	if !reflect.DeepEqual(order, []string{"b", "d", "c", "e"}) {

@@ -15,6 +15,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/kombu-go/kombu/envelope"
 	"github.com/kombu-go/kombu/transport"
 )
 
@@ -97,7 +98,7 @@ func TestIntegrationGetWaitLatency(t *testing.T) {
 		}()
 		time.Sleep(20 * time.Millisecond)
 		sent := time.Now()
-		if err := e.client.LPush(bg, e.key("lat3\x06\x166"), envelope(fmt.Sprint("l", i), "", "lat3", 6)).Err(); err != nil {
+		if err := e.client.LPush(bg, e.key("lat3\x06\x166"), testEnvelope(fmt.Sprint("l", i), "", "lat3", 6)).Err(); err != nil {
 			t.Fatal(err)
 		}
 		lats = append(lats, (<-got).Sub(sent))
@@ -128,7 +129,7 @@ func TestIntegrationWatcherBesideBRPOPPeer(t *testing.T) {
 				ours <- ""
 				return
 			}
-			tag, _ := transport.ExtractTag(d.Envelope)
+			tag, _ := envelope.ExtractTag(d.Envelope)
 			ours <- tag
 		}()
 		theirs := make(chan string, 1)
@@ -138,12 +139,12 @@ func TestIntegrationWatcherBesideBRPOPPeer(t *testing.T) {
 				theirs <- ""
 				return
 			}
-			tag, _ := transport.ExtractTag([]byte(r[1]))
+			tag, _ := envelope.ExtractTag([]byte(r[1]))
 			theirs <- tag
 		}()
 		time.Sleep(30 * time.Millisecond)
 		tag := fmt.Sprintf("peer-%d", round)
-		e.lpush(e.key("shared"), envelope(tag, "", "shared", 0))
+		e.lpush(e.key("shared"), testEnvelope(tag, "", "shared", 0))
 		var got []string
 		oursDone, theirsDone := false, false
 		deadline := time.After(200 * time.Millisecond)
@@ -191,7 +192,7 @@ func TestIntegrationWatcherBesideBRPOPPeer(t *testing.T) {
 func TestIntegrationKilledWaitConnection(t *testing.T) {
 	e := integrationEnv(t)
 	b := e.backend()
-	e.lpush(e.key("kill"), envelope("before", "", "kill", 0))
+	e.lpush(e.key("kill"), testEnvelope("before", "", "kill", 0))
 	d := make(chan string, 1)
 	go func() {
 		// Take the waiting message, then wait for the next one.
@@ -201,7 +202,7 @@ func TestIntegrationKilledWaitConnection(t *testing.T) {
 			d <- err.Error()
 			return
 		}
-		tag, _ := transport.ExtractTag(x.Envelope)
+		tag, _ := envelope.ExtractTag(x.Envelope)
 		d <- tag
 	}()
 	time.Sleep(200 * time.Millisecond)
@@ -225,7 +226,7 @@ func TestIntegrationKilledWaitConnection(t *testing.T) {
 		t.Fatal("no blocked BLMOVE connection found")
 	}
 	time.Sleep(100 * time.Millisecond)
-	e.lpush(e.key("kill"), envelope("after", "", "kill", 0))
+	e.lpush(e.key("kill"), testEnvelope("after", "", "kill", 0))
 	select {
 	case got := <-d:
 		if got != "after" {
@@ -380,13 +381,13 @@ func TestIntegrationConcurrentRestore(t *testing.T) {
 			default:
 			}
 			tag := fmt.Sprint("noise-", i%50)
-			_ = b.RecordUnacked(bg, tag, []byte(envelope(tag, "", "noise", 0)), "", "noise")
+			_ = b.RecordUnacked(bg, tag, []byte(testEnvelope(tag, "", "noise", 0)), "", "noise")
 			_ = b.Ack(bg, tag)
 		}
 	}()
 	for round := 0; round < 10; round++ {
 		tag := fmt.Sprint("cr-", round)
-		if err := b.RecordUnacked(bg, tag, []byte(envelope(tag, "", "cr", 0)), "", "cr"); err != nil {
+		if err := b.RecordUnacked(bg, tag, []byte(testEnvelope(tag, "", "cr", 0)), "", "cr"); err != nil {
 			t.Fatal(err)
 		}
 		var wg sync.WaitGroup

@@ -3,6 +3,7 @@ package redis
 import (
 	"testing"
 
+	"github.com/kombu-go/kombu/envelope"
 	"github.com/kombu-go/kombu/transport"
 )
 
@@ -40,7 +41,7 @@ func TestPriorityKey(t *testing.T) {
 		}
 	}
 	for p, want := range map[int]int{-100: 0, -1: 0, 0: 0, 5: 5, 9: 9, 10: 9, 1 << 30: 9} {
-		if got := transport.ClampPriority(p); got != want {
+		if got := envelope.ClampPriority(p); got != want {
 			t.Errorf("ClampPriority(%d) = %d, want %d", p, got, want)
 		}
 	}

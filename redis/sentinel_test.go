@@ -14,8 +14,8 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/kombu-go/kombu/envelope"
 	"github.com/kombu-go/kombu/internal/testenv"
-	"github.com/kombu-go/kombu/transport"
 )
 
 // startProc starts bin with args (a redis-server or redis-sentinel that
@@ -109,7 +109,7 @@ func TestIntegrationSentinelFailover(t *testing.T) {
 				time.Sleep(20 * time.Millisecond)
 				continue
 			}
-			e, err := transport.ParseEnvelope(d.Envelope)
+			e, err := envelope.Parse(d.Envelope)
 			if err != nil {
 				t.Errorf("parse: %v", err)
 				continue

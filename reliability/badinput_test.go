@@ -15,6 +15,7 @@ import (
 	"github.com/kombu-go/kombu"
 	"github.com/kombu-go/kombu/serialization"
 	"github.com/kombu-go/kombu/transport"
+	"github.com/kombu-go/kombu/transport/virtual"
 )
 
 // envelope builds a Kombu envelope with the given parts; empty strings
@@ -152,7 +153,7 @@ func TestBadInput(t *testing.T) {
 				before := map[string]int64{
 					"malformed": rc.LLen(bg, prefix+"kombu-go.malformed").Val(),
 					"dlq":       rc.LLen(bg, prefix+dlq).Val(),
-					"bad":       rc.LLen(bg, prefix+transport.DefaultBadMessageQueue).Val(),
+					"bad":       rc.LLen(bg, prefix+virtual.DefaultBadMessageQueue).Val(),
 				}
 				if err := rc.LPush(bg, prefix+queue, in.raw).Err(); err != nil {
 					t.Fatal(err)
@@ -191,8 +192,8 @@ func TestBadInput(t *testing.T) {
 				if in.tag != "" && rc.HExists(bg, prefix+"unacked", in.tag).Val() {
 					where = append(where, "left unacked (unacked record; the visibility timeout brings it back)")
 				}
-				if n := rc.LLen(bg, prefix+transport.DefaultBadMessageQueue).Val(); n > before["bad"] {
-					where = append(where, "bad-message list P+"+transport.DefaultBadMessageQueue)
+				if n := rc.LLen(bg, prefix+virtual.DefaultBadMessageQueue).Val(); n > before["bad"] {
+					where = append(where, "bad-message list P+"+virtual.DefaultBadMessageQueue)
 				}
 				if n := rc.LLen(bg, prefix+queue).Val(); n > 0 {
 					where = append(where, fmt.Sprintf("back on the queue (%d waiting)", n))

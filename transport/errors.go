@@ -3,6 +3,8 @@ package transport
 import (
 	"errors"
 	"fmt"
+
+	"github.com/kombu-go/kombu/envelope"
 )
 
 // Errors of the virtual transport. Backends return them (wrapped with %w
@@ -21,6 +23,9 @@ var (
 	// ErrNoRoute means a publish matched no queue and the publisher asked to
 	// be told (Kombu drops such messages silently).
 	ErrNoRoute = errors.New("kombu: message is unroutable")
+	// ErrMalformed means a message could not be parsed as a Kombu envelope
+	// (envelope.ErrMalformed).
+	ErrMalformed = envelope.ErrMalformed
 	// ErrUnknownScheme means no backend is registered for a URL scheme.
 	ErrUnknownScheme = errors.New("kombu: unknown transport")
 	// ErrBadURL means a URL could not be parsed or has unknown options.
@@ -58,7 +63,7 @@ func (e *MalformedError) Error() string {
 }
 
 // Unwrap returns the cause and ErrMalformed.
-func (e *MalformedError) Unwrap() []error { return []error{ErrMalformed, e.Err} }
+func (e *MalformedError) Unwrap() []error { return []error{envelope.ErrMalformed, e.Err} }
 
 // NoRouteError says which publish matched no queue. It matches ErrNoRoute.
 type NoRouteError struct {

@@ -5,6 +5,8 @@ import (
 	"math"
 	"strconv"
 	"time"
+
+	"github.com/kombu-go/kombu/envelope"
 )
 
 // What backends and the engine share about options and priorities.
@@ -42,7 +44,7 @@ func PriorityStep(priority int, steps []int) int {
 	if len(steps) == 0 {
 		return 0
 	}
-	p := ClampPriority(priority)
+	p := envelope.ClampPriority(priority)
 	// bisect_right(steps, p) - 1
 	i := 0
 	for i < len(steps) && steps[i] <= p {

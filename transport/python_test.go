@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/kombu-go/kombu/envelope"
 	"github.com/kombu-go/kombu/internal/testenv"
 	"github.com/kombu-go/kombu/redis"
 	"github.com/kombu-go/kombu/transport"
@@ -159,7 +160,7 @@ func TestTopicAgainstPython(t *testing.T) {
 		t.Errorf("no pair made Python raise re.error; the table lost its error cases")
 	}
 	for i, c := range prios {
-		env, err := transport.ParseEnvelope([]byte(fmt.Sprintf(`{"body": "", "properties": {"priority": %s, "delivery_tag": "t"}}`, c.Raw)))
+		env, err := envelope.Parse([]byte(fmt.Sprintf(`{"body": "", "properties": {"priority": %s, "delivery_tag": "t"}}`, c.Raw)))
 		if err != nil {
 			t.Fatal(err)
 		}

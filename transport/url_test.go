@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kombu-go/kombu/transport"
+	"github.com/kombu-go/kombu/transport/virtual"
 )
 
 // TestParseURL covers the URL forms Kombu accepts for Redis (wire spec §2)
@@ -119,19 +120,19 @@ func TestApplyURLOptions(t *testing.T) {
 		"queue_order_strategy":     "sorted",
 		"sep":                      ":",
 	}
-	var o transport.Options
+	var o virtual.Options
 	if err := o.ApplyURLOptions(m); err != nil {
 		t.Fatal(err)
 	}
 	if o.VisibilityTimeout != time.Minute || o.PollingInterval != 250*time.Millisecond || o.RestoreInterval != 90*time.Second ||
-		o.DeadLetterQueue != "dead" || o.QueueOrder != transport.SortedOrder {
+		o.DeadLetterQueue != "dead" || o.QueueOrder != virtual.SortedOrder {
 		t.Errorf("options = %+v", o)
 	}
 	if !maps.Equal(m, map[string]string{"sep": ":"}) {
 		t.Errorf("left for the backend: %v", m)
 	}
 	for _, v := range []string{"round_robin", "priority", "sorted"} {
-		var o transport.Options
+		var o virtual.Options
 		if err := o.ApplyURLOptions(map[string]string{"queue_order_strategy": v}); err != nil || string(o.QueueOrder) != v {
 			t.Errorf("queue_order_strategy=%s: %v, %v", v, o.QueueOrder, err)
 		}
@@ -142,7 +143,7 @@ func TestApplyURLOptions(t *testing.T) {
 		"unacked_restore_interval": "-5s",
 		"queue_order_strategy":     "random",
 	} {
-		var o transport.Options
+		var o virtual.Options
 		if err := o.ApplyURLOptions(map[string]string{name: v}); !errors.Is(err, transport.ErrBadURL) {
 			t.Errorf("%s=%s: %v, want ErrBadURL", name, v, err)
 		}

@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/kombu-go/kombu/entity"
+	"github.com/kombu-go/kombu/envelope"
 	"github.com/kombu-go/kombu/transport"
+	"github.com/kombu-go/kombu/transport/virtual"
 )
 
 // The batch capabilities (BatchGetter, BatchAcker) and the consumer
@@ -240,7 +242,7 @@ func (s *suite) testBatchedConsume(t *testing.T) {
 	count := map[string]int{}
 	var tags []string
 	var inFlight, maxInFlight atomic.Int64
-	c := e.consume(e.channel(), transport.ConsumeOptions{Queues: []string{q}, Prefetch: 40, Concurrency: 16, BatchSize: 25},
+	c := e.consume(e.channel(), virtual.ConsumeOptions{Queues: []string{q}, Prefetch: 40, Concurrency: 16, BatchSize: 25},
 		func(ctx context.Context, m *entity.Message) {
 			n := inFlight.Add(1)
 			for {
@@ -293,7 +295,7 @@ func (s *suite) testDeferredAcks(t *testing.T) {
 	e := s.parallelEnv(t)
 	q := name("q")
 	e.send(q, "d1", "d2", "d3")
-	c := e.consume(e.channel(), transport.ConsumeOptions{Queues: []string{q}, Prefetch: 1, DeferredAcks: time.Hour}, nil)
+	c := e.consume(e.channel(), virtual.ConsumeOptions{Queues: []string{q}, Prefetch: 1, DeferredAcks: time.Hour}, nil)
 	m1 := c.next()
 	e.ack(m1)
 	// Prefetch 1: the next fetch comes after the ack, and sends it first.
@@ -325,7 +327,7 @@ func (s *suite) testDeferredAcks(t *testing.T) {
 
 func headerID(t *testing.T, d transport.Delivery) string {
 	t.Helper()
-	env, err := transport.ParseEnvelope(d.Envelope)
+	env, err := envelope.Parse(d.Envelope)
 	if err != nil {
 		t.Fatalf("ParseEnvelope: %v", err)
 	}
@@ -335,7 +337,7 @@ func headerID(t *testing.T, d transport.Delivery) string {
 
 func tagOf(t *testing.T, d transport.Delivery) string {
 	t.Helper()
-	tag, ok := transport.ExtractTag(d.Envelope)
+	tag, ok := envelope.ExtractTag(d.Envelope)
 	if !ok {
 		t.Fatalf("no delivery tag in %q", d.Envelope)
 	}

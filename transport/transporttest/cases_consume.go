@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/kombu-go/kombu/entity"
+	"github.com/kombu-go/kombu/envelope"
 	"github.com/kombu-go/kombu/transport"
+	"github.com/kombu-go/kombu/transport/virtual"
 )
 
 // testNoRoute proves a publish that matches no binding is dropped silently
@@ -46,7 +48,7 @@ func (s *suite) testNoRoute(t *testing.T) {
 
 	// With a dead-letter queue: direct no-route goes there, topic does not.
 	dlq := name("dlq")
-	d := s.envOn(t, e.clock, s.newBackend(t, e.clock), func(o *transport.Options) { o.DeadLetterQueue = dlq })
+	d := s.envOn(t, e.clock, s.newBackend(t, e.clock), func(o *virtual.Options) { o.DeadLetterQueue = dlq })
 	d.declareExchange(direct, entity.Direct)
 	d.declareExchange(topic, entity.Topic)
 	d.bind(q, direct, "bound")
@@ -73,7 +75,7 @@ func (s *suite) testPrefetch(t *testing.T) {
 			all := seq("m", 10)
 			e.send(q, all...)
 			const n = 3
-			c := e.consume(e.channel(), transport.ConsumeOptions{Queues: []string{q}, Prefetch: n, Concurrency: conc}, nil)
+			c := e.consume(e.channel(), virtual.ConsumeOptions{Queues: []string{q}, Prefetch: n, Concurrency: conc}, nil)
 			delivered := map[string]int{}
 			recv := func() *entity.Message {
 				m := c.next()
@@ -131,7 +133,7 @@ func (s *suite) testRequeue(t *testing.T) {
 	if err != nil || idOf(a) != "a" {
 		t.Fatalf("Get = %v, %v; want a", a, err)
 	}
-	want, err := transport.MarkRedelivered(a.Raw)
+	want, err := envelope.MarkRedelivered(a.Raw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +179,7 @@ func (s *suite) testRequeue(t *testing.T) {
 	var mu sync.Mutex
 	var once sync.Once
 	done := make(chan struct{})
-	e.consume(e.channel(), transport.ConsumeOptions{Queues: []string{q}, Prefetch: 1}, func(ctx context.Context, m *entity.Message) {
+	e.consume(e.channel(), virtual.ConsumeOptions{Queues: []string{q}, Prefetch: 1}, func(ctx context.Context, m *entity.Message) {
 		mu.Lock()
 		got = append(got, ids([]*entity.Message{m})[0])
 		n := len(got)
@@ -215,13 +217,13 @@ func (s *suite) testRequeue(t *testing.T) {
 // is back: the delivered ones at the FRONT of their queues in their
 // original order, redelivered, followed by the rest, none lost or
 // duplicated.
-func (s *suite) restoreScenario(t *testing.T, stop func(e *env, ch *transport.Channel, c *consumer) error, wantErr error) {
+func (s *suite) restoreScenario(t *testing.T, stop func(e *env, ch *virtual.Channel, c *consumer) error, wantErr error) {
 	e := s.parallelEnv(t)
 	q1, q2 := name("q1"), name("q2")
 	e.send(q1, seq("a", 10)...)
 	e.send(q2, seq("b", 10)...)
 	ch := e.channel()
-	c := e.consume(ch, transport.ConsumeOptions{Queues: []string{q1, q2}, Prefetch: 4, Concurrency: 2}, nil)
+	c := e.consume(ch, virtual.ConsumeOptions{Queues: []string{q1, q2}, Prefetch: 4, Concurrency: 2}, nil)
 	held := c.nextN(4)
 	c.quiet("prefetch 4")
 	if got := ch.Unacked(); got != 4 {
@@ -278,7 +280,7 @@ func (s *suite) restoreScenario(t *testing.T, stop func(e *env, ch *transport.Ch
 // restores every unsettled message to the front of its queue in the
 // original order (Kombu's restore_at_shutdown, without its reversal).
 func (s *suite) testCloseRestores(t *testing.T) {
-	s.restoreScenario(t, func(e *env, ch *transport.Channel, c *consumer) error {
+	s.restoreScenario(t, func(e *env, ch *virtual.Channel, c *consumer) error {
 		if err := ch.Close(e.ctx); err != nil {
 			t.Errorf("Close: %v", err)
 		}
@@ -289,7 +291,7 @@ func (s *suite) testCloseRestores(t *testing.T) {
 // testCancelRestores proves cancelling a consumer's context does the same
 // as Channel.Close and makes Consume return nil.
 func (s *suite) testCancelRestores(t *testing.T) {
-	s.restoreScenario(t, func(e *env, ch *transport.Channel, c *consumer) error {
+	s.restoreScenario(t, func(e *env, ch *virtual.Channel, c *consumer) error {
 		return c.stop()
 	}, nil)
 }
@@ -320,7 +322,7 @@ func (s *suite) testConcurrentConsumers(t *testing.T) {
 	var acked atomic.Int64
 	var cons []*consumer
 	for range 4 {
-		cons = append(cons, e.consume(e.channel(), transport.ConsumeOptions{Queues: []string{q}, Prefetch: 8, Concurrency: 2},
+		cons = append(cons, e.consume(e.channel(), virtual.ConsumeOptions{Queues: []string{q}, Prefetch: 8, Concurrency: 2},
 			func(ctx context.Context, m *entity.Message) {
 				if err := m.Ack(ctx); err != nil {
 					t.Errorf("Ack(%s): %v", idOf(m), err)
@@ -365,7 +367,7 @@ func (s *suite) testConcurrentClose(t *testing.T) {
 	all := seq("m", 20)
 	e.send(q, all...)
 	ch := e.channel()
-	c := e.consume(ch, transport.ConsumeOptions{Queues: []string{q}, Prefetch: 10, Concurrency: 4}, nil)
+	c := e.consume(ch, virtual.ConsumeOptions{Queues: []string{q}, Prefetch: 10, Concurrency: 4}, nil)
 	held := c.nextN(10)
 
 	var wg sync.WaitGroup
@@ -447,7 +449,7 @@ func (s *suite) testConcurrentClose(t *testing.T) {
 // cancelled.
 func (s *suite) testCancelIsPrompt(t *testing.T) {
 	e := s.parallelEnv(t)
-	c := e.consume(e.channel(), transport.ConsumeOptions{Queues: []string{name("q"), name("q")}}, nil)
+	c := e.consume(e.channel(), virtual.ConsumeOptions{Queues: []string{name("q"), name("q")}}, nil)
 	time.Sleep(s.f.PollingInterval / 2) // let it block; correctness does not depend on it
 	start := time.Now()
 	if err := c.stop(); err != nil {
@@ -467,7 +469,7 @@ func (s *suite) testHandlerPanic(t *testing.T) {
 	e.send(q, "boom", "after")
 	var got []string
 	var mu sync.Mutex
-	c := e.consume(e.channel(), transport.ConsumeOptions{Queues: []string{q}, Prefetch: 1}, func(ctx context.Context, m *entity.Message) {
+	c := e.consume(e.channel(), virtual.ConsumeOptions{Queues: []string{q}, Prefetch: 1}, func(ctx context.Context, m *entity.Message) {
 		mu.Lock()
 		got = append(got, ids([]*entity.Message{m})[0])
 		mu.Unlock()
@@ -696,7 +698,7 @@ func (s *suite) testInspector(t *testing.T) {
 		}
 		var got []string
 		for _, d := range ds {
-			env, err := transport.ParseEnvelope(d.Envelope)
+			env, err := envelope.Parse(d.Envelope)
 			if err != nil {
 				t.Fatal(err)
 			}

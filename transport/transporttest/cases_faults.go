@@ -12,8 +12,10 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/kombu-go/kombu/entity"
+	"github.com/kombu-go/kombu/envelope"
 	"github.com/kombu-go/kombu/serialization"
 	"github.com/kombu-go/kombu/transport"
+	"github.com/kombu-go/kombu/transport/virtual"
 )
 
 // Envelopes whose delivery tag cannot be read; ID makes each unique.
@@ -58,7 +60,7 @@ func (s *suite) testMalformed(t *testing.T) {
 			}
 		}
 		e.send(q, "good")
-		c := e.consume(e.channel(), transport.ConsumeOptions{Queues: []string{q}}, nil)
+		c := e.consume(e.channel(), virtual.ConsumeOptions{Queues: []string{q}}, nil)
 		m := c.next()
 		if idOf(m) != "good" {
 			t.Fatalf("handler got %q (%s), want only the good message", idOf(m), m.Raw)
@@ -95,7 +97,7 @@ func (s *suite) testMalformed(t *testing.T) {
 				}
 			}
 			e.send(q, "good")
-			c := e.consume(e.channel(), transport.ConsumeOptions{Queues: []string{q}, NoAck: true, DeadLetterQueue: dlq}, nil)
+			c := e.consume(e.channel(), virtual.ConsumeOptions{Queues: []string{q}, NoAck: true, DeadLetterQueue: dlq}, nil)
 			if m := c.next(); idOf(m) != "good" {
 				t.Fatalf("handler got %q (%s), want only the good message", idOf(m), m.Raw)
 			}
@@ -107,7 +109,7 @@ func (s *suite) testMalformed(t *testing.T) {
 			}
 			where := dlq
 			if where == "" {
-				where = transport.DefaultBadMessageQueue
+				where = virtual.DefaultBadMessageQueue
 			}
 			for _, raw := range raws {
 				e.kept(c.errs, raw, where)
@@ -123,7 +125,7 @@ func (s *suite) testMalformed(t *testing.T) {
 			t.Fatal(err)
 		}
 		e.send(q, "good")
-		c := e.consume(e.channel(), transport.ConsumeOptions{Queues: []string{q}, DeadLetterQueue: dlq}, nil)
+		c := e.consume(e.channel(), virtual.ConsumeOptions{Queues: []string{q}, DeadLetterQueue: dlq}, nil)
 		if m := c.next(); idOf(m) != "good" {
 			t.Fatalf("handler got %q", idOf(m))
 		} else {
@@ -145,7 +147,7 @@ func stringsReplace(s, old, new string) string {
 // returns its raw envelope.
 func (e *env) refused(q string) []byte {
 	e.t.Helper()
-	env := &transport.Envelope{Body: []byte{0x81, 0xa1, 'a', 0x01}, ContentType: "application/x-msgpack", ContentEncoding: "binary", Headers: map[string]any{"id": "msgpack"}}
+	env := &envelope.Envelope{Body: []byte{0x81, 0xa1, 'a', 0x01}, ContentType: "application/x-msgpack", ContentEncoding: "binary", Headers: map[string]any{"id": "msgpack"}}
 	if _, err := e.tr.Publish(e.ctx, "", q, env, false); err != nil {
 		e.t.Fatal(err)
 	}
@@ -172,9 +174,9 @@ func (s *suite) testContentDisallowed(t *testing.T) {
 	e := s.parallelEnv(t)
 	q, dlq := name("q"), name("dlq")
 	raw := e.refused(q)
-	e.tr.Publish(e.ctx, "", q, &transport.Envelope{Body: []byte{0, 1}, ContentType: "application/data", ContentEncoding: "binary", Headers: map[string]any{"id": "data"}}, false)
+	e.tr.Publish(e.ctx, "", q, &envelope.Envelope{Body: []byte{0, 1}, ContentType: "application/data", ContentEncoding: "binary", Headers: map[string]any{"id": "data"}}, false)
 	e.send(q, "good")
-	c := e.consume(e.channel(), transport.ConsumeOptions{Queues: []string{q}, Accept: []string{"json"}, DeadLetterQueue: dlq}, nil)
+	c := e.consume(e.channel(), virtual.ConsumeOptions{Queues: []string{q}, Accept: []string{"json"}, DeadLetterQueue: dlq}, nil)
 	var got []string
 	for _, m := range c.nextN(2) {
 		got = append(got, idOf(m))
@@ -219,7 +221,7 @@ func (s *suite) testFaulty(t *testing.T) {
 	}
 	var mu sync.Mutex
 	count := map[string]int{}
-	c := e.consume(e.channel(), transport.ConsumeOptions{Queues: []string{q}, Prefetch: 5, Concurrency: 2}, func(ctx context.Context, m *entity.Message) {
+	c := e.consume(e.channel(), virtual.ConsumeOptions{Queues: []string{q}, Prefetch: 5, Concurrency: 2}, func(ctx context.Context, m *entity.Message) {
 		for {
 			err := m.Ack(ctx)
 			if err == nil {
@@ -294,7 +296,7 @@ func (s *suite) testRestartBroker(t *testing.T) {
 	var mu sync.Mutex
 	count := map[string]int{}
 	var dupes []string
-	c := e.consume(e.channel(), transport.ConsumeOptions{Queues: []string{q}, Prefetch: 10, Concurrency: 4}, func(ctx context.Context, m *entity.Message) {
+	c := e.consume(e.channel(), virtual.ConsumeOptions{Queues: []string{q}, Prefetch: 10, Concurrency: 4}, func(ctx context.Context, m *entity.Message) {
 		for ctx.Err() == nil && m.Ack(ctx) != nil {
 			time.Sleep(50 * time.Millisecond)
 		}

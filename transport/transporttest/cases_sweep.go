@@ -11,15 +11,16 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/kombu-go/kombu/entity"
+	"github.com/kombu-go/kombu/envelope"
 	"github.com/kombu-go/kombu/serialization"
-	"github.com/kombu-go/kombu/transport"
+	"github.com/kombu-go/kombu/transport/virtual"
 )
 
 // The cases below move their clock past the visibility timeout and sweep
 // (restore every expired unacked record). They run one after another from
 // Epoch; see Epoch.
 
-func (s *suite) sweepEnv(t *testing.T, mod func(*transport.Options)) *env {
+func (s *suite) sweepEnv(t *testing.T, mod func(*virtual.Options)) *env {
 	t.Helper()
 	return s.env(t, Epoch, mod)
 }
@@ -59,7 +60,7 @@ func (s *suite) testVisibilityRestore(t *testing.T) {
 	}
 	for i, want := range []string{"a", "b", "c"} {
 		d := e.take(q)
-		marked, err := transport.MarkRedelivered(raws[i])
+		marked, err := envelope.MarkRedelivered(raws[i])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -92,7 +93,7 @@ func (s *suite) testVisibilityRestoreByConsumer(t *testing.T) {
 	if m, err := dead.Get(e.ctx, q, false, nil); err != nil || idOf(m) != "held" {
 		t.Fatalf("Get = %v, %v", m, err)
 	}
-	c := e.consume(e.channel(), transport.ConsumeOptions{Queues: []string{q}}, nil)
+	c := e.consume(e.channel(), virtual.ConsumeOptions{Queues: []string{q}}, nil)
 	e.send(q, "fresh")
 	if m := c.next(); idOf(m) != "fresh" || m.Redelivered {
 		t.Fatalf("got %v, want fresh", ids([]*entity.Message{m}))
@@ -140,7 +141,7 @@ func (s *suite) settleThenSweep(t *testing.T, settle func(context.Context, *enti
 	}
 	var wg sync.WaitGroup
 	wg.Add(1)
-	c := e.consume(e.channel(), transport.ConsumeOptions{Queues: []string{q}}, func(ctx context.Context, m *entity.Message) {
+	c := e.consume(e.channel(), virtual.ConsumeOptions{Queues: []string{q}}, func(ctx context.Context, m *entity.Message) {
 		defer wg.Done()
 		if err := settle(ctx, m); err != nil {
 			t.Errorf("settle: %v", err)
@@ -190,7 +191,7 @@ func (s *suite) testMalformedLeftUnacked(t *testing.T) {
 		}
 	}
 	e.send(q, "good")
-	c := e.consume(e.channel(), transport.ConsumeOptions{Queues: []string{q}}, nil)
+	c := e.consume(e.channel(), virtual.ConsumeOptions{Queues: []string{q}}, nil)
 	if m := c.next(); idOf(m) != "good" {
 		t.Fatalf("handler got %q", idOf(m))
 	} else {
@@ -216,7 +217,7 @@ func (s *suite) testMalformedLeftUnacked(t *testing.T) {
 	if err := e2.backend.Put(e2.ctx, q, 0, raw2); err != nil {
 		t.Fatal(err)
 	}
-	c2 := e2.consume(e2.channel(), transport.ConsumeOptions{Queues: []string{q}, DeadLetterQueue: dlq}, nil)
+	c2 := e2.consume(e2.channel(), virtual.ConsumeOptions{Queues: []string{q}, DeadLetterQueue: dlq}, nil)
 	e2.waitFor("the malformed error", func() bool { return malformedWith(c2.errs, raw2) })
 	if err := c2.stop(); err != nil {
 		t.Errorf("Consume: %v", err)
@@ -248,7 +249,7 @@ func (s *suite) testContentDisallowedLeftUnacked(t *testing.T) {
 	}
 	raw2 := e.refused(q)
 	e.send(q, "good")
-	c := e.consume(e.channel(), transport.ConsumeOptions{Queues: []string{q}, Accept: []string{"application/json"}}, nil)
+	c := e.consume(e.channel(), virtual.ConsumeOptions{Queues: []string{q}, Accept: []string{"application/json"}}, nil)
 	if m := c.next(); idOf(m) != "good" {
 		t.Fatalf("handler got %q", idOf(m))
 	} else {

@@ -10,7 +10,9 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/kombu-go/kombu/entity"
+	"github.com/kombu-go/kombu/envelope"
 	"github.com/kombu-go/kombu/transport"
+	"github.com/kombu-go/kombu/transport/virtual"
 )
 
 // capturedPlain is the plain Kombu envelope captured in the wire spec §3.1
@@ -72,7 +74,7 @@ func (s *suite) testEnvelopeRoundTrip(t *testing.T) {
 	}
 
 	// Publish writes Kombu's bytes.
-	n, err := e.tr.Publish(e.ctx, ex, "rk.direct", &transport.Envelope{
+	n, err := e.tr.Publish(e.ctx, ex, "rk.direct", &envelope.Envelope{
 		Body:            []byte(`{"hello": "world", "n": 1, "u": "\u00e9"}`),
 		ContentType:     "application/json",
 		ContentEncoding: "utf-8",
@@ -144,7 +146,7 @@ func (s *suite) testEnvelopeRoundTrip(t *testing.T) {
 		bin[i] = byte(i*7 + i>>8)
 	}
 	for _, body := range [][]byte{bin[:256], bin, {}} {
-		env := &transport.Envelope{Body: body, ContentType: "application/data", ContentEncoding: "binary", Headers: map[string]any{}}
+		env := &envelope.Envelope{Body: body, ContentType: "application/data", ContentEncoding: "binary", Headers: map[string]any{}}
 		if _, err := e.tr.Publish(e.ctx, "", q, env, false); err != nil {
 			t.Fatal(err)
 		}
@@ -190,7 +192,7 @@ func (s *suite) testPriorityOrder(t *testing.T) {
 	}
 
 	pub()
-	c := e.consume(e.channel(), transport.ConsumeOptions{Queues: []string{q}, Prefetch: 1}, nil)
+	c := e.consume(e.channel(), virtual.ConsumeOptions{Queues: []string{q}, Prefetch: 1}, nil)
 	var got []string
 	for range want {
 		m := c.next()
@@ -230,7 +232,7 @@ func (s *suite) testStepMajor(t *testing.T) {
 			if err != nil {
 				t.Fatalf("GetWait: %v", err)
 			}
-			env, err := transport.ParseEnvelope(d.Envelope)
+			env, err := envelope.Parse(d.Envelope)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -286,7 +288,7 @@ func (s *suite) testDirectRouting(t *testing.T) {
 		if d == nil {
 			t.Fatalf("queue %s got no copy", q)
 		}
-		if env, err := transport.ParseEnvelope(d.Envelope); err != nil || env.DeliveryTag != tag {
+		if env, err := envelope.Parse(d.Envelope); err != nil || env.DeliveryTag != tag {
 			t.Errorf("copy in %s has tag %v (err %v), want the publish's tag %s", q, env, err, tag)
 		}
 	}
@@ -443,7 +445,7 @@ func (s *suite) testFanoutRouting(t *testing.T) {
 		q := name("q-" + who)
 		queues[who] = q
 		e.bind(q, ex, key)
-		cons[who] = e.consume(e.channel(), transport.ConsumeOptions{Queues: []string{q}, NoAck: true}, nil)
+		cons[who] = e.consume(e.channel(), virtual.ConsumeOptions{Queues: []string{q}, NoAck: true}, nil)
 	}
 	// Subscriptions may take effect asynchronously: probe until each
 	// consumer hears its probe (pub/sub is at-most-once).
@@ -511,7 +513,7 @@ func (s *suite) testFanoutAckRestore(t *testing.T) {
 	e.declareExchange(ex, entity.Fanout)
 	e.bind(q, ex, "")
 	ch := e.channel()
-	c := e.consume(ch, transport.ConsumeOptions{Queues: []string{q}}, nil)
+	c := e.consume(ch, virtual.ConsumeOptions{Queues: []string{q}}, nil)
 	e.waitFor("fanout subscription", func() bool {
 		e.publish(ex, "", "probe", 0, 1)
 		select {

@@ -12,7 +12,9 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/kombu-go/kombu/entity"
+	"github.com/kombu-go/kombu/envelope"
 	"github.com/kombu-go/kombu/transport"
+	"github.com/kombu-go/kombu/transport/virtual"
 )
 
 // env is one case's world: a fake clock, a backend and a transport over it.
@@ -22,11 +24,11 @@ type env struct {
 	ctx     context.Context
 	clock   *Clock
 	backend transport.Backend
-	tr      *transport.Transport
+	tr      *virtual.Transport
 }
 
 // env builds a fresh backend with a clock at start and a transport over it.
-func (s *suite) env(t *testing.T, start time.Time, mod func(*transport.Options)) *env {
+func (s *suite) env(t *testing.T, start time.Time, mod func(*virtual.Options)) *env {
 	t.Helper()
 	clock := NewClock(start)
 	return s.envOn(t, clock, s.newBackend(t, clock), mod)
@@ -39,12 +41,12 @@ func (s *suite) parallelEnv(t *testing.T) *env {
 }
 
 // envOn builds a transport over b. The transport is closed when the test ends.
-func (s *suite) envOn(t *testing.T, clock *Clock, b transport.Backend, mod func(*transport.Options)) *env {
+func (s *suite) envOn(t *testing.T, clock *Clock, b transport.Backend, mod func(*virtual.Options)) *env {
 	t.Helper()
 	if b == nil {
 		t.Fatal("transporttest: newBackend returned nil")
 	}
-	opts := transport.Options{
+	opts := virtual.Options{
 		Clock:             clock,
 		PollingInterval:   s.f.PollingInterval,
 		VisibilityTimeout: visibility,
@@ -52,7 +54,7 @@ func (s *suite) envOn(t *testing.T, clock *Clock, b transport.Backend, mod func(
 	if mod != nil {
 		mod(&opts)
 	}
-	tr := transport.New(b, opts)
+	tr := virtual.New(b, opts)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), s.f.Timeout)
 		defer cancel()
@@ -65,7 +67,7 @@ func (s *suite) envOn(t *testing.T, clock *Clock, b transport.Backend, mod func(
 func name(kind string) string { return "tt-" + kind + "-" + uuid.NewString() }
 
 // channel opens a channel, closed when the test ends.
-func (e *env) channel() *transport.Channel {
+func (e *env) channel() *virtual.Channel {
 	e.t.Helper()
 	ch, err := e.tr.Channel()
 	if err != nil {
@@ -80,8 +82,8 @@ func (e *env) channel() *transport.Channel {
 }
 
 // message returns a JSON message whose headers carry id.
-func message(id string, priority int) *transport.Envelope {
-	return &transport.Envelope{
+func message(id string, priority int) *envelope.Envelope {
+	return &envelope.Envelope{
 		Body:            []byte(`{"id": "` + id + `"}`),
 		ContentType:     "application/json",
 		ContentEncoding: "utf-8",
@@ -160,7 +162,7 @@ func (e *env) drain(queues ...string) []string {
 		if d == nil {
 			return ids
 		}
-		env, err := transport.ParseEnvelope(d.Envelope)
+		env, err := envelope.Parse(d.Envelope)
 		if err != nil {
 			e.t.Fatalf("queue %s holds a message that does not parse: %v: %q", d.Queue, err, d.Envelope)
 		}
@@ -219,7 +221,7 @@ func (e *env) findRawOnce(queue string, raw []byte, marked bool) bool {
 	e.t.Helper()
 	want := [][]byte{raw}
 	if marked {
-		if m, err := transport.MarkRedelivered(raw); err == nil {
+		if m, err := envelope.MarkRedelivered(raw); err == nil {
 			want = append(want, m)
 		}
 	}
@@ -310,7 +312,7 @@ func (l *errLog) any(pred func(error) bool) bool {
 // consumer is a running Channel.Consume.
 type consumer struct {
 	e      *env
-	ch     *transport.Channel
+	ch     *virtual.Channel
 	msgs   chan *entity.Message
 	buf    []*entity.Message // see heard
 	errs   *errLog
@@ -320,7 +322,7 @@ type consumer struct {
 
 // consume starts Consume on ch. A nil handler hands every message to
 // c.msgs without settling it. OnError is collected in c.errs unless set.
-func (e *env) consume(ch *transport.Channel, opts transport.ConsumeOptions, h transport.Handler) *consumer {
+func (e *env) consume(ch *virtual.Channel, opts virtual.ConsumeOptions, h virtual.Handler) *consumer {
 	e.t.Helper()
 	ctx, cancel := context.WithCancel(e.ctx)
 	c := &consumer{e: e, ch: ch, msgs: make(chan *entity.Message, 10000), errs: &errLog{}, done: make(chan error, 1), cancel: cancel}

@@ -3,8 +3,8 @@
 // package calls Run from its own tests with the Features it promises and a
 // constructor, and is done when the suite passes.
 //
-// The suite drives the backend through the core (transport.Transport and
-// transport.Channel), so it proves the behaviour users see: Kombu's envelope
+// The suite drives the backend through the core (virtual.Transport and
+// virtual.Channel), so it proves the behaviour users see: Kombu's envelope
 // bytes, priorities, routing, prefetch, ack emulation, requeue and restore,
 // and that nothing is lost when consumers close, crash, panic, or meet
 // malformed messages or failing backends.

@@ -1,17 +1,19 @@
-package transport
+package virtual
 
 import (
 	"context"
 	"fmt"
 
 	"github.com/kombu-go/kombu/entity"
+	"github.com/kombu-go/kombu/envelope"
+	"github.com/kombu-go/kombu/transport"
 )
 
 // BatchMessage is one message of Transport.PublishBatch.
 type BatchMessage struct {
 	Exchange   string
 	RoutingKey string
-	Envelope   *Envelope
+	Envelope   *envelope.Envelope
 	// Mandatory turns "matched no queue" into a *NoRouteError.
 	Mandatory bool
 }
@@ -79,7 +81,7 @@ func (t *Transport) PublishBatch(ctx context.Context, msgs []BatchMessage) ([]in
 	}
 	if t.isClosed() {
 		for i := range errs {
-			errs[i] = ErrClosed
+			errs[i] = transport.ErrClosed
 		}
 		return routed, &BatchError{Errs: errs}
 	}
@@ -94,7 +96,7 @@ func (t *Transport) PublishBatch(ctx context.Context, msgs []BatchMessage) ([]in
 		env := m.Envelope
 		env.Exchange, env.RoutingKey = m.Exchange, m.RoutingKey
 		if env.DeliveryTag == "" {
-			env.DeliveryTag = NewDeliveryTag()
+			env.DeliveryTag = envelope.NewDeliveryTag()
 		}
 		var err error
 		start := len(buf)
@@ -113,7 +115,7 @@ func (t *Transport) PublishBatch(ctx context.Context, msgs []BatchMessage) ([]in
 	}
 
 	typ := make([]entity.ExchangeType, len(msgs))
-	var items []PublishItem
+	var items []transport.PublishItem
 	var idx []int // items[k] is message idx[k]
 	for i, m := range msgs {
 		if errs[i] != nil {
@@ -123,9 +125,9 @@ func (t *Transport) PublishBatch(ctx context.Context, msgs []BatchMessage) ([]in
 			typ[i] = t.ExchangeType(m.Exchange)
 		}
 		if typ[i] == entity.Fanout {
-			f, ok := t.backend.(Fanout)
+			f, ok := t.backend.(transport.Fanout)
 			if !ok {
-				errs[i] = fmt.Errorf("kombu: fanout publish: %w", ErrUnsupported)
+				errs[i] = fmt.Errorf("kombu: fanout publish: %w", transport.ErrUnsupported)
 				continue
 			}
 			if errs[i] = f.PublishFanout(ctx, m.Exchange, m.RoutingKey, raw(i)); errs[i] == nil {
@@ -133,14 +135,14 @@ func (t *Transport) PublishBatch(ctx context.Context, msgs []BatchMessage) ([]in
 			}
 			continue
 		}
-		items = append(items, PublishItem{Exchange: m.Exchange, Type: typ[i], RoutingKey: m.RoutingKey,
+		items = append(items, transport.PublishItem{Exchange: m.Exchange, Type: typ[i], RoutingKey: m.RoutingKey,
 			Priority: m.Envelope.Priority(), Envelope: raw(i)})
 		idx = append(idx, i)
 	}
 	if len(items) > 0 {
 		var ns []int
 		var ierrs []error
-		if bp, ok := t.backend.(BatchPublisher); ok && t.opts.DeadLetterQueue == "" {
+		if bp, ok := t.backend.(transport.BatchPublisher); ok && t.opts.DeadLetterQueue == "" {
 			ns, ierrs = bp.PublishBatch(ctx, items)
 		} else {
 			ns, ierrs = t.publishBatchFallback(ctx, items)
@@ -151,7 +153,7 @@ func (t *Transport) PublishBatch(ctx context.Context, msgs []BatchMessage) ([]in
 	}
 	for i, m := range msgs {
 		if errs[i] == nil && routed[i] == 0 && m.Mandatory {
-			errs[i] = &NoRouteError{Exchange: m.Exchange, RoutingKey: m.RoutingKey}
+			errs[i] = &transport.NoRouteError{Exchange: m.Exchange, RoutingKey: m.RoutingKey}
 		}
 	}
 	return routed, batchErr(errs)
@@ -160,13 +162,13 @@ func (t *Transport) PublishBatch(ctx context.Context, msgs []BatchMessage) ([]in
 // publishBatchFallback routes every item in Go (one binding-table read per
 // exchange for the whole batch) and puts them all with one PutBatch, or
 // one Put each without BatchPutter.
-func (t *Transport) publishBatchFallback(ctx context.Context, items []PublishItem) ([]int, []error) {
+func (t *Transport) publishBatchFallback(ctx context.Context, items []transport.PublishItem) ([]int, []error) {
 	ns := make([]int, len(items))
 	errs := make([]error, len(items))
 	type route struct{ exchange, rk string }
 	routes := map[route][]string{}
-	tables := map[string][]BindingRow{}
-	var puts []PutItem
+	tables := map[string][]transport.BindingRow{}
+	var puts []transport.PutItem
 	var owner []int // puts[k] belongs to items[owner[k]]
 	for i, it := range items {
 		var qs []string
@@ -193,14 +195,14 @@ func (t *Transport) publishBatchFallback(ctx context.Context, items []PublishIte
 		}
 		ns[i] = len(qs)
 		for _, q := range qs {
-			puts = append(puts, PutItem{Queue: q, Priority: it.Priority, Envelope: it.Envelope})
+			puts = append(puts, transport.PutItem{Queue: q, Priority: it.Priority, Envelope: it.Envelope})
 			owner = append(owner, i)
 		}
 	}
 	if len(puts) == 0 {
 		return ns, errs
 	}
-	if bp, ok := t.backend.(BatchPutter); ok {
+	if bp, ok := t.backend.(transport.BatchPutter); ok {
 		if err := bp.PutBatch(ctx, puts); err != nil {
 			for _, i := range owner {
 				errs[i] = err

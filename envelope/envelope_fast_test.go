@@ -1,4 +1,4 @@
-package transport
+package envelope
 
 import (
 	"reflect"
@@ -43,7 +43,7 @@ var envelopeShapes = []string{
 
 func checkSameAsMaps(t *testing.T, raw []byte) {
 	t.Helper()
-	fast, ferr := ParseEnvelope(raw)
+	fast, ferr := Parse(raw)
 	slow, serr := parseEnvelopeMaps(raw)
 	if (ferr == nil) != (serr == nil) {
 		t.Fatalf("%q:\n walk error %v\n maps error %v", raw, ferr, serr)

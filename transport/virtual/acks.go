@@ -1,9 +1,11 @@
-package transport
+package virtual
 
 import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/kombu-go/kombu/transport"
 )
 
 // How acks reach the backend.
@@ -45,8 +47,8 @@ type ackFlush struct {
 
 // ack deletes tag's record, sharing the round trip with concurrent calls
 // when the backend has BatchAcker.
-func (a *ackBatcher) ack(ctx context.Context, b Backend, tag string) error {
-	ba, ok := b.(BatchAcker)
+func (a *ackBatcher) ack(ctx context.Context, b transport.Backend, tag string) error {
+	ba, ok := b.(transport.BatchAcker)
 	if !ok {
 		return b.Ack(ctx, tag)
 	}
@@ -84,7 +86,7 @@ func (a *ackBatcher) ack(ctx context.Context, b Backend, tag string) error {
 }
 
 // drain sends queued acks until none are left.
-func (a *ackBatcher) drain(ba BatchAcker) {
+func (a *ackBatcher) drain(ba transport.BatchAcker) {
 	for {
 		a.mu.Lock()
 		if len(a.pending) == 0 {
@@ -105,7 +107,7 @@ func (a *ackBatcher) drain(ba BatchAcker) {
 // deferredAcks is the queue of acks a consumer with DeferredAcks has
 // promised and not yet sent.
 type deferredAcks struct {
-	b        Backend
+	b        transport.Backend
 	interval time.Duration
 	onError  func(error)
 
@@ -121,7 +123,7 @@ type deferredAcks struct {
 // interval is up.
 const maxDeferredAcks = 1024
 
-func newDeferredAcks(b Backend, interval time.Duration, onError func(error)) *deferredAcks {
+func newDeferredAcks(b transport.Backend, interval time.Duration, onError func(error)) *deferredAcks {
 	return &deferredAcks{b: b, interval: interval, onError: onError, kick: make(chan struct{}, 1)}
 }
 
@@ -155,7 +157,7 @@ func (d *deferredAcks) flush(ctx context.Context) error {
 		return nil
 	}
 	var err error
-	if ba, ok := d.b.(BatchAcker); ok {
+	if ba, ok := d.b.(transport.BatchAcker); ok {
 		err = ba.AckBatch(ctx, tags)
 	} else {
 		for i, t := range tags {

@@ -1,4 +1,4 @@
-package transport
+package envelope
 
 import (
 	"crypto/rand"

@@ -1,4 +1,4 @@
-package transport
+package envelope
 
 import (
 	"bytes"
@@ -191,7 +191,7 @@ func sortedKeys(m map[string]any) []string {
 // pyjson.Unmarshal makes them); the result is what parseEnvelopeMaps,
 // which unmarshals the whole text first, returns (FuzzParseEnvelopeFast
 // checks that).
-func ParseEnvelope(raw []byte) (*Envelope, error) {
+func Parse(raw []byte) (*Envelope, error) {
 	w := pyjson.NewWalker(raw)
 	defer w.Release()
 	if w.Kind() != '{' {
@@ -765,8 +765,8 @@ func MarkRedelivered(raw []byte) ([]byte, error) {
 // EnvelopeRoute returns the exchange and routing key of a raw envelope
 // (properties.delivery_info) and its delivery tag, as the unacked record
 // needs them.
-func EnvelopeRoute(raw []byte) (tag, exchange, routingKey string, err error) {
-	e, err := ParseEnvelope(raw)
+func Route(raw []byte) (tag, exchange, routingKey string, err error) {
+	e, err := Parse(raw)
 	if err != nil {
 		return "", "", "", err
 	}

@@ -1,4 +1,4 @@
-package transport_test
+package virtual_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"github.com/kombu-go/kombu/entity"
 	"github.com/kombu-go/kombu/memory"
 	"github.com/kombu-go/kombu/transport"
+	"github.com/kombu-go/kombu/transport/virtual"
 )
 
 // countingBackend counts the calls that reach the backend.
@@ -59,7 +60,7 @@ func TestAckRidesFetch(t *testing.T) {
 	defer cancel()
 	res := make(chan error, 1)
 	go func() {
-		res <- ch.Consume(cctx, transport.ConsumeOptions{Queues: []string{"q"}, Prefetch: 4, Concurrency: 1,
+		res <- ch.Consume(cctx, virtual.ConsumeOptions{Queues: []string{"q"}, Prefetch: 4, Concurrency: 1,
 			OnError: func(err error) { t.Errorf("consumer error: %v", err) }},
 			func(ctx context.Context, m *entity.Message) {
 				got = append(got, idOf(m))
@@ -127,7 +128,7 @@ func TestAckFetchWithFanout(t *testing.T) {
 	defer cancel()
 	res := make(chan error, 1)
 	go func() {
-		res <- ch.Consume(cctx, transport.ConsumeOptions{Queues: []string{"fq", "lq"}, Prefetch: 2, Concurrency: 1,
+		res <- ch.Consume(cctx, virtual.ConsumeOptions{Queues: []string{"fq", "lq"}, Prefetch: 2, Concurrency: 1,
 			OnError: func(err error) { t.Errorf("consumer error: %v", err) }},
 			func(ctx context.Context, m *entity.Message) {
 				if err := m.Ack(ctx); err != nil {

@@ -1,19 +1,14 @@
-// Package transport is kombu-go's virtual transport: the logic Kombu's
-// kombu.transport.virtual shares between backends, written once.
+// Package virtual is kombu-go's virtual transport engine: the logic Kombu's
+// kombu.transport.virtual shares between backends, written once, on top of
+// the backend contract of package transport.
 //
-// A backend (package redis, package memory) implements the small Backend
-// interface: put, get, size, purge, delete, binding table, ack records.
-// Optional capabilities (BlockingGetter, Publisher, BatchPutter,
-// BatchGetter, BatchAcker, BatchPublisher, Fanout, Pinger) are found by
-// type assertion, each with a fallback here. This
-// package owns the Kombu JSON envelope, routing tables and exchange types
-// (direct, topic with Kombu's regex translation, fanout), queue and exchange
-// declaration, prefetch (QoS), the consumer loop, ack emulation and restore
-// on close.
-//
-// Backends register themselves for URL schemes with Register, as
-// database/sql drivers do; the root package kombu opens them by URL.
-package transport
+// It owns queue and exchange declaration, routing through the binding
+// tables (direct, topic with Kombu's regex translation, fanout), prefetch
+// (QoS), the consumer loop (one fetch path: a backend's batch and blocking
+// capabilities change how many messages one round trip takes, not the
+// loop), ack emulation, and restore on close. The root package kombu is
+// its user API; package transporttest drives it to check backends.
+package virtual
 
 import (
 	"context"
@@ -25,7 +20,9 @@ import (
 	"time"
 
 	"github.com/kombu-go/kombu/entity"
+	"github.com/kombu-go/kombu/envelope"
 	"github.com/kombu-go/kombu/serialization"
+	"github.com/kombu-go/kombu/transport"
 )
 
 // QueueOrder is Kombu's queue_order_strategy: how a consumer of several
@@ -48,7 +45,7 @@ type Options struct {
 	// Serializers is the codec registry; nil means serialization.Default.
 	Serializers *serialization.Registry
 	// Clock tells the time for unacked records and visibility timeouts.
-	Clock Clock
+	Clock transport.Clock
 	// Logger receives the transport's logs; nil discards them.
 	Logger *slog.Logger
 	// VisibilityTimeout is how long an unacked message may stay unacked
@@ -78,7 +75,7 @@ type Options struct {
 // ApplyURLOptions sets o's fields from the Kombu transport options in m that
 // this package owns (see CoreOptionNames), and deletes them from m.
 func (o *Options) ApplyURLOptions(m map[string]string) error {
-	for _, name := range CoreOptionNames {
+	for _, name := range transport.CoreOptionNames {
 		v, ok := m[name]
 		if !ok {
 			continue
@@ -86,9 +83,9 @@ func (o *Options) ApplyURLOptions(m map[string]string) error {
 		delete(m, name)
 		switch name {
 		case "visibility_timeout", "polling_interval", "unacked_restore_interval":
-			d, err := ParseSeconds(v)
+			d, err := transport.ParseSeconds(v)
 			if err != nil {
-				return fmt.Errorf("%w: %s: %w", ErrBadURL, name, err)
+				return fmt.Errorf("%w: %s: %w", transport.ErrBadURL, name, err)
 			}
 			switch name {
 			case "visibility_timeout":
@@ -105,7 +102,7 @@ func (o *Options) ApplyURLOptions(m map[string]string) error {
 			case RoundRobin, PriorityOrder, SortedOrder:
 				o.QueueOrder = QueueOrder(v)
 			default:
-				return fmt.Errorf("%w: queue_order_strategy %q (want round_robin, priority or sorted)", ErrBadURL, v)
+				return fmt.Errorf("%w: queue_order_strategy %q (want round_robin, priority or sorted)", transport.ErrBadURL, v)
 			}
 		}
 	}
@@ -117,7 +114,7 @@ func (o *Options) setDefaults() {
 		o.Serializers = serialization.Default
 	}
 	if o.Clock == nil {
-		o.Clock = SystemClock{}
+		o.Clock = transport.SystemClock{}
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -141,12 +138,12 @@ func (o *Options) setDefaults() {
 // their types, bindings made by this process). It is safe for concurrent
 // use. Create channels with Channel.
 type Transport struct {
-	backend Backend
+	backend transport.Backend
 	opts    Options
 
 	mu        sync.RWMutex
 	exchanges map[string]entity.Exchange
-	bound     map[bindKey]BindingRow // bindings this process made
+	bound     map[bindKey]transport.BindingRow // bindings this process made
 	fanoutQ   map[string]fanoutBinding
 	closed    bool
 	channels  map[*Channel]struct{}
@@ -158,20 +155,20 @@ type fanoutBinding struct{ exchange, routingKey string }
 
 // New returns a Transport over backend. The Transport owns the backend:
 // Close closes it.
-func New(backend Backend, opts Options) *Transport {
+func New(backend transport.Backend, opts Options) *Transport {
 	opts.setDefaults()
 	return &Transport{
 		backend:   backend,
 		opts:      opts,
 		exchanges: map[string]entity.Exchange{},
-		bound:     map[bindKey]BindingRow{},
+		bound:     map[bindKey]transport.BindingRow{},
 		fanoutQ:   map[string]fanoutBinding{},
 		channels:  map[*Channel]struct{}{},
 	}
 }
 
 // Backend returns the backend the transport runs on.
-func (t *Transport) Backend() Backend { return t.backend }
+func (t *Transport) Backend() transport.Backend { return t.backend }
 
 // Options returns the transport's options with defaults filled in.
 func (t *Transport) Options() Options { return t.opts }
@@ -214,14 +211,14 @@ func (t *Transport) DeclareExchange(ctx context.Context, ex entity.Exchange) err
 	}
 	ex.Type = ex.Type.Normalize()
 	if ex.Type == entity.Fanout {
-		if _, ok := t.backend.(Fanout); !ok {
-			return fmt.Errorf("kombu: fanout exchange %q: backend has no fanout: %w", ex.Name, ErrUnsupported)
+		if _, ok := t.backend.(transport.Fanout); !ok {
+			return fmt.Errorf("kombu: fanout exchange %q: backend has no fanout: %w", ex.Name, transport.ErrUnsupported)
 		}
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if old, ok := t.exchanges[ex.Name]; ok && old.Type != ex.Type {
-		return fmt.Errorf("%w: exchange %q declared as %s, now %s", ErrExchangeType, ex.Name, old.Type, ex.Type)
+		return fmt.Errorf("%w: exchange %q declared as %s, now %s", transport.ErrExchangeType, ex.Name, old.Type, ex.Type)
 	}
 	t.exchanges[ex.Name] = ex
 	return nil
@@ -296,7 +293,7 @@ func (t *Transport) DeclareQueuePassive(ctx context.Context, name string) (Queue
 		return QueueInfo{}, err
 	}
 	if !ok {
-		return QueueInfo{}, fmt.Errorf("%w: queue %q", ErrNotFound, name)
+		return QueueInfo{}, fmt.Errorf("%w: queue %q", transport.ErrNotFound, name)
 	}
 	n, err := t.backend.Size(ctx, name)
 	return QueueInfo{Name: name, MessageCount: n}, err
@@ -312,9 +309,9 @@ func (t *Transport) BindQueue(ctx context.Context, queue, exchange, routingKey s
 	}
 	k := bindKey{queue, exchange, routingKey}
 	typ := t.ExchangeType(exchange)
-	row := BindingRow{RoutingKey: routingKey, Queue: queue}
+	row := transport.BindingRow{RoutingKey: routingKey, Queue: queue}
 	if typ == entity.Topic {
-		row.Pattern = KeyToPattern(routingKey)
+		row.Pattern = transport.KeyToPattern(routingKey)
 	}
 	t.mu.RLock()
 	_, done := t.bound[k]
@@ -347,9 +344,9 @@ func (t *Transport) UnbindQueue(ctx context.Context, queue, exchange, routingKey
 	}
 	t.mu.Unlock()
 	if !ok {
-		row = BindingRow{RoutingKey: routingKey, Queue: queue}
+		row = transport.BindingRow{RoutingKey: routingKey, Queue: queue}
 		if t.ExchangeType(exchange) == entity.Topic {
-			row.Pattern = KeyToPattern(routingKey)
+			row.Pattern = transport.KeyToPattern(routingKey)
 		}
 	}
 	return t.backend.Unbind(ctx, exchange, row)
@@ -371,13 +368,13 @@ func (t *Transport) DeleteQueue(ctx context.Context, queue string, ifEmpty bool)
 	t.mu.Lock()
 	var rows []struct {
 		exchange string
-		row      BindingRow
+		row      transport.BindingRow
 	}
 	for k, r := range t.bound {
 		if k.queue == queue {
 			rows = append(rows, struct {
 				exchange string
-				row      BindingRow
+				row      transport.BindingRow
 			}{k.exchange, r})
 			delete(t.bound, k)
 		}
@@ -420,12 +417,12 @@ func (t *Transport) Route(ctx context.Context, exchange, routingKey string) ([]s
 }
 
 // lookup is Route for a binding table already read.
-func (t *Transport) lookup(exchange string, table []BindingRow, routingKey string) ([]string, error) {
+func (t *Transport) lookup(exchange string, table []transport.BindingRow, routingKey string) ([]string, error) {
 	typ := t.ExchangeType(exchange)
 	if t.opts.InferExchangeTypes && typ == entity.Direct && !t.isDeclared(exchange) && hasPatterns(table) {
 		typ = entity.Topic
 	}
-	qs, err := Lookup(table, string(typ), routingKey, t.opts.DeadLetterQueue)
+	qs, err := transport.Lookup(table, string(typ), routingKey, t.opts.DeadLetterQueue)
 	if err != nil {
 		return nil, err
 	}
@@ -437,7 +434,7 @@ func (t *Transport) lookup(exchange string, table []BindingRow, routingKey strin
 	return qs, nil
 }
 
-func (t *Transport) routeFunc() RouteFunc { return t.Route }
+func (t *Transport) routeFunc() transport.RouteFunc { return t.Route }
 
 func (t *Transport) isDeclared(exchange string) bool {
 	t.mu.RLock()
@@ -448,7 +445,7 @@ func (t *Transport) isDeclared(exchange string) bool {
 
 // hasPatterns reports whether a binding table has topic patterns: only
 // topic bindings store one.
-func hasPatterns(table []BindingRow) bool {
+func hasPatterns(table []transport.BindingRow) bool {
 	for _, r := range table {
 		if r.Pattern != "" {
 			return true
@@ -463,10 +460,10 @@ func hasPatterns(table []BindingRow) bool {
 // message was put on (for fanout, 1 when it was broadcast); a message that
 // matched nothing is dropped silently, as in Kombu, and mandatory turns
 // that into a *NoRouteError.
-func (t *Transport) Publish(ctx context.Context, exchange, routingKey string, env *Envelope, mandatory bool) (int, error) {
+func (t *Transport) Publish(ctx context.Context, exchange, routingKey string, env *envelope.Envelope, mandatory bool) (int, error) {
 	env.Exchange, env.RoutingKey = exchange, routingKey
 	if env.DeliveryTag == "" {
-		env.DeliveryTag = NewDeliveryTag()
+		env.DeliveryTag = envelope.NewDeliveryTag()
 	}
 	raw, err := env.Marshal()
 	if err != nil {
@@ -478,7 +475,7 @@ func (t *Transport) Publish(ctx context.Context, exchange, routingKey string, en
 // PublishRaw routes and puts an already encoded envelope (see Publish).
 func (t *Transport) PublishRaw(ctx context.Context, exchange, routingKey string, priority int, raw []byte, mandatory bool) (int, error) {
 	if t.isClosed() {
-		return 0, ErrClosed
+		return 0, transport.ErrClosed
 	}
 	if exchange == "" {
 		return 1, t.backend.Put(ctx, routingKey, priority, raw)
@@ -487,13 +484,13 @@ func (t *Transport) PublishRaw(ctx context.Context, exchange, routingKey string,
 	var n int
 	switch {
 	case typ == entity.Fanout:
-		f, ok := t.backend.(Fanout)
+		f, ok := t.backend.(transport.Fanout)
 		if !ok {
-			return 0, fmt.Errorf("kombu: fanout publish: %w", ErrUnsupported)
+			return 0, fmt.Errorf("kombu: fanout publish: %w", transport.ErrUnsupported)
 		}
 		return 1, f.PublishFanout(ctx, exchange, routingKey, raw)
 	case t.opts.DeadLetterQueue == "":
-		if p, ok := t.backend.(Publisher); ok {
+		if p, ok := t.backend.(transport.Publisher); ok {
 			var err error
 			if n, err = p.Publish(ctx, exchange, typ, routingKey, priority, raw); err != nil {
 				return n, err
@@ -506,10 +503,10 @@ func (t *Transport) PublishRaw(ctx context.Context, exchange, routingKey string,
 		if err != nil {
 			return 0, err
 		}
-		if bp, ok := t.backend.(BatchPutter); ok && len(qs) > 1 {
-			items := make([]PutItem, len(qs))
+		if bp, ok := t.backend.(transport.BatchPutter); ok && len(qs) > 1 {
+			items := make([]transport.PutItem, len(qs))
 			for i, q := range qs {
-				items[i] = PutItem{Queue: q, Priority: priority, Envelope: raw}
+				items[i] = transport.PutItem{Queue: q, Priority: priority, Envelope: raw}
 			}
 			if err := bp.PutBatch(ctx, items); err != nil {
 				return 0, err
@@ -524,7 +521,7 @@ func (t *Transport) PublishRaw(ctx context.Context, exchange, routingKey string,
 		n = len(qs)
 	}
 	if n == 0 && mandatory {
-		return 0, &NoRouteError{Exchange: exchange, RoutingKey: routingKey}
+		return 0, &transport.NoRouteError{Exchange: exchange, RoutingKey: routingKey}
 	}
 	return n, nil
 }
@@ -536,12 +533,12 @@ func (t *Transport) isClosed() bool {
 }
 
 // fanoutSubs returns the fanout bindings of the given queues.
-func (t *Transport) fanoutSubs(queues []string) (subs []FanoutSub, rest []string) {
+func (t *Transport) fanoutSubs(queues []string) (subs []transport.FanoutSub, rest []string) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	for _, q := range queues {
 		if fb, ok := t.fanoutQ[q]; ok {
-			subs = append(subs, FanoutSub{Exchange: fb.exchange, RoutingKey: fb.routingKey, Queue: q})
+			subs = append(subs, transport.FanoutSub{Exchange: fb.exchange, RoutingKey: fb.routingKey, Queue: q})
 		} else {
 			rest = append(rest, q)
 		}

@@ -1,4 +1,4 @@
-package transport
+package envelope
 
 import (
 	"bytes"
@@ -22,7 +22,7 @@ func FuzzParseEnvelope(f *testing.F) {
 	f.Add([]byte(`{"properties": {`))
 	f.Add([]byte(`[1]`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		e, err := ParseEnvelope(raw)
+		e, err := Parse(raw)
 		tag, ok := ExtractTag(raw)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {
@@ -37,7 +37,7 @@ func FuzzParseEnvelope(f *testing.F) {
 				t.Fatalf("ExtractTag %q, ParseEnvelope %q", tag, e.DeliveryTag)
 			}
 		}
-		rtag, ex, rk, err := EnvelopeRoute(raw)
+		rtag, ex, rk, err := Route(raw)
 		if err != nil || rtag != e.DeliveryTag || ex != e.Exchange || rk != e.RoutingKey {
 			t.Fatalf("EnvelopeRoute %q %q %q %v disagrees with %+v", rtag, ex, rk, err, e)
 		}
@@ -45,7 +45,7 @@ func FuzzParseEnvelope(f *testing.F) {
 		if err != nil {
 			return // a header value Python's json.dumps could not write either
 		}
-		back, err := ParseEnvelope(out)
+		back, err := Parse(out)
 		if err != nil {
 			t.Fatalf("re-parsing %q: %v", out, err)
 		}
@@ -66,7 +66,7 @@ func FuzzParseEnvelope(f *testing.F) {
 			}
 			return
 		}
-		m, err := ParseEnvelope(marked)
+		m, err := Parse(marked)
 		if err != nil || m.DeliveryTag != e.DeliveryTag {
 			t.Fatalf("marked envelope %q: %v", marked, err)
 		}

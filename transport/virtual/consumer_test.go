@@ -1,4 +1,4 @@
-package transport_test
+package virtual_test
 
 import (
 	"context"
@@ -9,10 +9,12 @@ import (
 	"time"
 
 	"github.com/kombu-go/kombu/entity"
+	"github.com/kombu-go/kombu/envelope"
 	"github.com/kombu-go/kombu/memory"
 	"github.com/kombu-go/kombu/serialization"
 	"github.com/kombu-go/kombu/transport"
 	"github.com/kombu-go/kombu/transport/transporttest"
+	"github.com/kombu-go/kombu/transport/virtual"
 )
 
 // Consumer behaviour on the memory backend that the conformance suite does
@@ -21,21 +23,21 @@ import (
 
 const wait = 10 * time.Second
 
-func newTransport(t *testing.T, b transport.Backend, mod func(*transport.Options)) (*transport.Transport, context.Context) {
+func newTransport(t *testing.T, b transport.Backend, mod func(*virtual.Options)) (*virtual.Transport, context.Context) {
 	t.Helper()
-	o := transport.Options{PollingInterval: 20 * time.Millisecond}
+	o := virtual.Options{PollingInterval: 20 * time.Millisecond}
 	if mod != nil {
 		mod(&o)
 	}
-	tr := transport.New(b, o)
+	tr := virtual.New(b, o)
 	t.Cleanup(func() { _ = tr.Close(context.Background()) })
 	return tr, t.Context()
 }
 
-func send(t *testing.T, tr *transport.Transport, exchange, rk string, ids ...string) {
+func send(t *testing.T, tr *virtual.Transport, exchange, rk string, ids ...string) {
 	t.Helper()
 	for _, id := range ids {
-		env := &transport.Envelope{Body: []byte(`"` + id + `"`), ContentType: "application/json", ContentEncoding: "utf-8", Headers: map[string]any{"id": id}}
+		env := &envelope.Envelope{Body: []byte(`"` + id + `"`), ContentType: "application/json", ContentEncoding: "utf-8", Headers: map[string]any{"id": id}}
 		if _, err := tr.Publish(t.Context(), exchange, rk, env, false); err != nil {
 			t.Fatal(err)
 		}
@@ -62,7 +64,7 @@ func drain(t *testing.T, b transport.Backend, queue string) []string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		e, err := transport.ParseEnvelope(d.Envelope)
+		e, err := envelope.Parse(d.Envelope)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -76,7 +78,7 @@ func drain(t *testing.T, b transport.Backend, queue string) []string {
 
 // consume runs Consume in the background, handing messages to the returned
 // channel unsettled; the returned function cancels it and returns its result.
-func consume(t *testing.T, ch *transport.Channel, opts transport.ConsumeOptions) (<-chan *entity.Message, func() error) {
+func consume(t *testing.T, ch *virtual.Channel, opts virtual.ConsumeOptions) (<-chan *entity.Message, func() error) {
 	t.Helper()
 	msgs := make(chan *entity.Message, 1000)
 	ctx, cancel := context.WithCancel(t.Context())
@@ -137,7 +139,7 @@ func TestFanoutMapsToQueue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msgs, stop := consume(t, ch, transport.ConsumeOptions{Queues: []string{"f1", "list", "f2"}, NoAck: true})
+	msgs, stop := consume(t, ch, virtual.ConsumeOptions{Queues: []string{"f1", "list", "f2"}, NoAck: true})
 	// Subscribing is synchronous on memory, but Consume runs in the
 	// background: publish until the subscription hears.
 	deadline := time.Now().Add(wait)
@@ -194,19 +196,19 @@ func reflect_equal(a, b map[string]string) bool {
 // sorted orders the queues by name.
 func TestQueueOrderStrategies(t *testing.T) {
 	cases := []struct {
-		order transport.QueueOrder
+		order virtual.QueueOrder
 		want  []string
 	}{
-		{transport.RoundRobin, []string{"b1", "a1", "c1", "b2", "a2", "c2", "b3", "a3", "c3"}},
-		{transport.PriorityOrder, []string{"b1", "b2", "b3", "a1", "a2", "a3", "c1", "c2", "c3"}},
-		{transport.SortedOrder, []string{"a1", "a2", "a3", "b1", "b2", "b3", "c1", "c2", "c3"}},
+		{virtual.RoundRobin, []string{"b1", "a1", "c1", "b2", "a2", "c2", "b3", "a3", "c3"}},
+		{virtual.PriorityOrder, []string{"b1", "b2", "b3", "a1", "a2", "a3", "c1", "c2", "c3"}},
+		{virtual.SortedOrder, []string{"a1", "a2", "a3", "b1", "b2", "b3", "c1", "c2", "c3"}},
 		{"", []string{"b1", "a1", "c1", "b2", "a2", "c2", "b3", "a3", "c3"}}, // round_robin is the default
 	}
 	for _, c := range cases {
 		t.Run(string(c.order), func(t *testing.T) {
 			t.Parallel()
 			b := memory.New()
-			tr, _ := newTransport(t, b, func(o *transport.Options) { o.QueueOrder = c.order })
+			tr, _ := newTransport(t, b, func(o *virtual.Options) { o.QueueOrder = c.order })
 			for _, q := range []string{"a", "b", "c"} {
 				send(t, tr, "", q, q+"1", q+"2", q+"3")
 			}
@@ -214,7 +216,7 @@ func TestQueueOrderStrategies(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			msgs, stop := consume(t, ch, transport.ConsumeOptions{Queues: []string{"b", "a", "c"}, Prefetch: 1})
+			msgs, stop := consume(t, ch, virtual.ConsumeOptions{Queues: []string{"b", "a", "c"}, Prefetch: 1})
 			var got []string
 			for range c.want {
 				m := next(t, msgs)
@@ -233,13 +235,13 @@ func TestQueueOrderStrategies(t *testing.T) {
 	}
 	// Priority steps still come first, whatever the strategy.
 	b := memory.New()
-	tr, _ := newTransport(t, b, func(o *transport.Options) { o.QueueOrder = transport.PriorityOrder })
-	if _, err := tr.Publish(t.Context(), "", "a", &transport.Envelope{Headers: map[string]any{"id": "a9"}, Properties: entity.Properties{Priority: 9}}, false); err != nil {
+	tr, _ := newTransport(t, b, func(o *virtual.Options) { o.QueueOrder = virtual.PriorityOrder })
+	if _, err := tr.Publish(t.Context(), "", "a", &envelope.Envelope{Headers: map[string]any{"id": "a9"}, Properties: entity.Properties{Priority: 9}}, false); err != nil {
 		t.Fatal(err)
 	}
 	send(t, tr, "", "b", "b0")
 	ch, _ := tr.Channel()
-	msgs, _ := consume(t, ch, transport.ConsumeOptions{Queues: []string{"a", "b"}, Prefetch: 1})
+	msgs, _ := consume(t, ch, virtual.ConsumeOptions{Queues: []string{"a", "b"}, Prefetch: 1})
 	if m := next(t, msgs); idOf(m) != "b0" {
 		t.Errorf("first = %s, want b0 (step 0 of the second queue before step 9 of the first)", idOf(m))
 	}
@@ -354,7 +356,7 @@ func TestCloseWhileGetInFlight(t *testing.T) {
 	delivered := make(chan string, 10)
 	done := make(chan error, 1)
 	go func() {
-		done <- ch.Consume(ctx, transport.ConsumeOptions{Queues: []string{"q"}}, func(_ context.Context, m *entity.Message) { delivered <- idOf(m) })
+		done <- ch.Consume(ctx, virtual.ConsumeOptions{Queues: []string{"q"}}, func(_ context.Context, m *entity.Message) { delivered <- idOf(m) })
 	}()
 	<-g.entered // "a" is taken and recorded, not yet tracked
 	if err := ch.Close(ctx); err != nil {
@@ -430,7 +432,7 @@ func TestShutdownTimeout(t *testing.T) {
 	cctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- ch.Consume(cctx, transport.ConsumeOptions{Queues: []string{"q"}, ShutdownTimeout: 50 * time.Millisecond},
+		done <- ch.Consume(cctx, virtual.ConsumeOptions{Queues: []string{"q"}, ShutdownTimeout: 50 * time.Millisecond},
 			func(hctx context.Context, m *entity.Message) {
 				started <- m
 				select {
@@ -463,14 +465,14 @@ func TestShutdownTimeout(t *testing.T) {
 func TestMaxBodySize(t *testing.T) {
 	b := memory.New()
 	tr, ctx := newTransport(t, b, nil)
-	if _, err := tr.Publish(ctx, "", "q", &transport.Envelope{Body: make([]byte, 100), ContentType: "application/data", Headers: map[string]any{"id": "big"}}, false); err != nil {
+	if _, err := tr.Publish(ctx, "", "q", &envelope.Envelope{Body: make([]byte, 100), ContentType: "application/data", Headers: map[string]any{"id": "big"}}, false); err != nil {
 		t.Fatal(err)
 	}
 	send(t, tr, "", "q", "small")
 	ch, _ := tr.Channel()
 	var mu sync.Mutex
 	var errs []error
-	msgs, stop := consume(t, ch, transport.ConsumeOptions{Queues: []string{"q"}, MaxBodySize: 50, DeadLetterQueue: "dlq",
+	msgs, stop := consume(t, ch, virtual.ConsumeOptions{Queues: []string{"q"}, MaxBodySize: 50, DeadLetterQueue: "dlq",
 		OnError: func(err error) { mu.Lock(); errs = append(errs, err); mu.Unlock() }})
 	if m := next(t, msgs); idOf(m) != "small" {
 		t.Errorf("delivered %s", idOf(m))
@@ -514,11 +516,11 @@ func TestDeclarations(t *testing.T) {
 		t.Errorf("bind to the default exchange: %v", err)
 	}
 	ch, _ := tr.Channel()
-	if err := ch.Consume(ctx, transport.ConsumeOptions{}, func(context.Context, *entity.Message) {}); !errors.Is(err, entity.ErrInvalid) {
+	if err := ch.Consume(ctx, virtual.ConsumeOptions{}, func(context.Context, *entity.Message) {}); !errors.Is(err, entity.ErrInvalid) {
 		t.Errorf("Consume without queues: %v", err)
 	}
 	_ = ch.Close(ctx)
-	if err := ch.Consume(ctx, transport.ConsumeOptions{Queues: []string{"q"}}, func(context.Context, *entity.Message) {}); !errors.Is(err, transport.ErrClosed) {
+	if err := ch.Consume(ctx, virtual.ConsumeOptions{Queues: []string{"q"}}, func(context.Context, *entity.Message) {}); !errors.Is(err, transport.ErrClosed) {
 		t.Errorf("Consume on a closed channel: %v", err)
 	}
 	_ = tr.Close(ctx)
@@ -542,7 +544,7 @@ func TestPausedQueues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msgs, stop := consume(t, ch, transport.ConsumeOptions{Queues: []string{"a", "b"}, Prefetch: 4,
+	msgs, stop := consume(t, ch, virtual.ConsumeOptions{Queues: []string{"a", "b"}, Prefetch: 4,
 		Paused: func(q string) bool { mu.Lock(); defer mu.Unlock(); return paused[q] }})
 	send(t, tr, "", "a", "a1", "a2")
 	send(t, tr, "", "b", "b1", "b2")

@@ -1,4 +1,4 @@
-package transport_test
+package envelope_test
 
 import (
 	"encoding/json"
@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/kombu-go/kombu/entity"
+	"github.com/kombu-go/kombu/envelope"
 	"github.com/kombu-go/kombu/redis"
 	"github.com/kombu-go/kombu/serialization"
 	"github.com/kombu-go/kombu/transport"
@@ -34,7 +35,7 @@ func TestMarshalPlainKombuCapture(t *testing.T) {
 	if string(enc.Body) != `{"hello": "world", "n": 1, "u": "\u00e9"}` {
 		t.Fatalf("json body = %s", enc.Body)
 	}
-	e := &transport.Envelope{
+	e := &envelope.Envelope{
 		Body:            enc.Body,
 		ContentType:     enc.ContentType,
 		ContentEncoding: enc.ContentEncoding,
@@ -56,7 +57,7 @@ func TestMarshalPlainKombuCapture(t *testing.T) {
 		t.Errorf("AppendMarshal = %s, %v", got2, err)
 	}
 	// Parsing it back gives every field.
-	back, err := transport.ParseEnvelope(got)
+	back, err := envelope.Parse(got)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +76,7 @@ func TestMarshalPlainKombuCapture(t *testing.T) {
 // headers, the redelivered flag at the end of delivery_info, null content
 // type, plain-text body encoding, ensure_ascii and no HTML escaping.
 func TestMarshalFieldOrder(t *testing.T) {
-	e := &transport.Envelope{
+	e := &envelope.Envelope{
 		Body:        []byte("caf\u00e9 <&>"),
 		Headers:     map[string]any{"b": "\U0001f600", "a": []any{1.5, nil, true}, "compression": "ignored"},
 		Compression: "application/x-gzip",
@@ -93,7 +94,7 @@ func TestMarshalFieldOrder(t *testing.T) {
 	if string(got) != want {
 		t.Errorf("Marshal:\n got %s\nwant %s", got, want)
 	}
-	if _, err := (&transport.Envelope{Headers: map[string]any{"bad": make(chan int)}, DeliveryTag: "t"}).Marshal(); err == nil {
+	if _, err := (&envelope.Envelope{Headers: map[string]any{"bad": make(chan int)}, DeliveryTag: "t"}).Marshal(); err == nil {
 		t.Errorf("Marshal of an unencodable header succeeded")
 	}
 }
@@ -101,7 +102,7 @@ func TestMarshalFieldOrder(t *testing.T) {
 // TestParseCeleryCapture parses the §3.1 Celery task message and checks
 // every field.
 func TestParseCeleryCapture(t *testing.T) {
-	e, err := transport.ParseEnvelope([]byte(celeryCaptured))
+	e, err := envelope.Parse([]byte(celeryCaptured))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +211,7 @@ func TestParseEnvelopeTolerance(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			e, err := transport.ParseEnvelope([]byte(c.raw))
+			e, err := envelope.Parse([]byte(c.raw))
 			if err != nil {
 				t.Fatalf("ParseEnvelope: %v", err)
 			}
@@ -243,7 +244,7 @@ func TestParseEnvelopeErrors(t *testing.T) {
 		`{"body": "eA==", "properties": {"body_encoding": "rot13", "delivery_tag": "t"}}`,
 		`{"properties": {"delivery_tag": "t"}}`,
 	} {
-		if e, err := transport.ParseEnvelope([]byte(raw)); !errors.Is(err, transport.ErrMalformed) {
+		if e, err := envelope.Parse([]byte(raw)); !errors.Is(err, transport.ErrMalformed) {
 			t.Errorf("ParseEnvelope(%q) = %+v, %v; want ErrMalformed", raw, e, err)
 		}
 	}
@@ -277,7 +278,7 @@ func TestMarkRedelivered(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got, err := transport.MarkRedelivered([]byte(c.in))
+			got, err := envelope.MarkRedelivered([]byte(c.in))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -287,11 +288,11 @@ func TestMarkRedelivered(t *testing.T) {
 		})
 	}
 	for _, raw := range []string{`not json`, `[1]`, `{"headers": {}}`, `{"headers": {}, "properties": 1}`} {
-		if _, err := transport.MarkRedelivered([]byte(raw)); !errors.Is(err, transport.ErrMalformed) {
+		if _, err := envelope.MarkRedelivered([]byte(raw)); !errors.Is(err, transport.ErrMalformed) {
 			t.Errorf("MarkRedelivered(%q) = %v, want ErrMalformed", raw, err)
 		}
 	}
-	if e, err := transport.ParseEnvelope([]byte(plainRestored)); err != nil || !e.Redelivered || e.Headers["redelivered"] != true {
+	if e, err := envelope.Parse([]byte(plainRestored)); err != nil || !e.Redelivered || e.Headers["redelivered"] != true {
 		t.Errorf("restored envelope parses as %+v, %v", e, err)
 	}
 }
@@ -313,7 +314,7 @@ func TestUnackedValue(t *testing.T) {
 			t.Errorf("ParseUnackedValue(%q) = %v, want ErrMalformed", bad, err)
 		}
 	}
-	tag, ex, rk, err := transport.EnvelopeRoute([]byte(celeryCaptured))
+	tag, ex, rk, err := envelope.Route([]byte(celeryCaptured))
 	if err != nil || tag != "94d8b776-9637-4984-9ad5-2979fc98b1e4" || ex != "" || rk != "celery" {
 		t.Errorf("EnvelopeRoute = %q, %q, %q, %v", tag, ex, rk, err)
 	}
@@ -334,7 +335,7 @@ func TestExtractTag(t *testing.T) {
 		{`not json`, ""},
 	}
 	for _, c := range cases {
-		tag, ok := transport.ExtractTag([]byte(c.raw))
+		tag, ok := envelope.ExtractTag([]byte(c.raw))
 		if tag != c.tag || ok != (c.tag != "") {
 			t.Errorf("ExtractTag(%q) = %q, %v; want %q", c.raw, tag, ok, c.tag)
 		}

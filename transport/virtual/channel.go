@@ -1,4 +1,4 @@
-package transport
+package virtual
 
 import (
 	"context"
@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/kombu-go/kombu/entity"
+	"github.com/kombu-go/kombu/envelope"
 	"github.com/kombu-go/kombu/serialization"
+	"github.com/kombu-go/kombu/transport"
 )
 
 // Channel is Kombu's virtual channel: it takes messages from the backend,
@@ -54,7 +56,7 @@ func (t *Transport) Channel() (*Channel, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
-		return nil, ErrClosed
+		return nil, transport.ErrClosed
 	}
 	c := &Channel{t: t, delivered: map[*entity.Message]*pending{}, done: make(chan struct{})}
 	t.channels[c] = struct{}{}
@@ -184,9 +186,9 @@ func (c *Channel) claim(m *entity.Message) (*pending, error) {
 	p, ok := c.delivered[m]
 	if !ok {
 		if c.closed {
-			return nil, fmt.Errorf("%w: message %s was restored when the channel closed", ErrClosed, m.DeliveryTag)
+			return nil, fmt.Errorf("%w: message %s was restored when the channel closed", transport.ErrClosed, m.DeliveryTag)
 		}
-		return nil, fmt.Errorf("%w: message %s is not pending on this channel (restored at shutdown?)", ErrClosed, m.DeliveryTag)
+		return nil, fmt.Errorf("%w: message %s is not pending on this channel (restored at shutdown?)", transport.ErrClosed, m.DeliveryTag)
 	}
 	delete(c.delivered, m)
 	return p, nil
@@ -223,7 +225,7 @@ func (c *Channel) track(m *entity.Message, release func(), via ackRoute) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return ErrClosed
+		return transport.ErrClosed
 	}
 	c.seq++
 	c.delivered[m] = &pending{seq: c.seq, tag: m.DeliveryTag, release: release, deferred: via.deferred, fetcher: via.fetcher}
@@ -239,7 +241,7 @@ func (c *Channel) Get(ctx context.Context, queue string, noAck bool, accept []st
 	closed := c.closed
 	c.mu.Unlock()
 	if closed {
-		return nil, ErrClosed
+		return nil, transport.ErrClosed
 	}
 	d, err := c.t.backend.Get(ctx, []string{queue}, !noAck)
 	if err != nil {
@@ -250,7 +252,7 @@ func (c *Channel) Get(ctx context.Context, queue string, noAck bool, accept []st
 
 // receive turns a delivery from Get or GetWait into a tracked message, or
 // keeps it as a bad message (see badMessage) and returns the error.
-func (c *Channel) receive(ctx context.Context, d Delivery, noAck bool, accept []string) (*entity.Message, error) {
+func (c *Channel) receive(ctx context.Context, d transport.Delivery, noAck bool, accept []string) (*entity.Message, error) {
 	m, err := c.buildMessage(d, accept, 0)
 	if err != nil {
 		c.badMessage(ctx, d, m, !noAck, "", err)
@@ -272,7 +274,7 @@ const DefaultBadMessageQueue = "kombu-go.bad-messages"
 // set; otherwise, if it was recorded as unacked, it is left there (the
 // visibility timeout brings it back); otherwise it goes to
 // DefaultBadMessageQueue. Nothing is dropped.
-func (c *Channel) badMessage(ctx context.Context, d Delivery, m *entity.Message, recorded bool, dlq string, cause error) {
+func (c *Channel) badMessage(ctx context.Context, d transport.Delivery, m *entity.Message, recorded bool, dlq string, cause error) {
 	log := c.t.opts.Logger
 	tag := ""
 	if m != nil {
@@ -319,9 +321,9 @@ func (d decoder) DecodeInto(body []byte, ct, ce string, v any) error {
 // delivery (body decompressed), without an acknowledger and without an
 // accept check; a delivery that is not a valid envelope returns a
 // *MalformedError.
-func (t *Transport) MessageFromDelivery(d Delivery) (*entity.Message, error) {
+func (t *Transport) MessageFromDelivery(d transport.Delivery) (*entity.Message, error) {
 	m, err := (&Channel{t: t}).buildMessage(d, nil, 0)
-	var mal *MalformedError
+	var mal *transport.MalformedError
 	if errors.As(err, &mal) || err == nil {
 		return m, err
 	}
@@ -331,14 +333,14 @@ func (t *Transport) MessageFromDelivery(d Delivery) (*entity.Message, error) {
 	return nil, err
 }
 
-func (c *Channel) buildMessage(d Delivery, accept []string, maxBody int64) (*entity.Message, error) {
-	env, err := ParseEnvelope(d.Envelope)
+func (c *Channel) buildMessage(d transport.Delivery, accept []string, maxBody int64) (*entity.Message, error) {
+	env, err := envelope.Parse(d.Envelope)
 	if err != nil {
 		m := &entity.Message{Raw: d.Envelope}
-		if tag, ok := ExtractTag(d.Envelope); ok {
+		if tag, ok := envelope.ExtractTag(d.Envelope); ok {
 			m.DeliveryTag = tag
 		}
-		return m, &MalformedError{Queue: d.Queue, Raw: d.Envelope, Err: err}
+		return m, &transport.MalformedError{Queue: d.Queue, Raw: d.Envelope, Err: err}
 	}
 	reg := c.t.opts.Serializers
 	m := &entity.Message{
@@ -460,7 +462,7 @@ func (c *Channel) Consume(ctx context.Context, opts ConsumeOptions, handler Hand
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		return ErrClosed
+		return transport.ErrClosed
 	}
 	c.mu.Unlock()
 	parent := ctx
@@ -537,9 +539,9 @@ func (c *Channel) Consume(ctx context.Context, opts ConsumeOptions, handler Hand
 	subs, listQueues := c.t.fanoutSubs(opts.Queues)
 	var fetchers sync.WaitGroup
 	if len(subs) > 0 {
-		f, ok := c.t.backend.(Fanout)
+		f, ok := c.t.backend.(transport.Fanout)
 		if !ok {
-			return fmt.Errorf("kombu: fanout queues: %w", ErrUnsupported)
+			return fmt.Errorf("kombu: fanout queues: %w", transport.ErrUnsupported)
 		}
 		sub, err := f.SubscribeFanout(ctx, subs)
 		if err != nil {
@@ -599,7 +601,7 @@ func (c *Channel) Consume(ctx context.Context, opts ConsumeOptions, handler Hand
 	if parent.Err() != nil {
 		return nil
 	}
-	return ErrClosed
+	return transport.ErrClosed
 }
 
 func (c *Channel) runHandler(ctx context.Context, h Handler, m *entity.Message, opts ConsumeOptions) {
@@ -628,8 +630,8 @@ func (c *Channel) fetchLoop(ctx context.Context, queues []string, g *gate, work 
 		sort.Strings(order)
 	}
 	rr := c.t.opts.QueueOrder == RoundRobin
-	bg, blocking := c.t.backend.(BlockingGetter)
-	bgb, batching := c.t.backend.(BatchGetter)
+	bg, blocking := c.t.backend.(transport.BlockingGetter)
+	bgb, batching := c.t.backend.(transport.BatchGetter)
 	batchSize := opts.BatchSize
 	if batchSize <= 0 {
 		batchSize = DefaultBatchSize
@@ -707,22 +709,22 @@ func (c *Channel) fetchLoop(ctx context.Context, queues []string, g *gate, work 
 			continue
 		}
 		if batching && (n > 1 || !blocking || len(settle) > 0) {
-			var got []Delivery
-			got, err = bgb.GetBatch(ctx, BatchGet{Queues: queues, Ack: !opts.NoAck, Max: n, Rotate: rr, Settle: settle})
+			var got []transport.Delivery
+			got, err = bgb.GetBatch(ctx, transport.BatchGet{Queues: queues, Ack: !opts.NoAck, Max: n, Rotate: rr, Settle: settle})
 			f.batch = append(f.batch, got...)
-			var mal *MalformedError
-			if len(settle) > 0 && err != nil && !errors.Is(err, ErrEmpty) && !errors.As(err, &mal) {
+			var mal *transport.MalformedError
+			if len(settle) > 0 && err != nil && !errors.Is(err, transport.ErrEmpty) && !errors.As(err, &mal) {
 				deferred.putBack(settle) // sent again with the next fetch or flush
 				opts.OnError(fmt.Errorf("kombu: deferred acks: %w", err))
 			}
 		}
-		if !batching || (n == 1 && blocking && len(settle) == 0) || (blocking && errors.Is(err, ErrEmpty)) {
+		if !batching || (n == 1 && blocking && len(settle) == 0) || (blocking && errors.Is(err, transport.ErrEmpty)) {
 			// Wait for one message: give back the slots a batch would
 			// have filled. Handlers ack on their own meanwhile (they find
 			// f.mu held).
 			g.giveBack(n - 1)
 			n = 1
-			var d Delivery
+			var d transport.Delivery
 			if blocking {
 				d, err = bg.GetWait(ctx, queues, !opts.NoAck, poll)
 			} else {
@@ -736,9 +738,9 @@ func (c *Channel) fetchLoop(ctx context.Context, queues []string, g *gate, work 
 		f.deliverBatch()
 		f.mu.Unlock()
 		if err != nil {
-			var mal *MalformedError
+			var mal *transport.MalformedError
 			switch {
-			case errors.Is(err, ErrEmpty):
+			case errors.Is(err, transport.ErrEmpty):
 				backoff = 0
 				if !blocking {
 					sleepCtx(ctx, poll)
@@ -778,14 +780,14 @@ type fetcher struct {
 	work      chan *entity.Message
 	opts      ConsumeOptions
 	via       ackRoute
-	bgb       BatchGetter
+	bgb       transport.BatchGetter
 	rr        bool
 	batchSize int
 
 	mu      sync.Mutex
 	order   []string
 	scratch []string // active's result when some queues are paused
-	batch   []Delivery
+	batch   []transport.Delivery
 	stopped bool
 }
 
@@ -811,7 +813,7 @@ func (f *fetcher) deliverBatch() {
 			rotate(f.order, f.batch[i].Queue)
 		}
 		f.c.deliver(f.ctx, f.batch[i], f.work, f.g.release, f.opts, f.via)
-		f.batch[i] = Delivery{}
+		f.batch[i] = transport.Delivery{}
 	}
 }
 
@@ -854,13 +856,13 @@ func (f *fetcher) ackFetch(ctx context.Context, p *pending) (bool, error) {
 	// p's slot and the free ones, taken without waking the loop.
 	n := f.g.swap(min(f.batchSize, room))
 	p.release = nil
-	got, err := f.bgb.GetBatch(ctx, BatchGet{Queues: queues, Ack: true, Max: n, Rotate: f.rr, Settle: []string{p.tag}})
+	got, err := f.bgb.GetBatch(ctx, transport.BatchGet{Queues: queues, Ack: true, Max: n, Rotate: f.rr, Settle: []string{p.tag}})
 	f.batch = append(f.batch[:0], got...)
 	f.g.giveBack(n - len(f.batch))
 	f.deliverBatch()
-	var mal *MalformedError
+	var mal *transport.MalformedError
 	switch {
-	case err == nil || errors.Is(err, ErrEmpty):
+	case err == nil || errors.Is(err, transport.ErrEmpty):
 		return true, nil
 	case errors.As(err, &mal):
 		f.opts.OnError(err) // the ack was made; the message is kept
@@ -873,7 +875,7 @@ func (f *fetcher) ackFetch(ctx context.Context, p *pending) (bool, error) {
 // deliver builds and hands one message to the workers. The message is
 // tracked before the hand-off so that a shutdown restores it even if no
 // worker ever takes it.
-func (c *Channel) deliver(ctx context.Context, d Delivery, work chan<- *entity.Message, release func(), opts ConsumeOptions, via ackRoute) {
+func (c *Channel) deliver(ctx context.Context, d transport.Delivery, work chan<- *entity.Message, release func(), opts ConsumeOptions, via ackRoute) {
 	m, err := c.buildMessage(d, opts.Accept, opts.MaxBodySize)
 	if err != nil {
 		release()
@@ -928,12 +930,12 @@ func (c *Channel) giveBack(m *entity.Message, opts ConsumeOptions) {
 
 // fanoutLoop delivers broadcast messages. Like Kombu, fanout deliveries are
 // not held back by prefetch.
-func (c *Channel) fanoutLoop(ctx context.Context, sub Subscription, subs []FanoutSub, work chan<- *entity.Message, opts ConsumeOptions, deferred *deferredAcks) {
+func (c *Channel) fanoutLoop(ctx context.Context, sub transport.Subscription, subs []transport.FanoutSub, work chan<- *entity.Message, opts ConsumeOptions, deferred *deferredAcks) {
 	queueOf := map[string]string{}
 	for _, s := range subs {
 		queueOf[s.Exchange] = s.Queue // Kombu: the last queue registered wins
 	}
-	f := c.t.backend.(Fanout)
+	f := c.t.backend.(transport.Fanout)
 	for {
 		select {
 		case <-ctx.Done():
@@ -948,9 +950,9 @@ func (c *Channel) fanoutLoop(ctx context.Context, sub Subscription, subs []Fanou
 			}
 			d.Queue = q
 			if !opts.NoAck {
-				tag, ex, rk, err := EnvelopeRoute(d.Envelope)
+				tag, ex, rk, err := envelope.Route(d.Envelope)
 				if err != nil {
-					opts.OnError(&MalformedError{Queue: q, Raw: d.Envelope, Err: err})
+					opts.OnError(&transport.MalformedError{Queue: q, Raw: d.Envelope, Err: err})
 					c.badMessage(context.WithoutCancel(ctx), d, nil, false, opts.DeadLetterQueue, err)
 					continue
 				}
@@ -1016,23 +1018,23 @@ func (c *Channel) GetWait(ctx context.Context, queue string, noAck bool, accept 
 		closed := c.closed
 		c.mu.Unlock()
 		if closed {
-			return nil, ErrClosed
+			return nil, transport.ErrClosed
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
-			return nil, ErrEmpty
+			return nil, transport.ErrEmpty
 		}
-		var d Delivery
+		var d transport.Delivery
 		var err error
-		if bg, ok := c.t.backend.(BlockingGetter); ok {
+		if bg, ok := c.t.backend.(transport.BlockingGetter); ok {
 			d, err = bg.GetWait(ctx, []string{queue}, !noAck, min(left, c.t.opts.PollingInterval))
 		} else {
 			d, err = c.t.backend.Get(ctx, []string{queue}, !noAck)
-			if errors.Is(err, ErrEmpty) {
+			if errors.Is(err, transport.ErrEmpty) {
 				sleepCtx(ctx, min(left, c.t.opts.PollingInterval))
 			}
 		}
-		if errors.Is(err, ErrEmpty) {
+		if errors.Is(err, transport.ErrEmpty) {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
