@@ -4,9 +4,9 @@
 //
 // It owns queue and exchange declaration, routing through the binding
 // tables (direct, topic with Kombu's regex translation, fanout), prefetch
-// (QoS), the consumer loop (one fetch path: a backend's batch and blocking
-// capabilities change how many messages one round trip takes, not the
-// loop), ack emulation, and restore on close. The root package kombu is
+// (QoS), the consumer loop (one loop per consumer; a backend's batch and
+// blocking capabilities choose which call one fetch makes), ack emulation,
+// and restore on close. The root package kombu is
 // its user API; package transporttest drives it to check backends.
 package virtual
 
