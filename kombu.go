@@ -51,6 +51,21 @@ type (
 	Properties = entity.Properties
 	// ExchangeType is direct, topic or fanout (see entity.ExchangeType).
 	ExchangeType = entity.ExchangeType
+	// Observer receives message events for metrics (see WithObserver and
+	// virtual.Observer).
+	Observer = virtual.Observer
+	// Settlement is how a delivered message ended: Acked, Requeued,
+	// Rejected, DeadLettered or Restored.
+	Settlement = virtual.Settlement
+)
+
+// The settlements an Observer is told of.
+const (
+	Acked        = virtual.Acked
+	Requeued     = virtual.Requeued
+	Rejected     = virtual.Rejected
+	DeadLettered = virtual.DeadLettered
+	Restored     = virtual.Restored
 )
 
 // The exchange types.
@@ -105,6 +120,9 @@ type Options struct {
 	// and WithHandlerMiddleware.
 	PublishMiddleware []PublishMiddleware
 	HandlerMiddleware []HandlerMiddleware
+	// Observer receives message events for metrics; nil means none (see
+	// WithObserver).
+	Observer Observer
 }
 
 // Option changes Options.
@@ -112,6 +130,13 @@ type Option func(*Options) error
 
 // WithLogger sets the logger.
 func WithLogger(l *slog.Logger) Option { return func(o *Options) error { o.Logger = l; return nil } }
+
+// WithObserver sets the Observer that receives the connection's message
+// events (publishes, fetches, deliveries, settlements, restores), for
+// metrics: package kombuprom implements it for Prometheus.
+func WithObserver(obs Observer) Option {
+	return func(o *Options) error { o.Observer = obs; return nil }
+}
 
 // WithSerializers sets the codec registry.
 func WithSerializers(r *serialization.Registry) Option {
@@ -141,7 +166,7 @@ func WithTransportOption(name, value string) Option {
 }
 
 func (o *Options) transportOptions() virtual.Options {
-	return virtual.Options{Serializers: o.Serializers, Clock: o.Clock, Logger: o.Logger, InferExchangeTypes: o.InferExchangeTypes}
+	return virtual.Options{Serializers: o.Serializers, Clock: o.Clock, Logger: o.Logger, InferExchangeTypes: o.InferExchangeTypes, Observer: o.Observer}
 }
 
 // Connection is a connection to a broker: a transport over one backend. It

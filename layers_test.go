@@ -32,7 +32,7 @@ func layer(path string) (int, bool) {
 		return 7, true
 	case rel == "":
 		return 8, true
-	case rel == "celery", rel == "otelkombu":
+	case rel == "celery", rel == "otelkombu", rel == "kombuprom":
 		return 9, true
 	case strings.HasPrefix(rel, "internal/testenv"), strings.HasPrefix(rel, "internal/testreport"):
 		return 10, true

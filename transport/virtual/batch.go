@@ -3,6 +3,7 @@ package virtual
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/kombu-go/kombu/entity"
 	"github.com/kombu-go/kombu/envelope"
@@ -74,6 +75,7 @@ func batchErr(errs []error) error {
 // and a *BatchError naming the messages that failed (a failed round trip
 // fails every message it carried; they may or may not have been put).
 func (t *Transport) PublishBatch(ctx context.Context, msgs []BatchMessage) ([]int, error) {
+	start := time.Now()
 	routed := make([]int, len(msgs))
 	errs := make([]error, len(msgs))
 	if len(msgs) == 0 {
@@ -155,6 +157,10 @@ func (t *Transport) PublishBatch(ctx context.Context, msgs []BatchMessage) ([]in
 		if errs[i] == nil && routed[i] == 0 && m.Mandatory {
 			errs[i] = &transport.NoRouteError{Exchange: m.Exchange, RoutingKey: m.RoutingKey}
 		}
+	}
+	d := time.Since(start)
+	for i, m := range msgs {
+		t.opts.Observer.Published(m.Exchange, m.RoutingKey, routed[i], d, errs[i])
 	}
 	return routed, batchErr(errs)
 }

@@ -35,6 +35,7 @@ type Channel struct {
 type pending struct {
 	seq     uint64
 	tag     string
+	queue   string // delivered from (for the Observer)
 	release func()
 	// deferred, if set, queues the ack instead of sending it (a consumer
 	// with DeferredAcks delivered the message).
@@ -117,6 +118,8 @@ func (c *Channel) restoreAll(ctx context.Context) error {
 	for _, p := range list {
 		if err := c.t.backend.Restore(ctx, p.tag, false, c.t.routeFunc()); err != nil {
 			errs = append(errs, fmt.Errorf("kombu: restore %s: %w", p.tag, err))
+		} else {
+			c.t.opts.Observer.Settled(p.queue, Restored)
 		}
 		p.settled()
 	}
@@ -132,6 +135,7 @@ func (c *Channel) Ack(ctx context.Context, m *entity.Message) error {
 	if p.deferred != nil {
 		p.deferred.add(p.tag)
 		p.settled()
+		c.t.opts.Observer.Settled(p.queue, Acked)
 		return nil
 	}
 	if err := c.ackClaimed(ctx, p); err != nil {
@@ -139,6 +143,7 @@ func (c *Channel) Ack(ctx context.Context, m *entity.Message) error {
 		return err
 	}
 	p.settled()
+	c.t.opts.Observer.Settled(p.queue, Acked)
 	return nil
 }
 
@@ -163,7 +168,9 @@ func (c *Channel) Reject(ctx context.Context, m *entity.Message, requeue bool) e
 	if err != nil {
 		return err
 	}
+	s := Rejected
 	if requeue {
+		s = Requeued
 		err = c.t.backend.Restore(ctx, p.tag, true, c.t.routeFunc())
 	} else {
 		err = c.ackClaimed(ctx, p)
@@ -173,6 +180,7 @@ func (c *Channel) Reject(ctx context.Context, m *entity.Message, requeue bool) e
 		return err
 	}
 	p.settled()
+	c.t.opts.Observer.Settled(p.queue, s)
 	return nil
 }
 
@@ -228,7 +236,7 @@ func (c *Channel) track(m *entity.Message, release func(), via ackRoute) error {
 		return transport.ErrClosed
 	}
 	c.seq++
-	c.delivered[m] = &pending{seq: c.seq, tag: m.DeliveryTag, release: release, deferred: via.deferred, fetcher: via.fetcher}
+	c.delivered[m] = &pending{seq: c.seq, tag: m.DeliveryTag, queue: m.DeliveryInfo.Queue, release: release, deferred: via.deferred, fetcher: via.fetcher}
 	m.Acknowledger = c
 	return nil
 }
@@ -263,6 +271,7 @@ func (c *Channel) receive(ctx context.Context, d transport.Delivery, noAck bool,
 			return nil, err
 		}
 	}
+	c.t.opts.Observer.Delivered(d.Queue)
 	return m, nil
 }
 
@@ -296,6 +305,7 @@ func (c *Channel) badMessage(ctx context.Context, d transport.Delivery, m *entit
 			log.Error("kombu: bad message copied to dead-letter queue but its unacked record remains", "tag", tag, "error", err)
 		}
 	}
+	c.t.opts.Observer.Settled(d.Queue, DeadLettered)
 	log.Warn("kombu: message cannot be delivered; moved to dead-letter queue", "queue", d.Queue, "dead_letter_queue", dlq, "error", cause)
 }
 
@@ -708,6 +718,7 @@ func (c *Channel) fetchLoop(ctx context.Context, queues []string, g *gate, work 
 			sleepCtx(ctx, poll)
 			continue
 		}
+		fetchStart := time.Now()
 		if batching && (n > 1 || !blocking || len(settle) > 0) {
 			var got []transport.Delivery
 			got, err = bgb.GetBatch(ctx, transport.BatchGet{Queues: queues, Ack: !opts.NoAck, Max: n, Rotate: rr, Settle: settle})
@@ -735,6 +746,9 @@ func (c *Channel) fetchLoop(ctx context.Context, queues []string, g *gate, work 
 			}
 		}
 		g.giveBack(n - len(f.batch))
+		if len(f.batch) > 0 {
+			c.t.opts.Observer.Fetched(len(f.batch), time.Since(fetchStart))
+		}
 		f.deliverBatch()
 		f.mu.Unlock()
 		if err != nil {
@@ -746,6 +760,7 @@ func (c *Channel) fetchLoop(ctx context.Context, queues []string, g *gate, work 
 					sleepCtx(ctx, poll)
 				}
 			case errors.As(err, &mal):
+				c.t.opts.Observer.Settled(mal.Queue, DeadLettered) // kept by the backend (mal.Where)
 				opts.OnError(err)
 			case ctx.Err() != nil:
 				return
@@ -856,16 +871,21 @@ func (f *fetcher) ackFetch(ctx context.Context, p *pending) (bool, error) {
 	// p's slot and the free ones, taken without waking the loop.
 	n := f.g.swap(min(f.batchSize, room))
 	p.release = nil
+	fetchStart := time.Now()
 	got, err := f.bgb.GetBatch(ctx, transport.BatchGet{Queues: queues, Ack: true, Max: n, Rotate: f.rr, Settle: []string{p.tag}})
 	f.batch = append(f.batch[:0], got...)
 	f.g.giveBack(n - len(f.batch))
+	if len(f.batch) > 0 {
+		f.c.t.opts.Observer.Fetched(len(f.batch), time.Since(fetchStart))
+	}
 	f.deliverBatch()
 	var mal *transport.MalformedError
 	switch {
 	case err == nil || errors.Is(err, transport.ErrEmpty):
 		return true, nil
 	case errors.As(err, &mal):
-		f.opts.OnError(err) // the ack was made; the message is kept
+		f.c.t.opts.Observer.Settled(mal.Queue, DeadLettered) // kept by the backend (mal.Where)
+		f.opts.OnError(err)                                  // the ack was made; the message is kept
 		return true, nil
 	default:
 		return true, fmt.Errorf("kombu: ack with fetch: %w", err)
@@ -890,6 +910,7 @@ func (c *Channel) deliver(ctx context.Context, d transport.Delivery, work chan<-
 		select {
 		case work <- m:
 			release()
+			c.t.opts.Observer.Delivered(d.Queue)
 		case <-ctx.Done():
 			release()
 			c.giveBack(m, opts)
@@ -906,6 +927,7 @@ func (c *Channel) deliver(ctx context.Context, d transport.Delivery, work chan<-
 		}
 		return
 	}
+	c.t.opts.Observer.Delivered(d.Queue)
 	select {
 	case work <- m:
 	case <-ctx.Done():
@@ -973,6 +995,7 @@ func (c *Channel) restoreExpired(ctx context.Context, opts ConsumeOptions) {
 		opts.OnError(fmt.Errorf("kombu: restore of expired unacked messages: %w", err))
 	}
 	if n > 0 {
+		c.t.opts.Observer.RestoredExpired(n)
 		c.t.opts.Logger.Info("kombu: restored messages whose visibility timeout expired", "count", n)
 	}
 }

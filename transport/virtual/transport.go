@@ -48,6 +48,8 @@ type Options struct {
 	Clock transport.Clock
 	// Logger receives the transport's logs; nil discards them.
 	Logger *slog.Logger
+	// Observer receives message events for metrics; nil means none.
+	Observer Observer
 	// VisibilityTimeout is how long an unacked message may stay unacked
 	// before any consumer restores it (Kombu: visibility_timeout, 3600 s).
 	VisibilityTimeout time.Duration
@@ -118,6 +120,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Observer == nil {
+		o.Observer = nopObserver{}
 	}
 	if o.VisibilityTimeout == 0 {
 		o.VisibilityTimeout = time.Hour
@@ -473,7 +478,14 @@ func (t *Transport) Publish(ctx context.Context, exchange, routingKey string, en
 }
 
 // PublishRaw routes and puts an already encoded envelope (see Publish).
-func (t *Transport) PublishRaw(ctx context.Context, exchange, routingKey string, priority int, raw []byte, mandatory bool) (int, error) {
+func (t *Transport) PublishRaw(ctx context.Context, exchange, routingKey string, priority int, raw []byte, mandatory bool) (n int, err error) {
+	start := time.Now()
+	n, err = t.publishRaw(ctx, exchange, routingKey, priority, raw, mandatory)
+	t.opts.Observer.Published(exchange, routingKey, n, time.Since(start), err)
+	return n, err
+}
+
+func (t *Transport) publishRaw(ctx context.Context, exchange, routingKey string, priority int, raw []byte, mandatory bool) (int, error) {
 	if t.isClosed() {
 		return 0, transport.ErrClosed
 	}
