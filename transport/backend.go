@@ -11,9 +11,10 @@ import (
 // virtual.Channel methods _put, _get, _size, _purge, _delete, _queue_bind,
 // get_table, plus the ack records of Kombu's Redis QoS.
 //
-// Everything else (the envelope, routing, exchange types, prefetch, the
-// consumer loop, restore on close) lives once in this package. A Backend is
-// shared by all channels of a Transport and must be safe for concurrent use.
+// Everything else (routing, exchange types, prefetch, the consumer loop,
+// restore on close) lives once in the engine, package transport/virtual,
+// and the envelope in package envelope. A Backend is shared by all
+// channels of a virtual.Transport and must be safe for concurrent use.
 //
 // Queue and priority: a backend keeps one FIFO list per queue and priority
 // step, and Get serves lists step-major (every queue's lowest step first),

@@ -11,7 +11,7 @@ import (
 
 // What backends and the engine share about options and priorities.
 
-// CoreOptionNames are the Kombu transport options this package handles
+// CoreOptionNames are the Kombu transport options the engine handles
 // itself; backends must not reject them when they parse a URL.
 var CoreOptionNames = []string{"visibility_timeout", "polling_interval", "deadletter_queue", "queue_order_strategy", "unacked_restore_interval"}
 
