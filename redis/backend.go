@@ -154,7 +154,7 @@ func (b *Backend) Options() Options { return b.opts }
 // cache. Scripts are also loaded on first use; Open calls this.
 func (b *Backend) LoadScripts(ctx context.Context) error {
 	for _, s := range allScripts {
-		if err := s.Load(ctx, b.client).Err(); err != nil {
+		if err := s.load(ctx, b.client); err != nil {
 			return fmt.Errorf("kombu: redis: load script: %w", err)
 		}
 	}
@@ -333,7 +333,7 @@ func (b *Backend) take(ctx context.Context, queues []string, ack bool, n int, ro
 	start := time.Now()
 	delay := 50 * time.Millisecond
 	for {
-		res, err = getScript.Run(sctx, b.client, keys, args...).Result()
+		res, err = getScript.call(sctx, b.client, keys, args...).Result()
 		if ack {
 			args[0] = "1" // a retry looks for the receipt
 		}
@@ -641,12 +641,11 @@ func (b *Backend) process(ctx context.Context, cmd goredis.Cmder) *goredis.IntCm
 	return w
 }
 
-// runPublish runs publish.lua (EVALSHA, then EVAL when the server lacks
-// the script, as goredis.Script.Run does) and returns its n and skipped.
-// It builds the command's arguments itself, in one publishCall: Script.Run
-// copies its keys and arguments into new slices, boxes every string it is
-// handed and reads the reply into an []int64; here the constant pieces are
-// boxed once and the script usually replies with a plain integer.
+// runPublish runs publish.lua (script.run) and returns its n and skipped.
+// It builds the command's arguments itself, in one publishCall, rather
+// than with script.args: the constant pieces are boxed once, the variable
+// ones go in as pointers, and the script usually replies with a plain
+// integer.
 func (b *Backend) runPublish(ctx context.Context, exchange string, typ entity.ExchangeType, routingKey string, priority int, envelope []byte) (n, skipped int64, err error) {
 	c := &publishCall{rk: routingKey, env: envelope}
 	c.key = append(append(append(c.keyBuf[:0], b.k.prefix...), bindingPrefix...), exchange...)
@@ -665,16 +664,9 @@ func (b *Backend) runPublish(ctx context.Context, exchange string, typ entity.Ex
 	if s := b.k.listSuffix(priority); s != "" {
 		suffix = s
 	}
-	c.args = [...]any{"evalsha", publishSHA, 1, &c.key, typArg, &c.rk, &c.env, b.k.prefixArg, b.k.sepArg, suffix}
-	cmd := goredis.NewCmd(ctx, c.args[:]...)
-	cmd.SetFirstKeyPos(3)
-	wait := b.process(ctx, cmd)
-	if err := cmd.Err(); err != nil && isNoScript(err) {
-		c.args[0], c.args[1] = "eval", publishSrc
-		cmd = goredis.NewCmd(ctx, c.args[:]...)
-		cmd.SetFirstKeyPos(3)
-		wait = b.process(ctx, cmd)
-	}
+	c.args = [...]any{"evalsha", nil, 1, &c.key, typArg, &c.rk, &c.env, b.k.prefixArg, b.k.sepArg, suffix}
+	var wait *goredis.IntCmd
+	cmd := publishScript.run(ctx, func(ctx context.Context, cmd goredis.Cmder) { wait = b.process(ctx, cmd) }, c.args[:])
 	res, err := cmd.Result()
 	if err != nil {
 		return 0, 0, err
@@ -723,12 +715,6 @@ func (s *scriptBytes) MarshalBinary() ([]byte, error) { return *s, nil }
 
 // String returns the bytes as text, for go-redis hooks that log commands.
 func (s *scriptBytes) String() string { return string(*s) }
-
-// isNoScript reports whether err means the server's script cache lacks
-// the script.
-func isNoScript(err error) bool {
-	return errors.Is(err, goredis.ErrNoScript) || goredis.HasErrorPrefix(err, "NOSCRIPT")
-}
 
 // Ack deletes the unacked record of tag: MULTI, ZREM unacked_index, HDEL
 // unacked, EXEC (Kombu's basic_ack).
@@ -918,7 +904,7 @@ func (b *Backend) restoreCAS(ctx context.Context, tag string, leftmost bool, rou
 	if exists {
 		flag = "1"
 	}
-	n, err := restoreScript.Run(ctx, b.client, keys, tag, flag, raw, mode, payload).Int()
+	n, err := restoreScript.call(ctx, b.client, keys, tag, flag, raw, mode, payload).Int()
 	if err != nil {
 		return false, false, wrap("restore "+tag, err)
 	}
@@ -1055,7 +1041,7 @@ func (b *Backend) RestoreExpired(ctx context.Context, deadline time.Time, route 
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		if err := releaseLockScript.Run(rctx, b.client, []string{b.k.unackedMutex}, token).Err(); err != nil && !errors.Is(err, goredis.Nil) {
+		if err := releaseLockScript.call(rctx, b.client, []string{b.k.unackedMutex}, token).Err(); err != nil && !errors.Is(err, goredis.Nil) {
 			b.log.Warn("kombu: redis: cannot release the restore mutex (it expires by itself)", "error", err)
 		}
 	}()

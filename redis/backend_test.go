@@ -432,7 +432,7 @@ func testGetReceiptReplay(t *testing.T, e *env) {
 	keys := []string{b.k.unacked, b.k.unackedIndex, b.k.malformed, b.k.receiptKey("fixed")}
 	run := func() []any {
 		t.Helper()
-		res, err := getScript.Run(bg, e.client, keys, "1", "1795550400.5", "1", "0", "1", "1", "0", e.prefix, "", "rq").Slice()
+		res, err := getScript.call(bg, e.client, keys, "1", "1795550400.5", "1", "0", "1", "1", "0", e.prefix, "", "rq").Slice()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -769,10 +769,10 @@ func testRestoreExpiredMutexHeld(t *testing.T, e *env) {
 		t.Fatal("record restored despite the mutex")
 	}
 	// Our own lock: the release script deletes only a matching token.
-	if r, err := releaseLockScript.Run(bg, e.client, []string{e.key("unacked_mutex")}, "other").Int(); err != nil || r != 0 {
+	if r, err := releaseLockScript.call(bg, e.client, []string{e.key("unacked_mutex")}, "other").Int(); err != nil || r != 0 {
 		t.Fatalf("release with a wrong token: %d %v", r, err)
 	}
-	if r, err := releaseLockScript.Run(bg, e.client, []string{e.key("unacked_mutex")}, "d5e12646e84111f1bdeb02fc00000001").Int(); err != nil || r != 1 {
+	if r, err := releaseLockScript.call(bg, e.client, []string{e.key("unacked_mutex")}, "d5e12646e84111f1bdeb02fc00000001").Int(); err != nil || r != 1 {
 		t.Fatalf("release with the token: %d %v", r, err)
 	}
 }

@@ -69,20 +69,15 @@ func (b *Backend) PublishBatch(ctx context.Context, items []transport.PublishIte
 			for k := i; k < j; k++ {
 				args = append(args, items[k].RoutingKey, b.k.listSuffix(items[k].Priority), items[k].Envelope)
 			}
-			keys := []string{b.k.bindingKey(it.Exchange)}
+			cmdArgs := publishBatchScript.args([]string{b.k.bindingKey(it.Exchange)}, args...)
 			// A pipeline sends EVALSHA, which fails with NOSCRIPT when
 			// the server's script cache lacks the script (a fresh or
 			// restarted server); sending those calls again after a load
 			// would put them after the pipeline's later pushes, out of
 			// order. So the pipeline's first call is an EVAL, which
 			// caches the script for the EVALSHAs behind it.
-			var cmd *goredis.Cmd
-			if scripted {
-				cmd = publishBatchScript.EvalSha(ctx, pipe, keys, args...)
-			} else {
-				cmd = publishBatchScript.Eval(ctx, pipe, keys, args...)
-				scripted = true
-			}
+			cmd := publishBatchScript.queue(ctx, pipe, !scripted, cmdArgs)
+			scripted = true
 			ops = append(ops, op{from: i, to: j, cmd: cmd})
 		}
 		i = j

@@ -189,7 +189,7 @@ func testGetBatchReceiptReplay(t *testing.T, e *env) {
 	keys := []string{b.k.unacked, b.k.unackedIndex, b.k.malformed, b.k.receiptKey("fixed")}
 	run := func() []any {
 		t.Helper()
-		res, err := getScript.Run(bg, e.client, keys, "1", "1795550400.5", "3", "0", "1", "1", "0", e.prefix, "", "rq").Slice()
+		res, err := getScript.call(bg, e.client, keys, "1", "1795550400.5", "3", "0", "1", "1", "0", e.prefix, "", "rq").Slice()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -224,7 +224,7 @@ func testGetBatchReceiptReplay(t *testing.T, e *env) {
 	// Flag "2" (a first attempt no one resends) does not look for the
 	// receipt: it takes r5 although the receipt lists r4, still unacked.
 	e.lpush(e.key("rq"), testEnvelope("r5", "", "rq", 0))
-	res, err := getScript.Run(bg, e.client, keys, "2", "1795550400.5", "3", "0", "1", "1", "0", e.prefix, "", "rq").Slice()
+	res, err := getScript.call(bg, e.client, keys, "2", "1795550400.5", "3", "0", "1", "1", "0", e.prefix, "", "rq").Slice()
 	if err != nil || len(res) != 3 || !strings.Contains(res[2].(string), `"r5"`) {
 		t.Fatalf("flag 2: want a fresh take of r5, got %v, %v", res, err)
 	}

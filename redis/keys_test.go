@@ -147,7 +147,7 @@ func TestFormatFanoutPrefix(t *testing.T) {
 // TestReleaseScriptIsRedisPys proves the lock release script is byte for
 // byte redis-py's, so its EVALSHA is the one Python Kombu sends.
 func TestReleaseScriptIsRedisPys(t *testing.T) {
-	if got := releaseLockScript.Hash(); got != "c3f8721cbb97f72bc19e972846bd7aaf91901658" {
+	if got := releaseLockScript.sha; got != "c3f8721cbb97f72bc19e972846bd7aaf91901658" {
 		t.Fatalf("sha1 %s", got)
 	}
 }
