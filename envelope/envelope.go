@@ -188,14 +188,17 @@ func sortedKeys(m map[string]any) []string {
 //
 // It walks the JSON once without building maps for the envelope itself
 // (only headers and unknown properties become maps and values, as
-// pyjson.Unmarshal makes them); the result is what parseEnvelopeMaps,
-// which unmarshals the whole text first, returns (FuzzParseEnvelopeFast
-// checks that).
+// pyjson.Unmarshal makes them); the result is what the reference parser
+// in the tests, which unmarshals the whole text first, returns
+// (FuzzParseEnvelopeFast checks that).
 func Parse(raw []byte) (*Envelope, error) {
 	w := pyjson.NewWalker(raw)
 	defer w.Release()
 	if w.Kind() != '{' {
-		return parseEnvelopeMaps(raw)
+		if _, err := pyjson.Unmarshal(raw); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+		}
+		return nil, fmt.Errorf("%w: envelope is not a JSON object", ErrMalformed)
 	}
 	e := &Envelope{}
 	var p envelopeParse
@@ -245,7 +248,7 @@ func Parse(raw []byte) (*Envelope, error) {
 
 // envelopeParse is ParseEnvelope's state while it walks the text. A key
 // that repeats is read each time and the last one wins, as in the map
-// that json.loads (and parseEnvelopeMaps) builds.
+// that json.loads builds.
 type envelopeParse struct {
 	body                    any    // a non-string body
 	bodyRaw                 []byte // a string body without escapes (into the text)
@@ -523,95 +526,6 @@ func smallInt(text []byte) (int, bool) {
 		n = -n
 	}
 	return n, true
-}
-
-// parseEnvelopeMaps is ParseEnvelope by way of pyjson.Unmarshal: the
-// reference its walk must agree with, and its path for a text that is not
-// a JSON object.
-func parseEnvelopeMaps(raw []byte) (*Envelope, error) {
-	v, err := pyjson.Unmarshal(raw)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
-	}
-	top, ok := v.(map[string]any)
-	if !ok {
-		return nil, fmt.Errorf("%w: envelope is not a JSON object", ErrMalformed)
-	}
-	e := &Envelope{}
-	e.ContentType, _ = top["content-type"].(string)
-	e.ContentEncoding, _ = top["content-encoding"].(string)
-	if h, ok := top["headers"].(map[string]any); ok {
-		e.Headers = h
-		if c, ok := h["compression"].(string); ok {
-			e.Compression = c
-		}
-		if r, ok := h["redelivered"].(bool); ok && r {
-			e.Redelivered = true
-		}
-	}
-	if r, ok := top["redelivered"].(bool); ok && r {
-		// Kombu's restore with ack_emulation off marks the top level (§3.3).
-		e.Redelivered = true
-	}
-	props, _ := top["properties"].(map[string]any)
-	for k, pv := range props {
-		switch k {
-		case "correlation_id":
-			e.Properties.CorrelationID = anyString(pv)
-		case "reply_to":
-			e.Properties.ReplyTo = anyString(pv)
-		case "delivery_mode":
-			e.Properties.DeliveryMode = entity.DeliveryMode(anyInt(pv))
-		case "expiration":
-			e.Properties.Expiration = anyString(pv)
-		case "priority":
-			e.Properties.Priority = anyInt(pv)
-		case "body_encoding":
-			e.BodyEncoding, _ = pv.(string)
-		case "delivery_tag":
-			e.DeliveryTag = anyString(pv)
-		case "delivery_info":
-			if di, ok := pv.(map[string]any); ok {
-				e.Exchange = anyString(di["exchange"])
-				e.RoutingKey = anyString(di["routing_key"])
-				if r, ok := di["redelivered"].(bool); ok && r {
-					e.Redelivered = true
-				}
-			}
-		default:
-			if e.Properties.Extra == nil {
-				e.Properties.Extra = map[string]any{}
-			}
-			e.Properties.Extra[k] = pv
-		}
-	}
-	body, hasBody := top["body"]
-	switch b := body.(type) {
-	case string:
-		switch e.BodyEncoding {
-		case "base64":
-			if e.Body, err = decodeBase64(b); err != nil {
-				return nil, fmt.Errorf("%w: body_encoding base64: %w", ErrMalformed, err)
-			}
-		case "", "utf-8", "utf8":
-			e.Body = []byte(b)
-		default:
-			return nil, fmt.Errorf("%w: unknown body_encoding %q", ErrMalformed, e.BodyEncoding)
-		}
-	case nil:
-		if !hasBody {
-			return nil, fmt.Errorf("%w: envelope has no body", ErrMalformed)
-		}
-	default:
-		// A JSON value where Kombu writes a string: keep its JSON text.
-		if e.Body, err = pyjson.Marshal(b); err != nil {
-			return nil, fmt.Errorf("%w: body: %w", ErrMalformed, err)
-		}
-	}
-	if e.DeliveryTag == "" {
-		return nil, fmt.Errorf("%w: envelope has no properties.delivery_tag", ErrMalformed)
-	}
-	return e, nil
 }
 
 func decodeBase64Bytes(b []byte) ([]byte, error) {
