@@ -226,7 +226,7 @@ func (c *Consumer) Consume(ctx context.Context, h Handler) error {
 	onError := opts.OnError
 	if onError == nil {
 		log := t.Logger()
-		onError = func(err error) { log.Error("kombu: consumer", "error", err) }
+		onError = func(err error) { log.Error("kombu: consumer", append(virtual.ErrorAttrs(err), "error", err)...) }
 		opts.OnError = onError
 	}
 	auto := !c.opts.manualAck && !c.opts.NoAck

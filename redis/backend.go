@@ -947,7 +947,7 @@ func (b *Backend) planRestore(ctx context.Context, tag string, raw []byte, route
 	}
 	if perr != nil {
 		b.log.Error("kombu: redis: unacked record cannot be parsed; moved to the dead-letter list",
-			"tag", tag, "dead_letter", b.k.malformed, "error", perr)
+			"delivery_tag", tag, "dead_letter", b.k.malformed, "error", perr)
 		return restorePlan{dead: raw, mal: &transport.MalformedError{Raw: raw, Where: b.k.malformed, Err: perr}}, nil
 	}
 	routed, err := route(ctx, exchange, rk)
@@ -959,7 +959,7 @@ func (b *Backend) planRestore(ctx context.Context, tag string, raw []byte, route
 	queues := slices.DeleteFunc(slices.Clone(routed), func(q string) bool { return q == "" })
 	if len(queues) == 0 {
 		b.log.Warn("kombu: redis: restored message routes to no queue; moved to the dead-letter list (Kombu drops it)",
-			"tag", tag, "exchange", exchange, "routing_key", rk, "dead_letter", b.k.malformed)
+			"delivery_tag", tag, "exchange", exchange, "routing_key", rk, "dead_letter", b.k.malformed)
 		return restorePlan{dead: payload}, nil
 	}
 	prio := 0

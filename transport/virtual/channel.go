@@ -214,7 +214,7 @@ func (c *Channel) unclaim(ctx context.Context, m *entity.Message, p *pending) {
 	}
 	c.mu.Unlock()
 	if err := c.t.backend.Restore(context.WithoutCancel(ctx), p.tag, false, c.t.routeFunc()); err != nil {
-		c.t.opts.Logger.Error("kombu: cannot restore a message whose settlement failed while the channel closed; left unacked", "tag", p.tag, "error", err)
+		c.t.opts.Logger.Error("kombu: cannot restore a message whose settlement failed while the channel closed; left unacked", "queue", p.queue, "delivery_tag", p.tag, "error", err)
 	}
 	p.settled()
 }
@@ -290,7 +290,7 @@ func (c *Channel) badMessage(ctx context.Context, d transport.Delivery, m *entit
 		tag = m.DeliveryTag
 	}
 	if dlq == "" && recorded && tag != "" {
-		log.Warn("kombu: message cannot be delivered; left unacked", "queue", d.Queue, "tag", tag, "error", cause)
+		log.Warn("kombu: message cannot be delivered; left unacked", "queue", d.Queue, "delivery_tag", tag, "error", cause)
 		return
 	}
 	if dlq == "" {
@@ -302,7 +302,7 @@ func (c *Channel) badMessage(ctx context.Context, d transport.Delivery, m *entit
 	}
 	if recorded && tag != "" {
 		if err := c.t.backend.Ack(ctx, tag); err != nil {
-			log.Error("kombu: bad message copied to dead-letter queue but its unacked record remains", "tag", tag, "error", err)
+			log.Error("kombu: bad message copied to dead-letter queue but its unacked record remains", "queue", d.Queue, "delivery_tag", tag, "error", err)
 		}
 	}
 	c.t.opts.Observer.Settled(d.Queue, DeadLettered)
@@ -467,7 +467,7 @@ func (c *Channel) Consume(ctx context.Context, opts ConsumeOptions, handler Hand
 		opts.ShutdownTimeout = 30 * time.Second
 	}
 	if opts.OnError == nil {
-		opts.OnError = func(err error) { c.t.opts.Logger.Error("kombu: consumer", "error", err) }
+		opts.OnError = func(err error) { c.t.opts.Logger.Error("kombu: consumer", append(ErrorAttrs(err), "error", err)...) }
 	}
 	c.mu.Lock()
 	if c.closed {
@@ -1068,4 +1068,19 @@ func (c *Channel) GetWait(ctx context.Context, queue string, noAck bool, accept 
 		}
 		return c.receive(ctx, d, noAck, accept)
 	}
+}
+
+// ErrorAttrs returns slog attributes (queue, delivery_tag) that an error
+// from the engine or a backend carries, so that a log record of it joins
+// the message's other records.
+func ErrorAttrs(err error) []any {
+	var mal *transport.MalformedError
+	if errors.As(err, &mal) {
+		attrs := []any{"queue", mal.Queue}
+		if tag, ok := envelope.ExtractTag(mal.Raw); ok {
+			attrs = append(attrs, "delivery_tag", tag)
+		}
+		return attrs
+	}
+	return nil
 }
