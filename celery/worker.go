@@ -99,6 +99,7 @@ type workerOptions struct {
 	accept          []string
 	clientOpts      []ClientOption
 	stateDB         StateDB
+	hooks           workerHooks // WithTaskMiddleware (hooks.go)
 }
 
 // WithQueues sets the queues to consume (default "celery"), as celery
@@ -260,6 +261,9 @@ func (w *Worker) onError(err error) {
 // worker runs until ctx is cancelled or Shutdown is called; either starts a
 // warm shutdown.
 func (w *Worker) Start(ctx context.Context) error {
+	if err := w.hooksErr(); err != nil {
+		return err
+	}
 	w.mu.Lock()
 	if w.running {
 		w.mu.Unlock()
@@ -691,13 +695,20 @@ func (w *Worker) execute(ctx context.Context, req *request) {
 		RoutingKey: req.msg.DeliveryInfo.RoutingKey, DeliveryTag: req.msg.DeliveryTag,
 		Redelivered: req.msg.Redelivered, Hostname: w.opts.hostname,
 	}
+	w.runTask(ctx, req, task, func(ctx context.Context, task *Task) (any, error) { return w.finish(ctx, req, task, soft, hard, late) })
+}
+
+// finish runs the handler within its time limits and acts on its outcome
+// (the core of a task a TaskMiddleware wraps).
+func (w *Worker) finish(ctx context.Context, req *request, task *Task, soft, hard time.Duration, late bool) (any, error) {
+	tm, cfg := req.tm, req.reg.cfg
 	result, err, stack, hardHit := w.callWithLimits(ctx, req, task, soft, hard)
 	softHit := errors.Is(err, ErrSoftTimeLimitExceeded) || (err != nil && errors.Is(context.Cause(ctx), ErrSoftTimeLimitExceeded))
 	bg := context.WithoutCancel(ctx)
 	if errors.Is(context.Cause(ctx), ErrTerminated) {
 		// revoke --terminate: Celery stores REVOKED ("terminated").
 		w.revokeRequest(bg, req, "terminated")
-		return
+		return result, err
 	}
 
 	var rerr *RetryError
@@ -735,6 +746,7 @@ func (w *Worker) execute(ctx context.Context, req *request) {
 	default:
 		w.fail(bg, req, err, "")
 	}
+	return result, err
 }
 
 // call runs the handler, turning a panic into an error and its stack.
