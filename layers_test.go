@@ -30,7 +30,7 @@ func layer(path string) (int, bool) {
 		return 6, true
 	case rel == "celery", rel == "otelkombu":
 		return 7, true
-	case rel == "otelcelery", strings.HasPrefix(rel, "internal/testenv"), strings.HasPrefix(rel, "internal/testreport"):
+	case rel == "otelcelery", rel == "celeryprom", strings.HasPrefix(rel, "internal/testenv"), strings.HasPrefix(rel, "internal/testreport"):
 		return 8, true
 	case strings.HasPrefix(rel, "cmd/"), strings.HasPrefix(rel, "examples"), strings.HasPrefix(rel, "bench"),
 		strings.HasPrefix(rel, "reliability"), strings.HasPrefix(rel, "interop"):
