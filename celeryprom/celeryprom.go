@@ -113,9 +113,13 @@ func WithInspectTimeout(d time.Duration) Option { return func(c *config) { c.ins
 // prometheus.Collector: register it, feed it events (Run, or Handle), and
 // serve the registry. It is safe for concurrent use.
 type Exporter struct {
-	cfg     config
-	conn    *kombu.Connection
-	control *celery.Control
+	cfg  config
+	conn *kombu.Connection
+	// Two controls (two reply queues), for the stats and active_queues
+	// broadcasts of a scrape to run at once; a Control's broadcasts share
+	// its reply queue, so scrapes take turns (scrapeMu).
+	stats, activeQueues *celery.Control
+	scrapeMu            sync.Mutex
 
 	counters   map[string]*prometheus.CounterVec
 	runtime    *prometheus.HistogramVec
@@ -170,7 +174,7 @@ func NewExporter(conn *kombu.Connection, opts ...Option) *Exporter {
 	for _, f := range opts {
 		f(&cfg)
 	}
-	e := &Exporter{cfg: cfg, conn: conn, control: celery.NewControl(conn), counters: map[string]*prometheus.CounterVec{},
+	e := &Exporter{cfg: cfg, conn: conn, stats: celery.NewControl(conn), activeQueues: celery.NewControl(conn), counters: map[string]*prometheus.CounterVec{},
 		tasks: map[string]*task{}, lastSeen: map[string]*seen{}, queues: map[string]bool{}}
 	for _, q := range cfg.queues {
 		e.queues[q] = true
@@ -412,16 +416,18 @@ func (e *Exporter) purge(host string) {
 }
 
 func (e *Exporter) queueMetrics(ctx context.Context) {
+	e.scrapeMu.Lock()
+	defer e.scrapeMu.Unlock()
 	var stats, queues []celery.Reply
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		stats, _ = e.control.Stats(ctx, celery.WithReplyTimeout(e.cfg.inspect))
+		stats, _ = e.stats.Stats(ctx, celery.WithReplyTimeout(e.cfg.inspect))
 	}()
 	go func() {
 		defer wg.Done()
-		queues, _ = e.control.Broadcast(ctx, "active_queues", nil, celery.WithReplyTimeout(e.cfg.inspect))
+		queues, _ = e.activeQueues.Broadcast(ctx, "active_queues", nil, celery.WithReplyTimeout(e.cfg.inspect))
 	}()
 	wg.Wait()
 	procs := map[string]int{}
