@@ -3,6 +3,7 @@ package celery
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 
 	"github.com/kombu-go/kombu"
@@ -118,7 +119,8 @@ type TaskFunc func(ctx context.Context, t *Task) (any, error)
 // within it, with the context it passes to next. That context must derive
 // from the one it was given (the worker cancels it for time limits,
 // revokes and shutdown). A middleware must call next at most once; if it
-// returns without calling it the task fails with the middleware's error.
+// returns (or panics) without calling it the task fails with the
+// middleware's error (or the panic, as an Exception).
 //
 // The error seen is the handler's: a *RetryError for a retry, a
 // *TaskError for a panic (Type "Exception"), ErrTimeLimitExceeded when the
@@ -162,6 +164,17 @@ func (w *Worker) runTask(ctx context.Context, req *request, task *Task, core Tas
 		return
 	}
 	called := false
+	defer func() {
+		// A panicking middleware fails a task it did not run; one that
+		// panics after is only logged (the task is settled).
+		if r := recover(); r != nil {
+			w.logFor(req).Error("celery: task middleware panicked", "task", task.Task, "id", task.ID, "panic", r)
+			if !called {
+				w.fail(context.WithoutCancel(ctx), req, &TaskError{Type: "Exception", Module: "builtins",
+					Args: []any{fmt.Sprintf("panic in task middleware: %v", r)}}, "")
+			}
+		}
+	}()
 	run := TaskFunc(func(ctx context.Context, t *Task) (any, error) {
 		if called {
 			return nil, errors.New("celery: task middleware called next twice")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -154,7 +155,8 @@ func TestSendAndTaskMiddleware(t *testing.T) {
 // TestMiddlewareErrors proves: a nil middleware fails the send (client)
 // and Start (worker, whether given to it or to its client) with
 // ErrNilMiddleware; a task middleware that returns without running the
-// task fails it with the middleware's error, stored as the result.
+// task fails it with the middleware's error, stored as the result; one
+// that panics fails it with the panic, and the worker survives.
 func TestMiddlewareErrors(t *testing.T) {
 	e := newTestEnv(t)
 	ctx := context.Background()
@@ -181,5 +183,14 @@ func TestMiddlewareErrors(t *testing.T) {
 	var te *TaskError
 	if !errors.As(err, &te) || te.Type != "PermissionError" || ran {
 		t.Fatalf("vetoed task: %v (ran %v)", err, ran)
+	}
+
+	e2 := newTestEnv(t)
+	e2.worker(t, func(w *Worker) { w.Register("add", addHandler) }, WithTaskMiddleware(func(next TaskFunc) TaskFunc {
+		return func(ctx context.Context, t *Task) (any, error) { panic("middleware bug") }
+	}))
+	_, err = get(t, e2.send(t, "add", []any{1, 2}, nil))
+	if !errors.As(err, &te) || te.Type != "Exception" || !strings.Contains(te.Error(), "panic in task middleware: middleware bug") {
+		t.Fatalf("task of a panicking middleware: %v", err)
 	}
 }
