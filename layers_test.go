@@ -34,7 +34,7 @@ func layer(path string) (int, bool) {
 		return 8, true
 	case rel == "celery", rel == "otelkombu", rel == "kombuprom":
 		return 9, true
-	case strings.HasPrefix(rel, "internal/testenv"), strings.HasPrefix(rel, "internal/testreport"):
+	case rel == "otelcelery", rel == "celeryprom", strings.HasPrefix(rel, "internal/testenv"), strings.HasPrefix(rel, "internal/testreport"):
 		return 10, true
 	case strings.HasPrefix(rel, "cmd/"), strings.HasPrefix(rel, "examples"), strings.HasPrefix(rel, "bench"),
 		strings.HasPrefix(rel, "reliability"), strings.HasPrefix(rel, "interop"):

@@ -480,7 +480,7 @@ func (w *Worker) applyCallbacks(ctx context.Context, req *request, root string, 
 	tm := req.tm
 	ao := applyOpts{parentID: tm.ID, rootID: root}
 	report := func(sig Signature, err error) {
-		w.log.Error("celery: send callback", "task", tm.Task, "id", tm.ID, "callback", sig.Task, "error", err)
+		w.logFor(req).Error("celery: send callback", "task", tm.Task, "id", tm.ID, "callback", sig.Task, "error", err)
 		w.onError(err)
 	}
 	if len(tm.Callbacks) == 1 {

@@ -29,6 +29,7 @@ type Client struct {
 	// client's own Lamport clock, as Celery's app-level EventDispatcher.
 	sentEvents bool
 	clock      lamport
+	hooks      clientHooks // WithSendMiddleware (hooks.go)
 }
 
 // ClientOption configures a Client.
@@ -244,11 +245,11 @@ func (c *Client) SendTask(ctx context.Context, name string, args []any, kwargs m
 	return c.AsyncResult(m.ID), nil
 }
 
-// Publish publishes a prepared task message. With exchange "" or no
+// publish publishes a prepared task message. With exchange "" or no
 // routing key it goes to queue (the default queue when empty) through the
 // default exchange, as Celery's send_task_message does for direct
 // exchanges; otherwise to exchange with routingKey.
-func (c *Client) Publish(ctx context.Context, m *TaskMessage, queue, exchange string, typ kombu.ExchangeType, routingKey string) error {
+func (c *Client) publish(ctx context.Context, m *TaskMessage, queue, exchange string, typ kombu.ExchangeType, routingKey string) error {
 	if queue == "" && exchange == "" {
 		queue = c.queue
 	}

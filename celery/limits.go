@@ -122,7 +122,7 @@ func (w *Worker) callWithLimits(ctx context.Context, req *request, t *Task, soft
 	defer cancel(nil)
 	if soft > 0 && (hard <= 0 || soft < hard) {
 		st := time.AfterFunc(soft, func() {
-			w.log.Warn("celery: soft time limit exceeded", "task", t.Task, "id", t.ID, "limit", soft)
+			w.logFor(req).Warn("celery: soft time limit exceeded", "task", t.Task, "id", t.ID, "limit", soft)
 			cancel(ErrSoftTimeLimitExceeded)
 		})
 		defer st.Stop()

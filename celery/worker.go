@@ -98,6 +98,7 @@ type workerOptions struct {
 	accept          []string
 	clientOpts      []ClientOption
 	stateDB         StateDB
+	hooks           workerHooks // WithTaskMiddleware (hooks.go)
 }
 
 // WithQueues sets the queues to consume (default "celery"), as celery
@@ -259,6 +260,9 @@ func (w *Worker) onError(err error) {
 // worker runs until ctx is cancelled or Shutdown is called; either starts a
 // warm shutdown.
 func (w *Worker) Start(ctx context.Context) error {
+	if err := w.hooksErr(); err != nil {
+		return err
+	}
 	w.mu.Lock()
 	if w.running {
 		w.mu.Unlock()
@@ -470,7 +474,7 @@ func (w *Worker) dispatch(life context.Context, m *entity.Message) {
 	req.reg = w.lookup(tm.Task)
 	if req.reg == nil {
 		err := fmt.Errorf("%w: %s (task id %s)", ErrNotRegistered, tm.Task, tm.ID)
-		w.log.Error("celery: received unregistered task; the message has been rejected", "task", tm.Task, "id", tm.ID)
+		w.logFor(req).Error("celery: received unregistered task; the message has been rejected", "task", tm.Task, "id", tm.ID)
 		w.onError(err)
 		w.settle(req, settleReject)
 		w.store(context.WithoutCancel(life), req, &ResultMeta{Status: StateFailure, Result: notRegisteredError(tm.Task).exceptionDict()}, true)
@@ -537,7 +541,7 @@ func (w *Worker) expired(req *request, now time.Time) bool {
 	if tm.Expires.IsZero() || !now.After(tm.Expires) {
 		return false
 	}
-	w.log.Info("celery: discarding expired task", "task", tm.Task, "id", tm.ID, "expires", formatISO(tm.Expires))
+	w.logFor(req).Info("celery: discarding expired task", "task", tm.Task, "id", tm.ID, "expires", formatISO(tm.Expires))
 	w.revokeRequest(context.Background(), req, "expired")
 	return true
 }
@@ -548,7 +552,7 @@ func (w *Worker) expired(req *request, now time.Time) bool {
 func (w *Worker) revokeRequest(ctx context.Context, req *request, reason string) {
 	tm := req.tm
 	if reason != "expired" {
-		w.log.Info("celery: discarding revoked task", "task", tm.Task, "id", tm.ID, "reason", reason)
+		w.logFor(req).Info("celery: discarding revoked task", "task", tm.Task, "id", tm.ID, "reason", reason)
 	}
 	w.store(ctx, req, &ResultMeta{Status: StateRevoked, Result: revokedError(reason).exceptionDict()}, false)
 	if part, ok := req.chordPart(); ok { // mark_as_revoked returns the chord part
@@ -626,7 +630,7 @@ func (w *Worker) store(ctx context.Context, req *request, meta *ResultMeta, forc
 		}
 	}
 	if err := w.backend.Store(ctx, meta); err != nil {
-		w.log.Error("celery: store result", "task", req.tm.Task, "id", req.tm.ID, "state", meta.Status, "error", err)
+		w.logFor(req).Error("celery: store result", "task", req.tm.Task, "id", req.tm.ID, "state", meta.Status, "error", err)
 		w.onError(err)
 	}
 }
@@ -670,13 +674,20 @@ func (w *Worker) execute(ctx context.Context, req *request) {
 		RoutingKey: req.msg.DeliveryInfo.RoutingKey, DeliveryTag: req.msg.DeliveryTag,
 		Redelivered: req.msg.Redelivered, Hostname: w.opts.hostname,
 	}
+	w.runTask(ctx, req, task, func(ctx context.Context, task *Task) (any, error) { return w.finish(ctx, req, task, soft, hard, late) })
+}
+
+// finish runs the handler within its time limits and acts on its outcome
+// (the core of a task a TaskMiddleware wraps).
+func (w *Worker) finish(ctx context.Context, req *request, task *Task, soft, hard time.Duration, late bool) (any, error) {
+	tm, cfg := req.tm, req.reg.cfg
 	result, err, stack, hardHit := w.callWithLimits(ctx, req, task, soft, hard)
 	softHit := errors.Is(err, ErrSoftTimeLimitExceeded) || (err != nil && errors.Is(context.Cause(ctx), ErrSoftTimeLimitExceeded))
 	bg := context.WithoutCancel(ctx)
 	if errors.Is(context.Cause(ctx), ErrTerminated) {
 		// revoke --terminate: Celery stores REVOKED ("terminated").
 		w.revokeRequest(bg, req, "terminated")
-		return
+		return result, err
 	}
 
 	var rerr *RetryError
@@ -686,7 +697,7 @@ func (w *Worker) execute(ctx context.Context, req *request) {
 		// Cut off by the shutdown timeout: like a worker lost in Celery, no
 		// state is stored; with late acks the message stays unacknowledged
 		// and is restored to its queue, with early acks it is gone.
-		w.log.Warn("celery: task cancelled by shutdown", "task", tm.Task, "id", tm.ID, "acks_late", late, "error", err)
+		w.logFor(req).Warn("celery: task cancelled by shutdown", "task", tm.Task, "id", tm.ID, "acks_late", late, "error", err)
 	case stack != "":
 		w.fail(bg, req, err, stack)
 	case err == nil:
@@ -695,7 +706,7 @@ func (w *Worker) execute(ctx context.Context, req *request) {
 		// The handler is abandoned (its goroutine ends when it returns);
 		// its pool slot is free now, as Celery's pool kills the process.
 		w.state.countHardTimeout()
-		w.log.Error("celery: hard time limit exceeded", "task", tm.Task, "id", tm.ID, "limit", hard)
+		w.logFor(req).Error("celery: hard time limit exceeded", "task", tm.Task, "id", tm.ID, "limit", hard)
 		w.fail(bg, req, &TaskError{Type: "TimeLimitExceeded", Module: "billiard.exceptions", Args: []any{seconds(hard.Seconds())}}, "")
 	case softHit:
 		w.fail(bg, req, &TaskError{Type: "SoftTimeLimitExceeded", Module: "billiard.exceptions"}, "")
@@ -714,6 +725,7 @@ func (w *Worker) execute(ctx context.Context, req *request) {
 	default:
 		w.fail(bg, req, err, "")
 	}
+	return result, err
 }
 
 // call runs the handler, turning a panic into an error and its stack.
@@ -740,7 +752,7 @@ func (w *Worker) succeed(ctx context.Context, req *request, result any) {
 	next, err := w.continueChain(ctx, req, result)
 	if err != nil {
 		// Celery fails the task when applying its chain raises.
-		w.log.Error("celery: continue chain", "task", tm.Task, "id", tm.ID, "error", err)
+		w.logFor(req).Error("celery: continue chain", "task", tm.Task, "id", tm.ID, "error", err)
 		w.fail(ctx, req, err, "")
 		return
 	}
@@ -753,7 +765,7 @@ func (w *Worker) succeed(ctx context.Context, req *request, result any) {
 	}
 	w.settle(req, settleAck)
 	w.taskEvent("task-succeeded", req, map[string]any{"result": safeRepr(normalize(result), 1024), "runtime": time.Since(req.started).Seconds()})
-	w.log.Info("celery: task succeeded", "task", tm.Task, "id", tm.ID)
+	w.logFor(req).Info("celery: task succeeded", "task", tm.Task, "id", tm.ID)
 }
 
 // fail is Celery's mark_as_failure: store FAILURE, return the chord part,
@@ -776,7 +788,7 @@ func (w *Worker) fail(ctx context.Context, req *request, err error, traceback st
 	}
 	for _, sig := range tm.Errbacks {
 		if _, serr := w.client.applySignature(ctx, sig, []any{tm.ID}, applyOpts{parentID: tm.ID, rootID: root}); serr != nil {
-			w.log.Error("celery: send errback", "task", tm.Task, "id", tm.ID, "errback", sig.Task, "error", serr)
+			w.logFor(req).Error("celery: send errback", "task", tm.Task, "id", tm.ID, "errback", sig.Task, "error", serr)
 			w.onError(serr)
 		}
 	}
@@ -784,7 +796,7 @@ func (w *Worker) fail(ctx context.Context, req *request, err error, traceback st
 	// stored, with early or late acks alike.
 	w.settle(req, settleAck)
 	w.taskEvent("task-failed", req, map[string]any{"exception": pyExcRepr(normalizeExc(exc)), "traceback": traceback})
-	w.log.Error("celery: task failed", "task", tm.Task, "id", tm.ID, "error", exc.Error())
+	w.logFor(req).Error("celery: task failed", "task", tm.Task, "id", tm.ID, "error", exc.Error())
 }
 
 // retry is Celery's task.retry(): store RETRY, send the task again with
@@ -863,7 +875,7 @@ func (w *Worker) retry(ctx context.Context, req *request, r *RetryError) {
 	}
 	w.store(ctx, req, &ResultMeta{Status: StateRetry, Result: result, Traceback: tb, Children: []any{resultTuple(tm.ID)}}, false)
 	if err := w.client.Publish(ctx, &next, queue, exchange, w.conn.ExchangeType(di.Exchange), rk); err != nil {
-		w.log.Error("celery: could not send retry", "task", tm.Task, "id", tm.ID, "error", err)
+		w.logFor(req).Error("celery: could not send retry", "task", tm.Task, "id", tm.ID, "error", err)
 		w.onError(err)
 		req.mu.Lock()
 		settled := req.settle
@@ -877,7 +889,7 @@ func (w *Worker) retry(ctx context.Context, req *request, r *RetryError) {
 	}
 	w.settle(req, settleAck)
 	w.taskEvent("task-retried", req, map[string]any{"exception": pyExcRepr(normalizeExc(exceptionOf(r))), "traceback": tb})
-	w.log.Info("celery: task retry", "task", tm.Task, "id", tm.ID, "retries", retries, "eta", formatISO(eta))
+	w.logFor(req).Info("celery: task retry", "task", tm.Task, "id", tm.ID, "retries", retries, "eta", formatISO(eta))
 }
 
 // resultTuple is AsyncResult.as_tuple() of a child: [[id, null], null].

@@ -19,6 +19,8 @@
 //   - celery-canvas: sends a chain, a group and a chord of tasks.add and
 //     tasks.echo, served by celery-worker or a Python worker, and checks
 //     their results
+//   - celery-metrics: serves /metrics for Prometheus with celery-exporter's
+//     metrics, from the events of Go and Python workers (package celeryprom)
 //
 // Each runs its producer and consumers in one process and works with no
 // setup on memory://; give --url (or $KOMBU_URL) to use a real broker:
