@@ -15,16 +15,18 @@ import (
 // Control does from Go what `celery inspect` and `celery control` do
 // (Celery's app.control, kombu.pidbox.Mailbox): it broadcasts a command on
 // the "celery.pidbox" fanout exchange and collects the workers' replies,
-// Python and Go alike, from its own reply queue for the reply timeout.
+// Python and Go alike, for the reply timeout. It is safe for concurrent
+// use: each broadcast that waits for replies has a reply queue of its own
+// (routing key: its ticket), deleted when it returns, so concurrent
+// broadcasts never take each other's replies.
 type Control struct {
 	conn  *kombu.Connection
-	oid   string
 	clock lamport
 }
 
 // NewControl returns a Control over a broker connection.
 func NewControl(conn *kombu.Connection) *Control {
-	return &Control{conn: conn, oid: uuid.NewString()}
+	return &Control{conn: conn}
 }
 
 // Reply is one worker's answer to a broadcast.
@@ -103,19 +105,26 @@ func (c *Control) Broadcast(ctx context.Context, command string, args map[string
 		pattern, matcher = o.pattern, o.matcher
 	}
 	body := map[string]any{"method": command, "arguments": args, "destination": dest, "pattern": pattern, "matcher": matcher}
+	ticket := uuid.NewString()
 	replyQ := kombu.Queue{
-		Name:       c.oid + "." + PidboxReplyExchange,
+		Name:       ticket + "." + PidboxReplyExchange,
 		Exchange:   kombu.Exchange{Name: PidboxReplyExchange, Type: kombu.Direct, Durable: false},
-		RoutingKey: c.oid, AutoDelete: true,
+		RoutingKey: ticket, AutoDelete: true,
 	}
-	ticket := ""
 	if !o.noReply {
-		ticket = uuid.NewString()
 		body["ticket"] = ticket
-		body["reply_to"] = map[string]any{"exchange": PidboxReplyExchange, "routing_key": c.oid}
+		body["reply_to"] = map[string]any{"exchange": PidboxReplyExchange, "routing_key": ticket}
 		if _, err := c.conn.DeclareQueue(ctx, replyQ); err != nil {
 			return nil, fmt.Errorf("celery: control: declare reply queue: %w", err)
 		}
+		defer func() {
+			// Late replies then route nowhere and are dropped.
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := c.conn.DeleteQueue(dctx, replyQ.Name); err != nil {
+				c.conn.Logger().Warn("celery: control: delete reply queue", "queue", replyQ.Name, "error", err)
+			}
+		}()
 	}
 	expires := 0.0
 	if o.timeout > 0 {
@@ -149,7 +158,7 @@ func (c *Control) Broadcast(ctx context.Context, command string, args map[string
 			return replies, fmt.Errorf("celery: control %s: %w", command, err)
 		}
 		if t, _ := m.Headers["ticket"].(string); t != ticket {
-			continue // a late reply to an earlier broadcast
+			continue // not a reply to this broadcast
 		}
 		if clk, ok := toInt(m.Headers["clock"]); ok {
 			c.clock.adjust(int64(clk))
