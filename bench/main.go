@@ -89,6 +89,9 @@ type runner struct {
 	admin           *goredis.Client
 	rows            []*row
 	notes           []string
+	// observer, when set, is given to every connection dial opens (the
+	// obs group's kombuprom rows).
+	observer kombu.Observer
 }
 
 // row is one line of the table.
@@ -183,7 +186,11 @@ func (r *runner) dial(opts string) *kombu.Connection {
 		}
 		u += sep + opts
 	}
-	conn, err := kombu.Dial(r.ctx, u)
+	var opts2 []kombu.Option
+	if r.observer != nil {
+		opts2 = append(opts2, kombu.WithObserver(r.observer))
+	}
+	conn, err := kombu.Dial(r.ctx, u, opts2...)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -9,8 +9,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/kombu-go/kombu"
 	"github.com/kombu-go/kombu/celery"
 	"github.com/kombu-go/kombu/celeryprom"
+	"github.com/kombu-go/kombu/kombuprom"
 	"github.com/kombu-go/kombu/otelcelery"
 	goredis "github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/propagation"
@@ -90,6 +92,25 @@ func (r *runner) obs() {
 		} else {
 			ratios = append(ratios, fmt.Sprintf("worker with %s %.2f×", m.label, drainOff/res.rate))
 		}
+	}
+	// The transport's own metrics (kombuprom, a kombu.Observer): publish
+	// and consume + ack, off and on.
+	for _, w := range []struct {
+		label string
+		f     func() func(b *testing.B)
+	}{
+		{"publish, direct exchange, 1 goroutine, 1 connection", func() func(b *testing.B) { return r.publishBench(100, 1, 1, kombu.Direct) }},
+		{"consume + ack, 1 consumer, defaults (prefetch 4)", func() func(b *testing.B) {
+			return r.consumeBench(consumeCfg{size: 100, queues: 1, concurrency: 1, conns: 1}, nil)
+		}},
+	} {
+		off := measure(d, 0, w.f())
+		r.observer = kombuprom.New(kombuprom.Options{})
+		on := measure(d, 0, w.f())
+		r.observer = nil
+		r.add(row{group: "obs", name: w.label + ", metrics off", goRate: off.rate, allocs: off.allocs, bytes: off.bytes, server: off.server})
+		r.add(row{group: "obs", name: w.label + ", metrics on (kombuprom)", goRate: on.rate, allocs: on.allocs, bytes: on.bytes, server: on.server})
+		ratios = append(ratios, fmt.Sprintf("%s with kombuprom %.2f×", w.label, off.rate/on.rate))
 	}
 	r.notes = append(r.notes, "Observability cost, time per task on over off (1.00× is free): "+strings.Join(ratios, "; ")+".")
 }
