@@ -75,22 +75,13 @@ func (r *runner) chordGoWorker(backendURL string) startWorker {
 
 // chordRun starts a worker, sends the chord and waits for its body.
 func (r *runner) chordRun(backendURL string, n int, start startWorker) (rate, cpuPerTask, callsPerTask float64) {
-	q := names(1)[0]
-	stop := start(q)
-	if stop == nil {
+	run := r.startRun(backendURL, start)
+	if run == nil {
 		return 0, 0, 0
 	}
-	defer func() {
-		stop()
-		r.deleteQueue(q)
-	}()
-	conn := r.dial("")
-	defer conn.Close()
-	backend, err := celery.OpenBackend(backendURL)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer backend.Close()
+	defer run.stop()
+	q, conn, backend := run.queue, run.conn, run.backend
+	var err error
 	client := celery.NewClient(conn, backend, celery.WithDefaultQueue(q))
 	header := make([]celery.Signature, n)
 	for i := range header {

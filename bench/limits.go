@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/kombu-go/kombu"
 	"github.com/kombu-go/kombu/celery"
 )
 
@@ -45,22 +46,13 @@ func (r *runner) controlReady(ctl *celery.Control) string {
 }
 
 func (r *runner) rateLimitRun(backendURL string, n int, start startWorker) float64 {
-	q := names(1)[0]
-	stop := start(q)
-	if stop == nil {
+	run := r.startRun(backendURL, start)
+	if run == nil {
 		return 0
 	}
-	defer func() {
-		stop()
-		r.deleteQueue(q)
-	}()
-	conn := r.dial("")
-	defer conn.Close()
-	backend, err := celery.OpenBackend(backendURL)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer backend.Close()
+	defer run.stop()
+	q, conn, backend := run.queue, run.conn, run.backend
+	var err error
 	ctl := celery.NewControl(conn)
 	node := r.controlReady(ctl)
 	if node == "" {
@@ -90,22 +82,13 @@ func (r *runner) rateLimitRun(backendURL string, n int, start startWorker) float
 }
 
 func (r *runner) hardLimitRun(backendURL string, start startWorker) float64 {
-	q := names(1)[0]
-	stop := start(q)
-	if stop == nil {
+	run := r.startRun(backendURL, start)
+	if run == nil {
 		return 0
 	}
-	defer func() {
-		stop()
-		r.deleteQueue(q)
-	}()
-	conn := r.dial("")
-	defer conn.Close()
-	backend, err := celery.OpenBackend(backendURL)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer backend.Close()
+	defer run.stop()
+	q, conn, backend := run.queue, run.conn, run.backend
+	var err error
 	if r.controlReady(celery.NewControl(conn)) == "" {
 		return 0
 	}
@@ -124,4 +107,35 @@ func (r *runner) hardLimitRun(backendURL string, start startWorker) float64 {
 		return 0
 	}
 	return float64(time.Since(t0).Milliseconds())
+}
+
+// celeryRun is a worker started on a fresh queue with a connection and a
+// result backend to drive it.
+type celeryRun struct {
+	queue   string
+	conn    *kombu.Connection
+	backend *celery.Backend
+	stop    func()
+}
+
+// startRun starts a worker on a fresh queue (nil if it could not start,
+// its figure then left out); stop stops the worker, deletes the queue and
+// closes the connection and backend.
+func (r *runner) startRun(backendURL string, start startWorker) *celeryRun {
+	q := names(1)[0]
+	stopWorker := start(q)
+	if stopWorker == nil {
+		return nil
+	}
+	backend, err := celery.OpenBackend(backendURL)
+	if err != nil {
+		log.Fatal(err)
+	}
+	conn := r.dial("")
+	return &celeryRun{queue: q, conn: conn, backend: backend, stop: func() {
+		stopWorker()
+		r.deleteQueue(q)
+		conn.Close()
+		backend.Close()
+	}}
 }

@@ -281,17 +281,7 @@ func (c *Client) publish(ctx context.Context, m *TaskMessage, queue, exchange st
 // sendSentEvent publishes task-sent with the fields Celery's
 // send_task_message gives it.
 func (c *Client) sendSentEvent(ctx context.Context, m *TaskMessage, queue, exchange, routingKey string) error {
-	root := m.RootID
-	if root == "" {
-		root = m.ID
-	}
-	argsrepr, kwargsrepr := m.ArgsRepr, m.KwargsRepr
-	if argsrepr == "" {
-		argsrepr = argsRepr(m.Args)
-	}
-	if kwargsrepr == "" {
-		kwargsrepr = kwargsRepr(m.Kwargs)
-	}
+	root, argsrepr, kwargsrepr := m.rootAndReprs()
 	qname := queue
 	if qname == "" {
 		qname = routingKey

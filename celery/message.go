@@ -241,23 +241,30 @@ func seconds(f float64) any {
 // form Celery writes them.
 func (m *TaskMessage) MarshalHeaders() ([]byte, error) { return pyjson.Marshal(m.headersObject()) }
 
-// headersObject returns the message headers in the order Celery writes them.
-func (m *TaskMessage) headersObject() pyjson.Object {
-	lang := m.Lang
-	if lang == "" {
-		lang = "py"
-	}
-	root := m.RootID
+// rootAndReprs returns the root_id, argsrepr and kwargsrepr Celery writes:
+// the task's own id when it has no root, the reprs of the arguments when
+// none were given.
+func (m *TaskMessage) rootAndReprs() (root, argsrepr, kwargsrepr string) {
+	root, argsrepr, kwargsrepr = m.RootID, m.ArgsRepr, m.KwargsRepr
 	if root == "" {
 		root = m.ID
 	}
-	argsrepr, kwargsrepr := m.ArgsRepr, m.KwargsRepr
 	if argsrepr == "" {
 		argsrepr = argsRepr(m.Args)
 	}
 	if kwargsrepr == "" {
 		kwargsrepr = kwargsRepr(m.Kwargs)
 	}
+	return root, argsrepr, kwargsrepr
+}
+
+// headersObject returns the message headers in the order Celery writes them.
+func (m *TaskMessage) headersObject() pyjson.Object {
+	lang := m.Lang
+	if lang == "" {
+		lang = "py"
+	}
+	root, argsrepr, kwargsrepr := m.rootAndReprs()
 	origin := m.Origin
 	if origin == "" {
 		origin = DefaultOrigin()

@@ -1,7 +1,6 @@
 package redis
 
 import (
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -73,16 +72,11 @@ func ParseUnackedValue(v []byte) (envelope []byte, exchange, routingKey string, 
 	return envelope, jsonString(a[1]), jsonString(a[2]), nil
 }
 
-// jsonString is a decoded JSON value as the string Python's str() gives a
-// str, "" for null.
+// jsonString is a decoded JSON value as Kombu's record holds it: a
+// string as it is, null as "", anything else as its JSON text.
 func jsonString(v any) string {
-	switch s := v.(type) {
-	case string:
+	if s, ok := v.(string); ok || v == nil {
 		return s
-	case nil:
-		return ""
-	case json.Number:
-		return s.String()
 	}
 	b, _ := pyjson.Marshal(v)
 	return string(b)
