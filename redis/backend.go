@@ -121,6 +121,9 @@ func newBackend(client goredis.UniversalClient, owned bool, o Options) (*Backend
 	if c, ok := client.(*goredis.Client); ok && o.WaitConnections > 0 {
 		b.wait, b.ownsWait = newWaitClient(c, o.WaitConnections), true
 	}
+	if c, ok := client.(*goredis.ClusterClient); ok && o.WaitConnections > 0 {
+		b.wait, b.ownsWait = newWaitCluster(c, o.WaitConnections), true // cluster.go
+	}
 	b.hub = newWaitHub(b, o.WaitConnections)
 	if !o.NoAutoPipeline {
 		b.pipe = newAutoPipe(b)

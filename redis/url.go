@@ -30,7 +30,7 @@ func init() {
 	opener := transport.OpenerFunc(func(ctx context.Context, u *transport.URL) (transport.Backend, error) {
 		return OpenURL(ctx, u)
 	})
-	for _, scheme := range []string{"redis", "rediss", "sentinel"} {
+	for _, scheme := range []string{"redis", "rediss", "sentinel", ClusterScheme} {
 		transport.Register(scheme, opener)
 	}
 }
@@ -80,6 +80,9 @@ type connConfig struct {
 // (transport.CoreOptionNames) are accepted and ignored here. Durations
 // are seconds. Anything else is an error matching transport.ErrBadURL.
 func OpenURL(ctx context.Context, u *transport.URL, opts ...Option) (*Backend, error) {
+	if u.Scheme == ClusterScheme {
+		return openCluster(ctx, u, opts...) // cluster.go
+	}
 	o := DefaultOptions()
 	cc := connConfig{poolSize: DefaultMaxConnections}
 	switch u.Scheme {
@@ -88,6 +91,9 @@ func OpenURL(ctx context.Context, u *transport.URL, opts ...Option) (*Backend, e
 		return nil, fmt.Errorf("%w: scheme %q is not redis, rediss or sentinel", transport.ErrBadURL, u.Scheme)
 	}
 	if err := applyURLOptions(&o, &cc, u.Options); err != nil {
+		return nil, err
+	}
+	if err := notClusterForm(u, o); err != nil { // cluster.go
 		return nil, err
 	}
 	switch {
@@ -226,6 +232,8 @@ func applyURLOptions(o *Options, cc *connConfig, m map[string]string) error {
 		switch name {
 		case "global_keyprefix":
 			o.KeyPrefix = v
+		case "hash_tag":
+			o.HashTag = v
 		case "sep":
 			o.Sep = v
 		case "priority_steps":
