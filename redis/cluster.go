@@ -59,12 +59,14 @@ const ClusterScheme = "rediscluster"
 // message moves.
 var ErrNotCluster = errors.New("kombu: redis: not a Redis Cluster node")
 
-// hashTagPrefix returns what goes before global_keyprefix for tag: "" for
-// no tag, else "{" + tag + "}". The PR's spelling with the braces ("{tag}",
-// as its tests write it) gives the same prefix. Any other brace is refused:
-// Redis hashes only the text up to the first "}", so a tag holding braces
-// would not name the slot it seems to.
-func hashTagPrefix(tag string) (string, error) {
+// HashTagPrefix returns what goes before global_keyprefix for a hash_tag
+// option: "" for no tag, else "{" + tag + "}". The PR's spelling with the
+// braces ("{tag}", as its tests write it) gives the same prefix. Any other
+// brace is refused with an error matching ErrBadOption: Redis hashes only
+// the text up to the first "}", so a tag holding braces would not name
+// the slot it seems to. celery.NewClusterBackend uses it too, so results
+// and broker keys of one tag share a slot.
+func HashTagPrefix(tag string) (string, error) {
 	if tag == "" {
 		return "", nil
 	}
@@ -73,10 +75,10 @@ func hashTagPrefix(tag string) (string, error) {
 		inner = tag[1 : len(tag)-1]
 	}
 	if inner == "" {
-		return "", fmt.Errorf("hash_tag %q is empty: Redis would hash the whole key", tag)
+		return "", fmt.Errorf("%w: hash_tag %q is empty: Redis would hash the whole key", ErrBadOption, tag)
 	}
 	if strings.ContainsAny(inner, "{}") {
-		return "", fmt.Errorf("hash_tag %q holds a brace: write the tag without braces (hash_tag=celery gives keys {celery}...)", tag)
+		return "", fmt.Errorf("%w: hash_tag %q holds a brace: write the tag without braces (hash_tag=celery gives keys {celery}...)", ErrBadOption, tag)
 	}
 	return "{" + inner + "}", nil
 }

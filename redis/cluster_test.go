@@ -44,14 +44,14 @@ func TestClusterHashTag(t *testing.T) {
 	for _, tc := range []struct{ tag, want string }{
 		{"", ""}, {"celery", "{celery}"}, {"{celery}", "{celery}"}, {"a.b:c", "{a.b:c}"},
 	} {
-		got, err := hashTagPrefix(tc.tag)
+		got, err := HashTagPrefix(tc.tag)
 		if err != nil || got != tc.want {
-			t.Errorf("hashTagPrefix(%q) = %q, %v; want %q", tc.tag, got, err, tc.want)
+			t.Errorf("HashTagPrefix(%q) = %q, %v; want %q", tc.tag, got, err, tc.want)
 		}
 	}
 	for _, bad := range []string{"{}", "a{b", "a}b", "{a}b", "a{b}", "{{a}}", "{a", "}"} {
-		if got, err := hashTagPrefix(bad); err == nil {
-			t.Errorf("hashTagPrefix(%q) = %q, want an error", bad, got)
+		if got, err := HashTagPrefix(bad); err == nil {
+			t.Errorf("HashTagPrefix(%q) = %q, want an error", bad, got)
 		}
 	}
 	// The PR: global_keyprefix = hash_tag + global_keyprefix; every key is

@@ -47,7 +47,7 @@ func newKeys(o *Options, db int) (keys, error) {
 	if err != nil {
 		return keys{}, err
 	}
-	tag, err := hashTagPrefix(o.HashTag)
+	tag, err := HashTagPrefix(o.HashTag)
 	if err != nil {
 		return keys{}, err
 	}

@@ -251,8 +251,8 @@ var ErrBadOption = errors.New("kombu: redis: bad option")
 
 // validate checks o and fills in what may be left empty.
 func (o *Options) validate() error {
-	if _, err := hashTagPrefix(o.HashTag); err != nil {
-		return fmt.Errorf("%w: %w", ErrBadOption, err)
+	if _, err := HashTagPrefix(o.HashTag); err != nil {
+		return err
 	}
 	if o.Sep == "" {
 		return fmt.Errorf("%w: sep must not be empty", ErrBadOption)
