@@ -636,7 +636,11 @@ func (b *Backend) process(ctx context.Context, cmd goredis.Cmder) *goredis.IntCm
 		_ = b.client.Process(ctx, cmd)
 		return nil
 	}
-	pipe := b.client.Pipeline()
+	pipe, err := b.writePipeline(ctx) // cluster.go
+	if err != nil {
+		cmd.SetErr(err)
+		return nil
+	}
 	_ = pipe.Process(ctx, cmd)
 	w := b.queueWait(ctx, pipe)
 	_, _ = pipe.Exec(ctx) // each command carries its own error

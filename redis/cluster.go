@@ -268,3 +268,24 @@ func clusterPublish(ctx context.Context, c *goredis.ClusterClient, channel strin
 	}
 	return err
 }
+
+// writePipeline returns the pipeline publishes write through. With
+// PublishWaitReplicas on a cluster client it is a pipeline on the master
+// of the transport's slot (the compatible layout keeps every key there):
+// Redis's WAIT covers the writes of its own connection, and go-redis's
+// cluster pipeline would send the keyless WAIT (and MULTI/EXEC) to any
+// node.
+func (b *Backend) writePipeline(ctx context.Context) (goredis.Pipeliner, error) {
+	c, ok := b.client.(*goredis.ClusterClient)
+	if !ok || !b.waiting() {
+		return b.client.Pipeline(), nil
+	}
+	node, err := c.MasterForKey(ctx, b.k.unacked)
+	if err != nil {
+		c.ReloadState(ctx)
+		if node, err = c.MasterForKey(ctx, b.k.unacked); err != nil {
+			return nil, wrap("find the master of the hash tag's slot", err)
+		}
+	}
+	return node.Pipeline(), nil
+}

@@ -112,6 +112,9 @@ func (c *Cluster) StartNode(port int) {
 		"--port", ps, "--bind", "127.0.0.1", "--dir", c.Dir,
 		"--cluster-enabled", "yes", "--cluster-config-file", "nodes-"+ps+".conf",
 		"--cluster-node-timeout", "1000",
+		// A replica can be promoted only after its first sync; Redis
+		// otherwise waits 5 s before a diskless sync starts.
+		"--repl-diskless-sync-delay", "0",
 		"--save", "", "--appendonly", "no",
 		"--logfile", filepath.Join(c.Dir, "redis-"+ps+".log"))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -172,7 +175,8 @@ func (c *Cluster) Info(port int) (map[string]string, error) {
 }
 
 // WaitOK waits until every running node reports cluster_state:ok, knows
-// all nodes and sees every slot served.
+// all nodes and sees every slot served, and every replica's link to its
+// master is up (a replica that never synced cannot be promoted).
 func (c *Cluster) WaitOK(timeout time.Duration) {
 	c.t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -187,6 +191,12 @@ func (c *Cluster) WaitOK(timeout time.Duration) {
 			if err != nil || m["cluster_state"] != "ok" || m["cluster_slots_ok"] != "16384" || m["cluster_known_nodes"] != strconv.Itoa(len(c.Ports)) {
 				ok = false
 				last = fmt.Sprintf("node %d: %v %v", p, m, err)
+				break
+			}
+			repl, err := c.cli(p, "INFO", "replication")
+			if err != nil || strings.Contains(repl, "role:slave") && !strings.Contains(repl, "master_link_status:up") {
+				ok = false
+				last = fmt.Sprintf("node %d: replication %q %v", p, repl, err)
 				break
 			}
 		}
