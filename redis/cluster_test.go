@@ -1,7 +1,9 @@
 package redis
 
 import (
+	"context"
 	"errors"
+	"log"
 	"strings"
 	"testing"
 
@@ -184,4 +186,20 @@ func TestClusterOpenURL(t *testing.T) {
 	}
 	m, _ := c.MasterOf("{kombu}")
 	t.Logf("seeds %s; the tag's slot %d is on the master at port %d", raw, tagSlot, m)
+}
+
+// ExampleOpen_cluster opens the backend on a Redis Cluster in Kombu PR
+// 2204's layout: every key under the hash tag {myapp}, so all of them
+// live on the master of that tag's slot (and its replica takes over if
+// that master dies).
+func ExampleOpen_cluster() {
+	ctx := context.Background()
+	b, err := Open(ctx, "rediscluster://10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000?hash_tag=myapp&publish_wait_replicas=1")
+	if err != nil {
+		log.Fatal(err) // ErrNotCluster if a seed is a single-instance server
+	}
+	defer b.Close()
+	if err := b.Put(ctx, "celery", 0, []byte(`{"body": "..."}`)); err != nil { // LPUSH {myapp}celery
+		log.Fatal(err)
+	}
 }

@@ -76,7 +76,8 @@ type connConfig struct {
 // ssl_certfile, ssl_keyfile. kombu-go's own: restore_priority (own or
 // base), malformed_key, wait_connections, publish_wait_replicas,
 // publish_wait_timeout, auto_pipeline (true by default; see
-// Options.NoAutoPipeline). The transport core's options
+// Options.NoAutoPipeline). rediscluster:// URLs also take hash_tag (Kombu
+// PR 2204's name; see the package documentation's Redis Cluster section). The transport core's options
 // (transport.CoreOptionNames) are accepted and ignored here. Durations
 // are seconds. Anything else is an error matching transport.ErrBadURL.
 func OpenURL(ctx context.Context, u *transport.URL, opts ...Option) (*Backend, error) {
