@@ -2,13 +2,18 @@ package redis
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"log"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/kombu-go/kombu/entity"
 	"github.com/kombu-go/kombu/internal/testenv"
 	"github.com/kombu-go/kombu/transport"
 	"github.com/kombu-go/kombu/transport/transporttest"
@@ -201,5 +206,97 @@ func ExampleOpen_cluster() {
 	defer b.Close()
 	if err := b.Put(ctx, "celery", 0, []byte(`{"body": "..."}`)); err != nil { // LPUSH {myapp}celery
 		log.Fatal(err)
+	}
+}
+
+// TestClusterLoadOnOneMaster measures where the compatible layout's work
+// goes: 4 queues, 2,000 messages published and consumed with acks, and
+// each master's commands (scripts' inner calls included) and CPU over the
+// run (INFO stats, INFO cpu).
+// Proves the documentation's claim: the master of the tag's slot does
+// nearly all of it (the others see only the cluster client's slot-map
+// refreshes and the script loads), so this layout buys failover, not
+// throughput. The shares are logged.
+func TestClusterLoadOnOneMaster(t *testing.T) {
+	c := startCluster(t)
+	b, err := Open(bg, c.URL()+"?hash_tag=kombu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	tagMaster, err := c.MasterOf("{kombu}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type sample struct {
+		cmds int64
+		cpu  float64
+	}
+	read := func(port int) sample {
+		cl := goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:" + strconv.Itoa(port), Protocol: 2})
+		defer cl.Close()
+		var s sample
+		for _, line := range strings.Split(cl.Info(bg, "stats", "cpu").Val(), "\r\n") {
+			k, v, _ := strings.Cut(line, ":")
+			switch k {
+			case "total_commands_processed":
+				s.cmds, _ = strconv.ParseInt(v, 10, 64)
+			case "used_cpu_sys", "used_cpu_user":
+				f, _ := strconv.ParseFloat(v, 64)
+				s.cpu += f
+			}
+		}
+		return s
+	}
+	var masters []int
+	for _, p := range c.Ports {
+		cl := goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:" + strconv.Itoa(p), Protocol: 2})
+		if role, _ := cl.Do(bg, "ROLE").Slice(); len(role) > 0 && role[0] == "master" {
+			masters = append(masters, p)
+		}
+		_ = cl.Close()
+	}
+	before := map[int]sample{}
+	for _, p := range masters {
+		before[p] = read(p)
+	}
+	const n = 2000
+	queues := []string{"a", "b", "c", "d"}
+	for i := range n {
+		env := faultEnvelope(fmt.Sprintf("m%d", i))
+		if _, err := b.Publish(bg, "", entity.Direct, queues[i%len(queues)], 0, env); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n {
+		d, err := b.GetWait(bg, queues, true, time.Second)
+		if err != nil {
+			t.Fatalf("take %d: %v", i, err)
+		}
+		var env struct {
+			Properties struct {
+				DeliveryTag string `json:"delivery_tag"`
+			} `json:"properties"`
+		}
+		if err := json.Unmarshal(d.Envelope, &env); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Ack(bg, env.Properties.DeliveryTag); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var total int64
+	delta := map[int]sample{}
+	for _, p := range masters {
+		a := read(p)
+		delta[p] = sample{cmds: a.cmds - before[p].cmds, cpu: a.cpu - before[p].cpu}
+		total += delta[p].cmds
+	}
+	for _, p := range masters {
+		t.Logf("master %d%s: %d commands (%.1f%%), %.3f s CPU", p, map[bool]string{true: " (the tag's)"}[p == tagMaster],
+			delta[p].cmds, 100*float64(delta[p].cmds)/float64(total), delta[p].cpu)
+	}
+	if share := float64(delta[tagMaster].cmds) / float64(total); share < 0.95 {
+		t.Fatalf("the tag's master ran %.1f%% of the commands, want nearly all", 100*share)
 	}
 }
