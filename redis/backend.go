@@ -122,6 +122,9 @@ func newBackend(client goredis.UniversalClient, owned bool, o Options) (*Backend
 	if c, ok := client.(*goredis.Client); ok && o.WaitConnections > 0 {
 		b.wait, b.ownsWait = newWaitClient(c, o.WaitConnections), true
 	}
+	if c, ok := client.(*goredis.ClusterClient); ok && o.WaitConnections > 0 {
+		b.wait, b.ownsWait = newWaitCluster(c, o.WaitConnections), true // cluster.go
+	}
 	b.hub = newWaitHub(b, o.WaitConnections)
 	if !o.NoAutoPipeline {
 		b.pipe = newAutoPipe(b)
@@ -634,7 +637,11 @@ func (b *Backend) process(ctx context.Context, cmd goredis.Cmder) *goredis.IntCm
 		_ = b.client.Process(ctx, cmd)
 		return nil
 	}
-	pipe := b.client.Pipeline()
+	pipe, err := b.writePipeline(ctx) // cluster.go
+	if err != nil {
+		cmd.SetErr(err)
+		return nil
+	}
 	_ = pipe.Process(ctx, cmd)
 	w := b.queueWait(ctx, pipe)
 	_, _ = pipe.Exec(ctx) // each command carries its own error

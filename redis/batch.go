@@ -44,7 +44,13 @@ func (b *Backend) PublishBatch(ctx context.Context, items []transport.PublishIte
 	}
 	var ops []op
 	scripted := false
-	pipe := b.client.Pipeline()
+	pipe, err := b.writePipeline(ctx) // cluster.go
+	if err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return ns, errs
+	}
 	for i := 0; i < len(items); {
 		it := items[i]
 		j := i + 1

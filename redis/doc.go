@@ -3,8 +3,8 @@
 // services and Python Kombu/Celery programs share queues, bindings, unacked
 // records and fanout channels.
 //
-// Import it for its side effect to make the "redis", "rediss" and
-// "sentinel" URL schemes available, or build a Backend directly:
+// Import it for its side effect to make the "redis", "rediss", "sentinel"
+// and "rediscluster" URL schemes available, or build a Backend directly:
 //
 //	b, err := redis.New(client, redis.WithKeyPrefix("app:"))  // your client, never closed by b
 //	b, err := redis.Open(ctx, "redis://localhost:6379/0")     // b owns its client
@@ -128,8 +128,9 @@
 //     commands run on a second pool the Backend makes with the client's
 //     settings, of at most WaitConnections connections, so they never take
 //     connections the rest of the program needs (hooks added to the client
-//     with AddHook do not see them); other clients (Ring, Cluster,
-//     wrappers) carry them in their own pool, which must have room. A
+//     with AddHook do not see them); a *redis.ClusterClient gets such a
+//     second cluster client too; other clients (Ring, wrappers) carry
+//     them in their own pool, which must have room. A
 //     watcher ends about a second after its list has no waiter; Close ends
 //     them at once by closing that second pool.
 //
@@ -152,7 +153,63 @@
 // waits is taken out unsent. auto_pipeline=false in the URL
 // (Options.NoAutoPipeline) turns it off.
 //
-// # Limits
+// # Redis Cluster
+//
+// rediscluster://host:port[,host:port...]?hash_tag=tag opens a go-redis
+// ClusterClient on the seed nodes (the rest of the cluster is discovered);
+// New accepts a *redis.ClusterClient with WithHashTag. The layout is
+// Kombu's rediscluster transport (celery/kombu pull request 2204, not
+// merged): every key and channel is
+//
+//	"{" + hash_tag + "}" + global_keyprefix + Kombu's name
+//
+// (the PR's formula hash_tag + global_keyprefix + name, where its option is
+// written with the braces, "{tag}"; kombu-go accepts both spellings), so
+// all of the transport's keys hash to the tag's slot and every script,
+// MULTI and blocking wait runs on one master, with every guarantee of the
+// single-instance transport (the conformance suite runs on a local 3+3
+// cluster: TestClusterConformance).
+//
+// When to choose it: for failover without Sentinel, or because the Redis
+// you are given is a cluster (managed cluster-mode services). Not for
+// throughput: the tag's slot lives on one master, so one master carries
+// all of the transport's queues and the others carry none of its load.
+// Teams that need queues spread over masters need a layout Kombu does not
+// have (per-queue slots), which kombu-go does not offer yet. Separate
+// transports with different tags (one per application) may land on
+// different masters.
+//
+// Failover: kill the tag's master and a replica is promoted in about
+// cluster-node-timeout plus a second; producers and consumers follow by
+// themselves (go-redis reloads the slot map on MOVED and on connection
+// errors). Replication is asynchronous, so use publish_wait_replicas=1
+// (see Replication; on a cluster the WAIT runs on the tag's master): then
+// a publish that returned nil survives the failover
+// (TestClusterFailover: about 40,000 publishes, the master SIGKILLed, none
+// confirmed lost). Takes and acks written just before the crash may be
+// undone by it: a message can then be delivered twice (at-least-once),
+// never lost; the visibility sweep brings back records whose reply was
+// lost. go-redis's cluster client resends a command whose connection
+// broke (MaxRedirects), so a publish around a failover may land twice.
+//
+// Fanout is PUBLISH and PSUBSCRIBE, as in the PR, both on the master of
+// the channel's slot (the channel carries the tag), where Redis keeps one
+// connection's order; sharded pub/sub would pin the same node but has no
+// pattern subscribe and Python would not hear it.
+//
+// Bad input fails at Open before any message moves: a URL mixing
+// rediscluster:// with redis:// (ErrBadURL), a host list or hash_tag on
+// redis://, a tag with braces other than the PR's outer pair, a database
+// other than 0, and a seed that is a single-instance server
+// (ErrNotCluster).
+//
+// Python beside it: only a Kombu with pull request 2204 applied has
+// rediscluster:// (Debian's Kombu 5.2.4 and 5.5.3 do not), with
+// transport_options {"hash_tag": "{tag}", "global_keyprefix": ...} matching
+// the Go URL's hash_tag=tag. kombu-go's interop proof for this layout is
+// Go to Go plus the key formula checked against the PR's (TestClusterHashTag,
+// TestClusterOpenURL). The Celery result backend on a cluster is
+// celery.NewClusterBackend with the same tag.
 //
 // # Replication
 //
@@ -166,8 +223,7 @@
 // (errors.Is transport.ErrNotReplicated), which retry policies do not
 // retry. kombu-go's own option; Kombu has none.
 //
-// Redis Cluster is not supported (Kombu's keys have no hash tags, so the
-// multi-key scripts would hit CROSSSLOT). Redis's cjson rejects some JSON
+// Redis's cjson rejects some JSON
 // that Python accepts (lone UTF-16 surrogate escapes, nesting deeper than
 // 1000); such messages go to the malformed list instead of being delivered.
 package redis

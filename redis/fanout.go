@@ -20,7 +20,11 @@ func (b *Backend) PublishFanout(ctx context.Context, exchange, routingKey string
 	if err := b.checkOpen(); err != nil {
 		return err
 	}
-	return wrap("publish fanout", b.client.Publish(ctx, b.k.fanoutChannel(exchange, routingKey), envelope).Err())
+	ch := b.k.fanoutChannel(exchange, routingKey)
+	if c, ok := b.client.(*goredis.ClusterClient); ok {
+		return wrap("publish fanout", clusterPublish(ctx, c, ch, envelope)) // cluster.go
+	}
+	return wrap("publish fanout", b.client.Publish(ctx, ch, envelope).Err())
 }
 
 // SubscribeFanout PSUBSCRIBEs, on one pub/sub connection, to the pattern of

@@ -47,21 +47,26 @@ func newKeys(o *Options, db int) (keys, error) {
 	if err != nil {
 		return keys{}, err
 	}
+	tag, err := HashTagPrefix(o.HashTag)
+	if err != nil {
+		return keys{}, err
+	}
+	prefix := tag + o.KeyPrefix // P: {hash_tag}global_keyprefix (cluster.go)
 	suffixes := make([]string, len(o.PrioritySteps))
 	for i, st := range o.PrioritySteps {
 		suffixes[i] = stepSuffix(st, o.Sep)
 	}
 	return keys{
 		suffixes:       suffixes,
-		prefix:         o.KeyPrefix,
+		prefix:         prefix,
 		sep:            o.Sep,
-		prefixArg:      o.KeyPrefix,
+		prefixArg:      prefix,
 		sepArg:         o.Sep,
 		steps:          append([]int(nil), o.PrioritySteps...),
-		unacked:        o.KeyPrefix + o.UnackedKey,
-		unackedIndex:   o.KeyPrefix + o.UnackedIndexKey,
-		unackedMutex:   o.KeyPrefix + o.UnackedMutexKey,
-		malformed:      o.KeyPrefix + o.MalformedKey,
+		unacked:        prefix + o.UnackedKey,
+		unackedIndex:   prefix + o.UnackedIndexKey,
+		unackedMutex:   prefix + o.UnackedMutexKey,
+		malformed:      prefix + o.MalformedKey,
 		fanoutPrefix:   fp,
 		fanoutPatterns: o.FanoutPatterns,
 	}, nil

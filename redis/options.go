@@ -40,6 +40,13 @@ type Options struct {
 	// KeyPrefix is Kombu's global_keyprefix, put before every key and
 	// channel name.
 	KeyPrefix string
+	// HashTag is the hash_tag option of Kombu's Redis Cluster transport
+	// (celery/kombu pull request 2204): when set, every key and channel
+	// name starts with "{" + HashTag + "}" before KeyPrefix, so all of the
+	// backend's keys share one cluster slot (see cluster.go). The PR's own
+	// spelling with the braces ("{tag}") is accepted too and means the
+	// same; any other brace is an error.
+	HashTag string
 	// Sep separates a queue name from its priority step, and the fields of
 	// binding members (Kombu: sep, "\x06\x16").
 	Sep string
@@ -143,6 +150,11 @@ func WithKeyPrefix(p string) Option {
 	return func(o *Options) error { o.KeyPrefix = p; return nil }
 }
 
+// WithHashTag sets the cluster hash tag (Options.HashTag).
+func WithHashTag(tag string) Option {
+	return func(o *Options) error { o.HashTag = tag; return nil }
+}
+
 // WithSep sets Kombu's sep.
 func WithSep(sep string) Option {
 	return func(o *Options) error { o.Sep = sep; return nil }
@@ -239,6 +251,9 @@ var ErrBadOption = errors.New("kombu: redis: bad option")
 
 // validate checks o and fills in what may be left empty.
 func (o *Options) validate() error {
+	if _, err := HashTagPrefix(o.HashTag); err != nil {
+		return err
+	}
 	if o.Sep == "" {
 		return fmt.Errorf("%w: sep must not be empty", ErrBadOption)
 	}

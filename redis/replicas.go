@@ -44,7 +44,10 @@ func (b *Backend) queueWait(ctx context.Context, pipe goredis.Pipeliner) *goredi
 // after it (a WAIT inside MULTI would not wait). The write's error, or
 // else replicated's verdict, is returned.
 func (b *Backend) pushWaiting(ctx context.Context, queues []string, priority int, envelope []byte) error {
-	pipe := b.client.Pipeline()
+	pipe, err := b.writePipeline(ctx) // cluster.go
+	if err != nil {
+		return err
+	}
 	pipe.Do(ctx, "multi")
 	for _, q := range queues {
 		pipe.Do(ctx, "lpush", b.k.queueKey(q, priority), envelope)

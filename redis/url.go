@@ -30,7 +30,7 @@ func init() {
 	opener := transport.OpenerFunc(func(ctx context.Context, u *transport.URL) (transport.Backend, error) {
 		return OpenURL(ctx, u)
 	})
-	for _, scheme := range []string{"redis", "rediss", "sentinel"} {
+	for _, scheme := range []string{"redis", "rediss", "sentinel", ClusterScheme} {
 		transport.Register(scheme, opener)
 	}
 }
@@ -76,10 +76,14 @@ type connConfig struct {
 // ssl_certfile, ssl_keyfile. kombu-go's own: restore_priority (own or
 // base), malformed_key, wait_connections, publish_wait_replicas,
 // publish_wait_timeout, auto_pipeline (true by default; see
-// Options.NoAutoPipeline). The transport core's options
+// Options.NoAutoPipeline). rediscluster:// URLs also take hash_tag (Kombu
+// PR 2204's name; see the package documentation's Redis Cluster section). The transport core's options
 // (transport.CoreOptionNames) are accepted and ignored here. Durations
 // are seconds. Anything else is an error matching transport.ErrBadURL.
 func OpenURL(ctx context.Context, u *transport.URL, opts ...Option) (*Backend, error) {
+	if u.Scheme == ClusterScheme {
+		return openCluster(ctx, u, opts...) // cluster.go
+	}
 	o := DefaultOptions()
 	cc := connConfig{poolSize: DefaultMaxConnections}
 	switch u.Scheme {
@@ -88,6 +92,9 @@ func OpenURL(ctx context.Context, u *transport.URL, opts ...Option) (*Backend, e
 		return nil, fmt.Errorf("%w: scheme %q is not redis, rediss or sentinel", transport.ErrBadURL, u.Scheme)
 	}
 	if err := applyURLOptions(&o, &cc, u.Options); err != nil {
+		return nil, err
+	}
+	if err := notClusterForm(u, o); err != nil { // cluster.go
 		return nil, err
 	}
 	switch {
@@ -226,6 +233,8 @@ func applyURLOptions(o *Options, cc *connConfig, m map[string]string) error {
 		switch name {
 		case "global_keyprefix":
 			o.KeyPrefix = v
+		case "hash_tag":
+			o.HashTag = v
 		case "sep":
 			o.Sep = v
 		case "priority_steps":

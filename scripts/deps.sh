@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need, from Debian's packages by name: gcc and
-# libc6-dev (go test -race needs cgo), redis-server and redis-sentinel,
+# libc6-dev (go test -race needs cgo), redis-server, redis-sentinel and
+# redis-tools (redis-cli, which builds the tests' local Redis Cluster),
 # openssl, Debian's python3 with Kombu, Celery and redis-py. Idempotent and
 # quiet when everything is already there. The Python probes run isolated
 # (-I) from a neutral directory and read a real attribute: from the
@@ -13,6 +14,7 @@ command -v gcc >/dev/null 2>&1 || need+=(gcc)
 [ -e /usr/include/stdio.h ] || need+=(libc6-dev)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-sentinel >/dev/null 2>&1 || need+=(redis-sentinel)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools) # redis-cli --cluster create (testenv.StartCluster)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 probe() { (cd / && /usr/bin/python3 -I -c "import $1; $1.__version__" >/dev/null 2>&1); }
 if [ -x /usr/bin/python3 ]; then

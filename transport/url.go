@@ -71,6 +71,10 @@ func ParseURL(raw string) (*URL, error) {
 		} else if scheme != out.Scheme {
 			return nil, fmt.Errorf("%w: mixed schemes %q and %q", ErrBadURL, out.Scheme, scheme)
 		}
+		rest, more, err := splitHostList(rest) // url_hosts.go
+		if err != nil {
+			return nil, err
+		}
 		u, err := url.Parse("http://" + rest)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s", ErrBadURL, redactErr(err, raw))
@@ -86,6 +90,7 @@ func ParseURL(raw string) (*URL, error) {
 			}
 			out.Hosts = append(out.Hosts, hp)
 		}
+		out.Hosts = append(out.Hosts, more...)
 		if u.User != nil && out.Username == "" && out.Password == "" {
 			out.Username = u.User.Username()
 			out.Password, _ = u.User.Password()

@@ -18,6 +18,7 @@ func FuzzParseURL(f *testing.F) {
 	f.Add("alice", "x%zz", "redis://%s@[::1]:6379")
 	f.Add("a", "b", "redis://%s@host:port/x")
 	f.Add("a:b", "c@d", "redis://%s@h/0;redis://x")
+	f.Add("u", "p,w", "rediscluster://%s@a:7000,b,c:7002/0?hash_tag=x")
 	f.Fuzz(func(t *testing.T, user, pass, tmpl string) {
 		// Credentials where a URL has them, right after a "://" (typos are
 		// covered by TestRedactTypos).
