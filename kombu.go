@@ -18,8 +18,20 @@
 //	})
 //
 // Backends register per URL scheme, as database/sql drivers do: import
-// github.com/kombu-go/kombu/redis for redis://, rediss:// and sentinel://,
-// and github.com/kombu-go/kombu/memory for memory://.
+// github.com/kombu-go/kombu/redis for redis://, rediss://, sentinel:// and
+// rediscluster://, and github.com/kombu-go/kombu/memory for memory://.
+//
+// Beyond publish and consume, a Connection offers the operator's reads and
+// fixes (Peek, QueueLengths, Unacked, RestoreUnacked, Bindings,
+// RemoveBinding, PublishRaw), and hooks for instrumentation:
+// WithPublishMiddleware and WithHandlerMiddleware (package otelkombu traces
+// through them) and WithObserver (package kombuprom counts through it).
+// The layers under this package, and where new code goes, are described in
+// the README's Architecture section.
+//
+// Not implemented: Kombu transports other than Redis (AMQP, SQS and the
+// rest), and Kombu's connection and producer pools (share one Connection
+// instead: it is safe for concurrent use and pools its Redis connections).
 package kombu
 
 import (
