@@ -103,10 +103,10 @@
 // answers "already disabled" and keeps sending); the state db is
 // kombu-go's JSON, not a Python shelve.
 //
-// Not implemented: mingle at start is off unless WithMingle (Celery's is
-// on: it costs a one-second wait). As with Celery on Redis, an eta longer
-// than the transport's visibility_timeout (one hour) gets the message
-// redelivered.
+// Mingle at start is opt-in (WithMingle; Celery's is on by default): it
+// costs a one-second wait at every start. As with Celery on Redis, an eta
+// longer than the transport's visibility_timeout (one hour) gets the
+// message redelivered.
 //
 // The messages Client.Apply writes for a chain, a group and a chord are
 // Celery's for the same canvas (checked against Celery 5.2.6 and 5.5.2),
