@@ -188,20 +188,7 @@ func openCluster(ctx context.Context, u *transport.URL, opts ...Option) (*Backen
 		// failover: at-least-once, never lost. Takes are safe against
 		// resends (receipts, scripts/get.lua).
 	})
-	b, err := newBackend(client, true, o)
-	if err != nil {
-		_ = client.Close()
-		return nil, err
-	}
-	if err := b.Ping(ctx); err != nil {
-		_ = b.Close()
-		return nil, fmt.Errorf("kombu: redis: connect to %s: %w", u.String(), err)
-	}
-	if err := b.LoadScripts(ctx); err != nil {
-		_ = b.Close()
-		return nil, err
-	}
-	return b, nil
+	return openOwned(ctx, client, o, u)
 }
 
 // checkClusterNodes asks each seed node, with a plain connection, whether

@@ -166,20 +166,7 @@ func OpenURL(ctx context.Context, u *transport.URL, opts ...Option) (*Backend, e
 			Protocol:   2,
 		})
 	}
-	b, err := newBackend(client, true, o)
-	if err != nil {
-		_ = client.Close()
-		return nil, err
-	}
-	if err := b.Ping(ctx); err != nil {
-		_ = b.Close()
-		return nil, fmt.Errorf("kombu: redis: connect to %s: %w", u.String(), err)
-	}
-	if err := b.LoadScripts(ctx); err != nil {
-		_ = b.Close()
-		return nil, err
-	}
-	return b, nil
+	return openOwned(ctx, client, o, u)
 }
 
 func hostPorts(u *transport.URL, defPort int) []string {
@@ -448,4 +435,24 @@ func (cc *connConfig) tlsConfig() (*tls.Config, error) {
 		conf.Certificates = []tls.Certificate{cert}
 	}
 	return conf, nil
+}
+
+// openOwned makes a backend that owns client (closed on any failure here),
+// checks that the server answers and loads the scripts: the end of every
+// URL open.
+func openOwned(ctx context.Context, client goredis.UniversalClient, o Options, u *transport.URL) (*Backend, error) {
+	b, err := newBackend(client, true, o)
+	if err != nil {
+		_ = client.Close()
+		return nil, err
+	}
+	if err := b.Ping(ctx); err != nil {
+		_ = b.Close()
+		return nil, fmt.Errorf("kombu: redis: connect to %s: %w", u.String(), err)
+	}
+	if err := b.LoadScripts(ctx); err != nil {
+		_ = b.Close()
+		return nil, err
+	}
+	return b, nil
 }
