@@ -37,6 +37,7 @@ import (
 	"strconv"
 
 	"github.com/kombu-go/kombu/celery"
+	"github.com/kombu-go/kombu/otelkombu"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -97,26 +98,9 @@ func WorkerOptions(opts ...Option) []celery.WorkerOption {
 }
 
 // HeaderCarrier adapts task message headers to OTel's TextMapCarrier
-// (string values only, as Python's instrumentation writes them).
-type HeaderCarrier map[string]any
-
-// Get returns the string value of key, "" if absent or not a string.
-func (h HeaderCarrier) Get(key string) string {
-	s, _ := h[key].(string)
-	return s
-}
-
-// Set sets key to value.
-func (h HeaderCarrier) Set(key, value string) { h[key] = value }
-
-// Keys lists the header names.
-func (h HeaderCarrier) Keys() []string {
-	out := make([]string, 0, len(h))
-	for k := range h {
-		out = append(out, k)
-	}
-	return out
-}
+// (string values only, as Python's instrumentation writes them): the
+// message headers otelkombu's carrier adapts.
+type HeaderCarrier = otelkombu.HeaderCarrier
 
 // Attribute keys Python's instrumentation sets.
 const (
