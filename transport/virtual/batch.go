@@ -158,9 +158,11 @@ func (t *Transport) PublishBatch(ctx context.Context, msgs []BatchMessage) ([]in
 			errs[i] = &transport.NoRouteError{Exchange: m.Exchange, RoutingKey: m.RoutingKey}
 		}
 	}
-	d := time.Since(start)
-	for i, m := range msgs {
-		t.opts.Observer.Published(m.Exchange, m.RoutingKey, routed[i], d, errs[i])
+	if t.observed {
+		d := time.Since(start)
+		for i, m := range msgs {
+			t.opts.Observer.Published(m.Exchange, m.RoutingKey, routed[i], d, errs[i])
+		}
 	}
 	return routed, batchErr(errs)
 }

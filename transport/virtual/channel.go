@@ -718,7 +718,10 @@ func (c *Channel) fetchLoop(ctx context.Context, queues []string, g *gate, work 
 			sleepCtx(ctx, poll)
 			continue
 		}
-		fetchStart := time.Now()
+		var fetchStart time.Time
+		if c.t.observed {
+			fetchStart = time.Now()
+		}
 		if batching && (n > 1 || !blocking || len(settle) > 0) {
 			var got []transport.Delivery
 			got, err = bgb.GetBatch(ctx, transport.BatchGet{Queues: queues, Ack: !opts.NoAck, Max: n, Rotate: rr, Settle: settle})
@@ -746,7 +749,7 @@ func (c *Channel) fetchLoop(ctx context.Context, queues []string, g *gate, work 
 			}
 		}
 		g.giveBack(n - len(f.batch))
-		if len(f.batch) > 0 {
+		if len(f.batch) > 0 && c.t.observed {
 			c.t.opts.Observer.Fetched(len(f.batch), time.Since(fetchStart))
 		}
 		f.deliverBatch()
@@ -871,11 +874,14 @@ func (f *fetcher) ackFetch(ctx context.Context, p *pending) (bool, error) {
 	// p's slot and the free ones, taken without waking the loop.
 	n := f.g.swap(min(f.batchSize, room))
 	p.release = nil
-	fetchStart := time.Now()
+	var fetchStart time.Time
+	if f.c.t.observed {
+		fetchStart = time.Now()
+	}
 	got, err := f.bgb.GetBatch(ctx, transport.BatchGet{Queues: queues, Ack: true, Max: n, Rotate: f.rr, Settle: []string{p.tag}})
 	f.batch = append(f.batch[:0], got...)
 	f.g.giveBack(n - len(f.batch))
-	if len(f.batch) > 0 {
+	if len(f.batch) > 0 && f.c.t.observed {
 		f.c.t.opts.Observer.Fetched(len(f.batch), time.Since(fetchStart))
 	}
 	f.deliverBatch()
