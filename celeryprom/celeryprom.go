@@ -115,11 +115,9 @@ func WithInspectTimeout(d time.Duration) Option { return func(c *config) { c.ins
 type Exporter struct {
 	cfg  config
 	conn *kombu.Connection
-	// Two controls (two reply queues), for the stats and active_queues
-	// broadcasts of a scrape to run at once; a Control's broadcasts share
-	// its reply queue, so scrapes take turns (scrapeMu).
-	stats, activeQueues *celery.Control
-	scrapeMu            sync.Mutex
+	// ctl sends a scrape's stats and active_queues broadcasts (at once:
+	// a Control is safe for concurrent use).
+	ctl *celery.Control
 
 	counters   map[string]*prometheus.CounterVec
 	runtime    *prometheus.HistogramVec
@@ -174,7 +172,7 @@ func NewExporter(conn *kombu.Connection, opts ...Option) *Exporter {
 	for _, f := range opts {
 		f(&cfg)
 	}
-	e := &Exporter{cfg: cfg, conn: conn, stats: celery.NewControl(conn), activeQueues: celery.NewControl(conn), counters: map[string]*prometheus.CounterVec{},
+	e := &Exporter{cfg: cfg, conn: conn, ctl: celery.NewControl(conn), counters: map[string]*prometheus.CounterVec{},
 		tasks: map[string]*task{}, lastSeen: map[string]*seen{}, queues: map[string]bool{}}
 	for _, q := range cfg.queues {
 		e.queues[q] = true
@@ -416,18 +414,16 @@ func (e *Exporter) purge(host string) {
 }
 
 func (e *Exporter) queueMetrics(ctx context.Context) {
-	e.scrapeMu.Lock()
-	defer e.scrapeMu.Unlock()
 	var stats, queues []celery.Reply
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		stats, _ = e.stats.Stats(ctx, celery.WithReplyTimeout(e.cfg.inspect))
+		stats, _ = e.ctl.Stats(ctx, celery.WithReplyTimeout(e.cfg.inspect))
 	}()
 	go func() {
 		defer wg.Done()
-		queues, _ = e.activeQueues.Broadcast(ctx, "active_queues", nil, celery.WithReplyTimeout(e.cfg.inspect))
+		queues, _ = e.ctl.Broadcast(ctx, "active_queues", nil, celery.WithReplyTimeout(e.cfg.inspect))
 	}()
 	wg.Wait()
 	procs := map[string]int{}
