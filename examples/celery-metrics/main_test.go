@@ -110,6 +110,52 @@ func TestMetricsGoAndPythonWorkersInterop(t *testing.T) {
 	rc := redis.NewClient(opts)
 	defer rc.Close()
 	backend := celery.NewBackend(rc)
+	client := celery.NewClient(conn, backend, celery.WithSentEvents())
+	var results []*celery.AsyncResult
+	send := func(q, name string, n int, args ...any) {
+		for range n {
+			r, err := client.SendTask(ctx, name, args, nil, celery.WithQueue(q))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if q != idleQ {
+				results = append(results, r)
+			}
+		}
+	}
+	send(goQ, "tasks.add", 3, 1, 2)
+	send(goQ, "tasks.fail", 1, "boom")
+	send(pyQ, "tasks.add", 2, 1, 2)
+	send(pyQ, "tasks.fail", 1, "boom")
+	send(idleQ, "tasks.add", 2, 1, 2)
+	// Task-sent and task-received come from different connections, so a
+	// worker already running could report a task before its task-sent
+	// event arrives, and the exporter would count it under the queue
+	// "celery" (as celery-exporter would). The workers start once the
+	// exporter has seen every task-sent event.
+	hostname, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		got, err := scrape(metricsURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := 0
+		for _, q := range []string{goQ, pyQ, idleQ} {
+			for _, name := range []string{"tasks.add", "tasks.fail"} {
+				seen += int(got[fmt.Sprintf("celery_task_sent_total{hostname=%q,name=%q,queue_name=%q}", hostname, name, q)])
+			}
+		}
+		if seen == 3+1+2+1+2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the exporter saw %d of 9 task-sent events", seen)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	w := celery.NewWorker(conn, backend, celery.WithQueues(goQ), celery.WithHostname("gow@go-host"), celery.WithEvents(),
 		celery.WithConcurrency(2), celery.WithShutdownTimeout(5*time.Second))
 	w.Register("tasks.add", func(_ context.Context, t *celery.Task) (any, error) {
@@ -134,24 +180,6 @@ func TestMetricsGoAndPythonWorkersInterop(t *testing.T) {
 		"KOMBU_TEST_QUEUE=" + pyQ, "KOMBU_TEST_GO_QUEUE=" + goQ, "PYTHONDONTWRITEBYTECODE=1",
 	}})
 
-	client := celery.NewClient(conn, backend, celery.WithSentEvents())
-	var results []*celery.AsyncResult
-	send := func(q, name string, n int, args ...any) {
-		for range n {
-			r, err := client.SendTask(ctx, name, args, nil, celery.WithQueue(q))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if q != idleQ {
-				results = append(results, r)
-			}
-		}
-	}
-	send(goQ, "tasks.add", 3, 1, 2)
-	send(goQ, "tasks.fail", 1, "boom")
-	send(pyQ, "tasks.add", 2, 1, 2)
-	send(pyQ, "tasks.fail", 1, "boom")
-	send(idleQ, "tasks.add", 2, 1, 2)
 	for _, r := range results {
 		if _, err := r.Wait(ctx); err != nil {
 			t.Fatalf("task %s: %v", r.ID, err)
