@@ -115,12 +115,9 @@ type Backend struct {
 }
 
 var (
-	_ transport.Backend        = (*Backend)(nil)
-	_ transport.BlockingGetter = (*Backend)(nil)
-	_ transport.Fanout         = (*Backend)(nil)
-	_ transport.BatchPutter    = (*Backend)(nil)
-	_ transport.BatchGetter    = (*Backend)(nil)
-	_ transport.BatchAcker     = (*Backend)(nil)
+	_ transport.Backend     = (*Backend)(nil)
+	_ transport.Fanout      = (*Backend)(nil)
+	_ transport.BatchPutter = (*Backend)(nil)
 )
 
 type deque struct {
@@ -187,14 +184,6 @@ func (b *Backend) PutBatch(ctx context.Context, items []transport.PutItem) error
 	return nil
 }
 
-// Get takes the next message step-major over queues, recording it as
-// unacked in the same critical section when ack is set.
-func (b *Backend) Get(ctx context.Context, queues []string, ack bool) (transport.Delivery, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.getLocked(queues, ack)
-}
-
 func (b *Broker) getLocked(queues []string, ack bool) (transport.Delivery, error) {
 	for _, step := range b.steps {
 		for _, q := range queues {
@@ -225,61 +214,64 @@ func (b *Broker) getLocked(queues []string, ack bool) (transport.Delivery, error
 	return transport.Delivery{}, transport.ErrEmpty
 }
 
-// GetBatch deletes the unacked records of req.Settle, then takes up to
-// req.Max messages as that many successive Gets would, in one critical
-// section (transport.BatchGetter). With req.Rotate, a queue moves to the
-// end of the order after each take.
-func (b *Backend) GetBatch(ctx context.Context, req transport.BatchGet) ([]transport.Delivery, error) {
+// Fetch deletes the unacked records of req.Settle, then takes up to
+// req.Max messages as that many successive one-message takes would, in one
+// critical section, waiting up to req.Wait for the first (see
+// transport.Backend). With req.Rotate, a queue moves to the end of the
+// order after each take.
+func (b *Backend) Fetch(ctx context.Context, req transport.FetchRequest, dst []transport.Delivery) ([]transport.Delivery, error) {
 	order := req.Queues
-	if req.Rotate {
+	if req.Rotate && req.Max > 1 {
 		order = slices.Clone(req.Queues)
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, t := range req.Settle {
-		delete(b.unacked, t)
+	if err := ctx.Err(); err != nil {
+		return dst, err // a done ctx takes nothing
 	}
-	var out []transport.Delivery
-	for len(out) < max(req.Max, 1) {
-		d, err := b.getLocked(order, req.Ack)
-		if errors.Is(err, transport.ErrEmpty) {
-			break
-		}
-		if err != nil {
-			return out, err
-		}
-		out = append(out, d)
-		if req.Rotate {
-			if i := slices.Index(order, d.Queue); i >= 0 {
-				copy(order[i:], order[i+1:])
-				order[len(order)-1] = d.Queue
-			}
-		}
-	}
-	if len(out) == 0 {
-		return nil, transport.ErrEmpty
-	}
-	return out, nil
-}
-
-// GetWait is Get, waiting up to timeout for a message.
-func (b *Backend) GetWait(ctx context.Context, queues []string, ack bool, timeout time.Duration) (transport.Delivery, error) {
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
+	settle := req.Settle
+	var timer *time.Timer
 	for {
 		b.mu.Lock()
-		d, err := b.getLocked(queues, ack)
+		for _, t := range settle {
+			delete(b.unacked, t)
+		}
+		settle = nil
+		n := len(dst)
+		var err error
+		for len(dst)-n < max(req.Max, 1) {
+			var d transport.Delivery
+			d, err = b.getLocked(order, req.Ack)
+			if err != nil {
+				break
+			}
+			dst = append(dst, d)
+			if req.Rotate && req.Max > 1 {
+				if i := slices.Index(order, d.Queue); i >= 0 {
+					copy(order[i:], order[i+1:])
+					order[len(order)-1] = d.Queue
+				}
+			}
+		}
 		wake := b.wake
 		b.mu.Unlock()
-		if err != transport.ErrEmpty {
-			return d, err
+		if len(dst) > n {
+			if errors.Is(err, transport.ErrEmpty) {
+				err = nil
+			}
+			return dst, err
+		}
+		if !errors.Is(err, transport.ErrEmpty) || req.Wait <= 0 {
+			return dst, err
+		}
+		if timer == nil {
+			timer = time.NewTimer(req.Wait)
+			defer timer.Stop()
 		}
 		select {
 		case <-wake:
 		case <-timer.C:
-			return transport.Delivery{}, transport.ErrEmpty
+			return dst, transport.ErrEmpty
 		case <-ctx.Done():
-			return transport.Delivery{}, transport.ErrEmpty
+			return dst, ctx.Err()
 		}
 	}
 }
@@ -353,16 +345,8 @@ func (b *Backend) Unbind(ctx context.Context, exchange string, row transport.Bin
 	return nil
 }
 
-// Ack deletes the unacked record of tag.
-func (b *Backend) Ack(ctx context.Context, tag string) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	delete(b.unacked, tag)
-	return nil
-}
-
-// AckBatch deletes the unacked records of tags (transport.BatchAcker).
-func (b *Backend) AckBatch(ctx context.Context, tags []string) error {
+// Ack deletes the unacked records of tags.
+func (b *Backend) Ack(ctx context.Context, tags ...string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, t := range tags {

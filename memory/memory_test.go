@@ -19,8 +19,6 @@ import (
 func TestConformance(t *testing.T) {
 	transporttest.Run(t, transporttest.Features{
 		Fanout:          true,
-		Blocking:        true,
-		Batch:           true,
 		DeadLetterQueue: memory.DeadLetterKey,
 	}, func(t *testing.T, clock transport.Clock) transport.Backend {
 		return memory.New(memory.WithClock(clock))
@@ -29,8 +27,8 @@ func TestConformance(t *testing.T) {
 
 // TestConformanceFallbacks runs the suite on the memory backend seen
 // through transporttest.Faulty without faults, which hides every optional
-// capability: it proves the core's fallbacks (polling instead of a blocking
-// get, no fanout) meet the same contract.
+// capability: it proves the core's fallbacks (routing in the engine, no
+// fanout) meet the same contract.
 func TestConformanceFallbacks(t *testing.T) {
 	transporttest.Run(t, transporttest.Features{
 		DeadLetterQueue: memory.DeadLetterKey,
@@ -48,7 +46,7 @@ func ids(t *testing.T, b transport.Backend, queues ...string) []string {
 	t.Helper()
 	var out []string
 	for {
-		d, err := b.Get(t.Context(), queues, false)
+		d, err := transporttest.FetchOne(t.Context(), b, queues, false, 0)
 		if errors.Is(err, transport.ErrEmpty) {
 			return out
 		}
@@ -142,7 +140,7 @@ func TestListsSurviveCompaction(t *testing.T) {
 		want = append(want, fmt.Sprint(i))
 	}
 	for range 200 {
-		if _, err := b.Get(ctx, []string{"q"}, false); err != nil {
+		if _, err := transporttest.FetchOne(ctx, b, []string{"q"}, false, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -150,7 +148,7 @@ func TestListsSurviveCompaction(t *testing.T) {
 	// Take three with records and restore them to the front, newest first.
 	var tags []string
 	for range 3 {
-		d, err := b.Get(ctx, []string{"q"}, true)
+		d, err := transporttest.FetchOne(ctx, b, []string{"q"}, true, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -191,7 +189,7 @@ func TestRestoreExpiredOrder(t *testing.T) {
 	}
 	var taken []time.Time
 	for range 5 { // a, b, d, e, then c from step 6
-		if _, err := b.Get(ctx, []string{"q"}, true); err != nil {
+		if _, err := transporttest.FetchOne(ctx, b, []string{"q"}, true, 0); err != nil {
 			t.Fatal(err)
 		}
 		taken = append(taken, clock.Now())

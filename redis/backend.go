@@ -65,14 +65,11 @@ type Backend struct {
 }
 
 var (
-	_ transport.Backend        = (*Backend)(nil)
-	_ transport.BlockingGetter = (*Backend)(nil)
-	_ transport.Publisher      = (*Backend)(nil)
-	_ transport.BatchPutter    = (*Backend)(nil)
-	_ transport.BatchGetter    = (*Backend)(nil)
-	_ transport.BatchAcker     = (*Backend)(nil)
-	_ transport.Fanout         = (*Backend)(nil)
-	_ transport.Pinger         = (*Backend)(nil)
+	_ transport.Backend     = (*Backend)(nil)
+	_ transport.Publisher   = (*Backend)(nil)
+	_ transport.BatchPutter = (*Backend)(nil)
+	_ transport.Fanout      = (*Backend)(nil)
+	_ transport.Pinger      = (*Backend)(nil)
 )
 
 // maxRestoreAttempts bounds the compare-and-set retries of a restore whose
@@ -241,53 +238,38 @@ func (b *Backend) PutBatch(ctx context.Context, items []transport.PutItem) error
 	return wrap("put batch", err)
 }
 
-// Get takes the next message of queues without blocking, step-major, and
-// with ack records it as unacked in the same atomic step (scripts/get.lua).
-// A message that is not JSON or has no delivery tag is moved to the
-// malformed list and reported as a *transport.MalformedError.
-func (b *Backend) Get(ctx context.Context, queues []string, ack bool) (transport.Delivery, error) {
+// Fetch takes up to req.Max messages of req.Queues in one get.lua call,
+// step-major, as that many successive one-message takes would (rotating
+// the queue order after each take when req.Rotate is set), each recorded
+// as unacked in the same atomic step, after deleting the unacked records
+// of req.Settle in the same call (transport.Backend). A malformed message
+// ends the batch: it is moved to the malformed list and reported as a
+// *transport.MalformedError after the messages taken before it.
+//
+// When every list is empty and req.Wait > 0 it waits for a message as the
+// package documentation describes, never popping to wait. With ctx already
+// done it takes nothing and returns ctx.Err().
+func (b *Backend) Fetch(ctx context.Context, req transport.FetchRequest, dst []transport.Delivery) ([]transport.Delivery, error) {
 	if err := b.checkOpen(); err != nil {
-		return transport.Delivery{}, err
+		return dst, err
 	}
-	if len(queues) == 0 {
-		return transport.Delivery{}, transport.ErrEmpty
-	}
-	return b.get(ctx, queues, ack)
-}
-
-// GetBatch takes up to req.Max messages of req.Queues in one script call,
-// as that many successive Gets would (rotating the queue order after each
-// take when req.Rotate is set), each recorded as unacked in the same atomic
-// step, after deleting the unacked records of req.Settle in the same call
-// (transport.BatchGetter). A malformed message ends the batch: it is moved
-// to the malformed list and reported as a *transport.MalformedError after
-// the messages taken before it.
-func (b *Backend) GetBatch(ctx context.Context, req transport.BatchGet) ([]transport.Delivery, error) {
-	if err := b.checkOpen(); err != nil {
-		return nil, err
+	if err := ctx.Err(); err != nil {
+		return dst, err // a done ctx takes nothing
 	}
 	if len(req.Queues) == 0 {
 		if len(req.Settle) > 0 {
-			if err := b.AckBatch(ctx, req.Settle); err != nil {
-				return nil, err
+			if err := b.Ack(ctx, req.Settle...); err != nil {
+				return dst, err
 			}
 		}
-		return nil, transport.ErrEmpty
+		return dst, transport.ErrEmpty
 	}
-	return b.take(ctx, req.Queues, req.Ack, max(req.Max, 1), req.Rotate, req.Settle, nil)
-}
-
-// get is a one-message take.
-func (b *Backend) get(ctx context.Context, queues []string, ack bool) (transport.Delivery, error) {
-	var one [1]transport.Delivery
-	ds, err := b.take(ctx, queues, ack, 1, false, nil, one[:0])
-	if len(ds) == 0 {
-		if err == nil {
-			err = transport.ErrEmpty
-		}
-		return transport.Delivery{}, err
+	n := max(req.Max, 1)
+	out, err := b.take(ctx, req.Queues, req.Ack, n, req.Rotate, req.Settle, dst)
+	if req.Wait <= 0 || !errors.Is(err, transport.ErrEmpty) {
+		return out, err
 	}
-	return ds[0], err
+	return b.waitFetch(ctx, req.Queues, req.Ack, n, req.Rotate, req.Wait, dst)
 }
 
 // maxSpentReceipts bounds the receipts kept for deletion by the next take.
@@ -723,28 +705,10 @@ func (s *scriptBytes) MarshalBinary() ([]byte, error) { return *s, nil }
 // String returns the bytes as text, for go-redis hooks that log commands.
 func (s *scriptBytes) String() string { return string(*s) }
 
-// Ack deletes the unacked record of tag: MULTI, ZREM unacked_index, HDEL
-// unacked, EXEC (Kombu's basic_ack).
-func (b *Backend) Ack(ctx context.Context, tag string) error {
-	if err := b.checkOpen(); err != nil {
-		return err
-	}
-	// ZREM and HDEL can be repeated safely: retry connection errors.
-	err := b.retry(ctx, func() error {
-		_, err := b.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-			p.ZRem(ctx, b.k.unackedIndex, tag)
-			p.HDel(ctx, b.k.unacked, tag)
-			return nil
-		})
-		return err
-	})
-	return wrap("ack", err)
-}
-
-// AckBatch deletes the unacked records of tags in one round trip: MULTI,
-// ZREM unacked_index tag..., HDEL unacked tag..., EXEC
-// (transport.BatchAcker). Like Ack it retries connection errors.
-func (b *Backend) AckBatch(ctx context.Context, tags []string) error {
+// Ack deletes the unacked records of tags in one round trip: MULTI, ZREM
+// unacked_index tag..., HDEL unacked tag..., EXEC (Kombu's basic_ack). It
+// retries connection errors: ZREM and HDEL can be repeated safely.
+func (b *Backend) Ack(ctx context.Context, tags ...string) error {
 	if err := b.checkOpen(); err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/kombu-go/kombu/entity"
 	"github.com/kombu-go/kombu/envelope"
 	"github.com/kombu-go/kombu/transport"
+	"github.com/kombu-go/kombu/transport/transporttest"
 )
 
 // sharedTests run on miniredis (TestShared) and on a real redis-server
@@ -101,7 +102,7 @@ var bg = context.Background()
 
 func mustGet(t *testing.T, b *Backend, queues []string, ack bool) transport.Delivery {
 	t.Helper()
-	d, err := b.Get(bg, queues, ack)
+	d, err := transporttest.FetchOne(bg, b, queues, ack, 0)
 	if err != nil {
 		t.Fatalf("Get(%v): %v", queues, err)
 	}
@@ -195,7 +196,7 @@ func testGlobalKeyPrefix(t *testing.T, e *env) {
 			t.Fatalf("got %q", d.Envelope)
 		}
 		e.lpush(P+"bad", "junk")
-		if _, err := b.Get(bg, []string{"bad"}, true); err == nil {
+		if _, err := transporttest.FetchOne(bg, b, []string{"bad"}, true, 0); err == nil {
 			t.Fatal("junk was not reported")
 		}
 		want := []string{P + "_kombu.binding.ex_topic", P + "kombu-go.malformed", P + "unacked", P + "unacked_index"}
@@ -325,7 +326,7 @@ func testGetStepMajor(t *testing.T, e *env) {
 			t.Fatalf("get %d: queue %q tag %q, want %q %q", i, d.Queue, tag, w.q, w.tag)
 		}
 	}
-	if _, err := b.Get(bg, []string{"A", "B"}, false); !errors.Is(err, transport.ErrEmpty) {
+	if _, err := transporttest.FetchOne(bg, b, []string{"A", "B"}, false, 0); !errors.Is(err, transport.ErrEmpty) {
 		t.Fatalf("empty: %v", err)
 	}
 	// Queue order within a step is the caller's.
@@ -516,7 +517,7 @@ func testGetMalformed(t *testing.T, e *env) {
 		good := testEnvelope("good", "", "q", 3)
 		e.lpush(e.key("q\x06\x163"), good)
 		for _, raw := range bad {
-			_, err := b.Get(bg, []string{"q"}, true)
+			_, err := transporttest.FetchOne(bg, b, []string{"q"}, true, 0)
 			var mal *transport.MalformedError
 			if !errors.As(err, &mal) || !errors.Is(err, transport.ErrMalformed) {
 				t.Fatalf("%q: err %v", raw, err)
@@ -1108,7 +1109,7 @@ func testGetWaitWakes(t *testing.T, e *env) {
 	}
 	out := make(chan res, 1)
 	go func() {
-		d, err := b.GetWait(bg, []string{"w1", "w2"}, true, 10*time.Second)
+		d, err := transporttest.FetchOne(bg, b, []string{"w1", "w2"}, true, 10*time.Second)
 		out <- res{d, err, time.Now()}
 	}()
 	time.Sleep(200 * time.Millisecond) // let it block
@@ -1140,14 +1141,14 @@ func testGetWaitWakes(t *testing.T, e *env) {
 func testGetWaitTimeout(t *testing.T, e *env) {
 	b := e.backend()
 	start := time.Now()
-	_, err := b.GetWait(bg, []string{"nothing"}, true, 300*time.Millisecond)
+	_, err := transporttest.FetchOne(bg, b, []string{"nothing"}, true, 300*time.Millisecond)
 	if !errors.Is(err, transport.ErrEmpty) {
 		t.Fatal(err)
 	}
 	if el := time.Since(start); el < 250*time.Millisecond || el > 3*time.Second {
 		t.Fatalf("returned after %v", el)
 	}
-	if _, err := b.GetWait(bg, []string{"nothing"}, true, 0); !errors.Is(err, transport.ErrEmpty) {
+	if _, err := transporttest.FetchOne(bg, b, []string{"nothing"}, true, 0); !errors.Is(err, transport.ErrEmpty) {
 		t.Fatal(err)
 	}
 }
@@ -1159,7 +1160,7 @@ func testGetWaitCancel(t *testing.T, e *env) {
 	ctx, cancel := context.WithCancel(bg)
 	done := make(chan error, 1)
 	go func() {
-		_, err := b.GetWait(ctx, []string{"c"}, true, 30*time.Second)
+		_, err := transporttest.FetchOne(ctx, b, []string{"c"}, true, 30*time.Second)
 		done <- err
 	}()
 	time.Sleep(100 * time.Millisecond)
@@ -1177,7 +1178,7 @@ func testGetWaitCancel(t *testing.T, e *env) {
 		t.Fatal("GetWait ignored cancel")
 	}
 	mustPut(t, b, "c", 0, kombuEnvelope)
-	if _, err := b.GetWait(ctx, []string{"c"}, true, time.Second); !errors.Is(err, context.Canceled) {
+	if _, err := transporttest.FetchOne(ctx, b, []string{"c"}, true, time.Second); !errors.Is(err, context.Canceled) {
 		t.Fatal(err)
 	}
 	if n := len(e.lrange(e.key("c"))); n != 1 {
@@ -1195,7 +1196,7 @@ func testGetWaitClose(t *testing.T, e *env) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := b.GetWait(bg, []string{"c"}, true, 30*time.Second)
+		_, err := transporttest.FetchOne(bg, b, []string{"c"}, true, 30*time.Second)
 		done <- err
 	}()
 	time.Sleep(100 * time.Millisecond)
@@ -1213,7 +1214,7 @@ func testGetWaitClose(t *testing.T, e *env) {
 	if err := e.client.Ping(bg).Err(); err != nil {
 		t.Fatalf("Close closed the caller's client: %v", err)
 	}
-	if _, err := b.GetWait(bg, []string{"c"}, true, time.Second); !errors.Is(err, transport.ErrClosed) {
+	if _, err := transporttest.FetchOne(bg, b, []string{"c"}, true, time.Second); !errors.Is(err, transport.ErrClosed) {
 		t.Fatal(err)
 	}
 }
@@ -1226,7 +1227,7 @@ func testGetWaitBeyondLimit(t *testing.T, e *env) {
 		b := e.backend(WithWaitConnections(limit))
 		out := make(chan error, 1)
 		go func() {
-			d, err := b.GetWait(bg, []string{"l1", "l2"}, true, 10*time.Second)
+			d, err := transporttest.FetchOne(bg, b, []string{"l1", "l2"}, true, 10*time.Second)
 			if err == nil && d.Queue != "l2" {
 				err = fmt.Errorf("queue %q", d.Queue)
 			}
@@ -1266,7 +1267,7 @@ func testGetWaitConcurrent(t *testing.T, e *env) {
 		go func() {
 			defer func() { finished <- struct{}{} }()
 			for ctx.Err() == nil {
-				d, err := b.GetWait(ctx, []string{"cq1", "cq2"}, true, 200*time.Millisecond)
+				d, err := transporttest.FetchOne(ctx, b, []string{"cq1", "cq2"}, true, 200*time.Millisecond)
 				if err != nil {
 					continue
 				}
@@ -1326,7 +1327,7 @@ func testWatcherLeavesListsUntouched(t *testing.T, e *env) {
 	ctx, cancel := context.WithCancel(bg)
 	defer cancel()
 	// A consumer waits on "idle" and takes one message.
-	go func() { _, _ = b.GetWait(ctx, []string{"idle"}, true, 5*time.Second) }()
+	go func() { _, _ = transporttest.FetchOne(ctx, b, []string{"idle"}, true, 5*time.Second) }()
 	time.Sleep(100 * time.Millisecond)
 	// Push three messages to the watched list "idle" in one MULTI: the
 	// watcher wakes, the consumer takes the oldest, the rest stay in order.
@@ -1364,7 +1365,7 @@ func testClosedBackend(t *testing.T, e *env) {
 			t.Fatalf("%s: %v", name, err)
 		}
 	}
-	if _, err := b.Get(bg, []string{"q"}, true); !errors.Is(err, transport.ErrClosed) {
+	if _, err := transporttest.FetchOne(bg, b, []string{"q"}, true, 0); !errors.Is(err, transport.ErrClosed) {
 		t.Fatal(err)
 	}
 }

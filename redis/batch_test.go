@@ -12,21 +12,22 @@ import (
 	"github.com/kombu-go/kombu/entity"
 	"github.com/kombu-go/kombu/envelope"
 	"github.com/kombu-go/kombu/transport"
+	"github.com/kombu-go/kombu/transport/transporttest"
 )
 
-// batchTests are the shared tests of the batch capabilities (GetBatch,
-// AckBatch, PublishBatch); they run on miniredis and on a real server.
+// batchTests are the shared tests of the batch operations (Fetch of many,
+// Ack of many, PublishBatch); they run on miniredis and on a real server.
 var batchTests = []struct {
 	name string
 	fn   func(*testing.T, *env)
 }{
-	{"GetBatchIsSuccessiveGets", testGetBatchIsSuccessiveGets},
-	{"GetBatchRecordsUnacked", testGetBatchRecords},
-	{"GetBatchReceiptReplay", testGetBatchReceiptReplay},
-	{"GetBatchMalformedEndsBatch", testGetBatchMalformed},
-	{"GetBatchSpentReceiptsDeleted", testGetBatchSpentReceipts},
-	{"GetBatchSettle", testGetBatchSettle},
-	{"AckBatch", testAckBatch},
+	{"FetchBatchIsSuccessiveGets", testFetchBatchIsSuccessiveGets},
+	{"FetchBatchRecordsUnacked", testFetchBatchRecords},
+	{"FetchBatchReceiptReplay", testFetchBatchReceiptReplay},
+	{"FetchBatchMalformedEndsBatch", testFetchBatchMalformed},
+	{"FetchBatchSpentReceiptsDeleted", testFetchBatchSpentReceipts},
+	{"FetchBatchSettle", testFetchBatchSettle},
+	{"AckMany", testAckMany},
 	{"PublishBatchIsSuccessivePublishes", testPublishBatchIsSuccessivePublishes},
 	{"PublishBatchTopicFallback", testPublishBatchTopicFallback},
 	{"PublishBatchNoScript", testPublishBatchNoScript},
@@ -56,10 +57,10 @@ func tagOf(t *testing.T, d transport.Delivery) string {
 	return tag
 }
 
-// Proves: GetBatch(n) takes exactly what n successive Gets take, in the
+// Proves: FetchBatch(n) takes exactly what n successive Gets take, in the
 // same order (step-major; queue order fixed, or rotated after each take
 // as the consumer loop does for round robin), for every n.
-func testGetBatchIsSuccessiveGets(t *testing.T, e *env) {
+func testFetchBatchIsSuccessiveGets(t *testing.T, e *env) {
 	fill := func(b *Backend) {
 		for i := 0; i < 5; i++ {
 			for _, q := range []string{"A", "B", "C"} {
@@ -83,7 +84,7 @@ func testGetBatchIsSuccessiveGets(t *testing.T, e *env) {
 			var want []string
 			order := append([]string(nil), queues...)
 			for {
-				d, err := one.Get(bg, order, true)
+				d, err := transporttest.FetchOne(bg, one, order, true, 0)
 				if errors.Is(err, transport.ErrEmpty) {
 					break
 				}
@@ -98,7 +99,7 @@ func testGetBatchIsSuccessiveGets(t *testing.T, e *env) {
 			var got []string
 			order = append([]string(nil), queues...)
 			for {
-				ds, err := batch.GetBatch(bg, transport.BatchGet{Queues: order, Ack: true, Max: n, Rotate: rotate})
+				ds, err := batch.Fetch(bg, transport.FetchRequest{Queues: order, Ack: true, Max: n, Rotate: rotate}, nil)
 				if errors.Is(err, transport.ErrEmpty) {
 					break
 				}
@@ -136,16 +137,16 @@ func rotateTo(order []string, q string) {
 // Proves: every message of a batch is recorded exactly as Get records it
 // (the Kombu value and the receive-time score), and a no-ack batch records
 // nothing.
-func testGetBatchRecords(t *testing.T, e *env) {
+func testFetchBatchRecords(t *testing.T, e *env) {
 	now := newFakeClock(epochForTests)
 	b := e.backend(WithClock(now))
 	raws := []string{testEnvelope("t1", "ex", "rk1", 0), kombuEnvelope, celeryEnvelope}
 	for _, r := range raws {
 		e.lpush(e.key("q"), r)
 	}
-	ds, err := b.GetBatch(bg, transport.BatchGet{Queues: []string{"q"}, Ack: true, Max: 10})
+	ds, err := b.Fetch(bg, transport.FetchRequest{Queues: []string{"q"}, Ack: true, Max: 10}, nil)
 	if err != nil || len(ds) != 3 {
-		t.Fatalf("GetBatch: %d, %v", len(ds), err)
+		t.Fatalf("Fetch: %d, %v", len(ds), err)
 	}
 	for i, d := range ds {
 		if string(d.Envelope) != raws[i] || d.Queue != "q" {
@@ -167,8 +168,8 @@ func testGetBatchRecords(t *testing.T, e *env) {
 		}
 	}
 	mustPut(t, b, "q2", 0, testEnvelope("t2", "", "q2", 0))
-	if ds, err := b.GetBatch(bg, transport.BatchGet{Queues: []string{"q2"}, Max: 10}); err != nil || len(ds) != 1 {
-		t.Fatalf("no-ack GetBatch: %d, %v", len(ds), err)
+	if ds, err := b.Fetch(bg, transport.FetchRequest{Queues: []string{"q2"}, Max: 10}, nil); err != nil || len(ds) != 1 {
+		t.Fatalf("no-ack Fetch: %d, %v", len(ds), err)
 	}
 	if _, ok := e.hget(e.key("unacked"), "t2"); ok {
 		t.Fatal("no-ack batch wrote a record")
@@ -178,7 +179,7 @@ func testGetBatchRecords(t *testing.T, e *env) {
 // Proves: a batch call retried with the same receipt (a lost reply)
 // returns the same messages, byte for byte, without taking more; records
 // acked in between are left out; large messages replay too.
-func testGetBatchReceiptReplay(t *testing.T, e *env) {
+func testFetchBatchReceiptReplay(t *testing.T, e *env) {
 	b := e.backend()
 	big := strings.Replace(testEnvelope("big", "", "rq", 0), `"body": "`, `"body": "`+strings.Repeat("A", 10000), 1)
 	sent := []string{testEnvelope("r1", "", "rq", 0), big, testEnvelope("r3", "", "rq", 0)}
@@ -215,7 +216,7 @@ func testGetBatchReceiptReplay(t *testing.T, e *env) {
 	if res := run(); len(res) != 6 || res[2] != big || res[5] != sent[2] {
 		t.Fatalf("after acking r1: %d items", len(res))
 	}
-	if err := b.AckBatch(bg, []string{"big", "r3"}); err != nil {
+	if err := b.Ack(bg, []string{"big", "r3"}...); err != nil {
 		t.Fatal(err)
 	}
 	if res := run(); len(res) != 3 || !strings.Contains(res[2].(string), `"r4"`) {
@@ -236,10 +237,10 @@ func testGetBatchReceiptReplay(t *testing.T, e *env) {
 // Proves: a malformed message ends a batch: the messages before it are
 // returned (and recorded), it is moved to the malformed list and reported
 // as a *transport.MalformedError, and the messages after it stay queued.
-func testGetBatchMalformed(t *testing.T, e *env) {
+func testFetchBatchMalformed(t *testing.T, e *env) {
 	b := e.backend()
 	e.lpush(e.key("q"), testEnvelope("g1", "", "q", 0), "not json", testEnvelope("g2", "", "q", 0))
-	ds, err := b.GetBatch(bg, transport.BatchGet{Queues: []string{"q"}, Ack: true, Max: 10})
+	ds, err := b.Fetch(bg, transport.FetchRequest{Queues: []string{"q"}, Ack: true, Max: 10}, nil)
 	var mal *transport.MalformedError
 	if !errors.As(err, &mal) || mal.Queue != "q" || string(mal.Raw) != "not json" || mal.Where != e.key(DefaultMalformedKey) {
 		t.Fatalf("err %v", err)
@@ -253,7 +254,7 @@ func testGetBatchMalformed(t *testing.T, e *env) {
 	if got := e.lrange(e.key(DefaultMalformedKey)); len(got) != 1 || got[0] != "not json" {
 		t.Fatalf("malformed list %q", got)
 	}
-	ds, err = b.GetBatch(bg, transport.BatchGet{Queues: []string{"q"}, Ack: true, Max: 10})
+	ds, err = b.Fetch(bg, transport.FetchRequest{Queues: []string{"q"}, Ack: true, Max: 10}, nil)
 	if err != nil || len(ds) != 1 || tagOf(t, ds[0]) != "g2" {
 		t.Fatalf("after: %v %v", ds, err)
 	}
@@ -263,7 +264,7 @@ func testGetBatchMalformed(t *testing.T, e *env) {
 // later take, spentBatch at a time, so they do not pile up for 10 s under
 // load: the count climbs to spentBatch, then the next take deletes those
 // and leaves its own.
-func testGetBatchSpentReceipts(t *testing.T, e *env) {
+func testFetchBatchSpentReceipts(t *testing.T, e *env) {
 	b := e.backend()
 	const takes = 2*spentBatch + 3
 	for i := 0; i < takes; i++ {
@@ -279,7 +280,7 @@ func testGetBatchSpentReceipts(t *testing.T, e *env) {
 		return n
 	}
 	for i := 0; i < takes; i++ {
-		if _, err := b.GetBatch(bg, transport.BatchGet{Queues: []string{"q"}, Ack: true, Max: 1}); err != nil {
+		if _, err := b.Fetch(bg, transport.FetchRequest{Queues: []string{"q"}, Ack: true, Max: 1}, nil); err != nil {
 			t.Fatal(err)
 		}
 		if n, want := receipts(), i%spentBatch+1; n != want {
@@ -288,17 +289,17 @@ func testGetBatchSpentReceipts(t *testing.T, e *env) {
 	}
 }
 
-// Proves: AckBatch deletes every record of its tags in one call (missing
+// Proves: Ack of many tags deletes every record of its tags in one call (missing
 // tags are fine), leaving the others.
-func testAckBatch(t *testing.T, e *env) {
+func testAckMany(t *testing.T, e *env) {
 	b := e.backend()
 	for i := 0; i < 4; i++ {
 		mustPut(t, b, "q", 0, testEnvelope(fmt.Sprintf("a%d", i), "", "q", 0))
 	}
-	if ds, err := b.GetBatch(bg, transport.BatchGet{Queues: []string{"q"}, Ack: true, Max: 4}); err != nil || len(ds) != 4 {
+	if ds, err := b.Fetch(bg, transport.FetchRequest{Queues: []string{"q"}, Ack: true, Max: 4}, nil); err != nil || len(ds) != 4 {
 		t.Fatal(err)
 	}
-	if err := b.AckBatch(bg, []string{"a0", "a2", "a3", "nope"}); err != nil {
+	if err := b.Ack(bg, []string{"a0", "a2", "a3", "nope"}...); err != nil {
 		t.Fatal(err)
 	}
 	for i, want := range []bool{false, true, false, false} {
@@ -309,7 +310,7 @@ func testAckBatch(t *testing.T, e *env) {
 			t.Fatalf("%s: hash %v index %v, want %v", tag, inHash, inIndex, want)
 		}
 	}
-	if err := b.AckBatch(bg, nil); err != nil {
+	if err := b.Ack(bg); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -473,17 +474,17 @@ func testPublishBatchNoScript(t *testing.T, e *env) {
 	}
 }
 
-// Proves: GetBatch deletes the records of req.Settle in the same call
-// (exactly as AckBatch), before taking, and also when nothing is taken.
-func testGetBatchSettle(t *testing.T, e *env) {
+// Proves: FetchBatch deletes the records of req.Settle in the same call
+// (exactly as Ack), before taking, and also when nothing is taken.
+func testFetchBatchSettle(t *testing.T, e *env) {
 	b := e.backend()
 	for i := 0; i < 3; i++ {
 		mustPut(t, b, "q", 0, testEnvelope(fmt.Sprintf("s%d", i), "", "q", 0))
 	}
-	if ds, err := b.GetBatch(bg, transport.BatchGet{Queues: []string{"q"}, Ack: true, Max: 2}); err != nil || len(ds) != 2 {
+	if ds, err := b.Fetch(bg, transport.FetchRequest{Queues: []string{"q"}, Ack: true, Max: 2}, nil); err != nil || len(ds) != 2 {
 		t.Fatal(err)
 	}
-	ds, err := b.GetBatch(bg, transport.BatchGet{Queues: []string{"q"}, Ack: true, Max: 5, Settle: []string{"s0", "nope"}})
+	ds, err := b.Fetch(bg, transport.FetchRequest{Queues: []string{"q"}, Ack: true, Max: 5, Settle: []string{"s0", "nope"}}, nil)
 	if err != nil || len(ds) != 1 || tagOf(t, ds[0]) != "s2" {
 		t.Fatalf("%v %v", ds, err)
 	}
@@ -495,7 +496,7 @@ func testGetBatchSettle(t *testing.T, e *env) {
 			t.Fatalf("%s settled", tag)
 		}
 	}
-	if _, err := b.GetBatch(bg, transport.BatchGet{Queues: []string{"q"}, Ack: true, Max: 5, Settle: []string{"s1", "s2"}}); !errors.Is(err, transport.ErrEmpty) {
+	if _, err := b.Fetch(bg, transport.FetchRequest{Queues: []string{"q"}, Ack: true, Max: 5, Settle: []string{"s1", "s2"}}, nil); !errors.Is(err, transport.ErrEmpty) {
 		t.Fatal(err)
 	}
 	for _, k := range []string{"unacked", "unacked_index"} {

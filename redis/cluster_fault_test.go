@@ -15,6 +15,7 @@ import (
 
 	"github.com/kombu-go/kombu/entity"
 	"github.com/kombu-go/kombu/transport"
+	"github.com/kombu-go/kombu/transport/transporttest"
 )
 
 // faultEnvelope is a minimal Kombu envelope whose delivery tag is id,
@@ -97,7 +98,7 @@ func TestClusterFailover(t *testing.T) {
 		go func() {
 			defer consWG.Done()
 			for cctx.Err() == nil {
-				d, err := cons.GetWait(cctx, []string{"q"}, true, 200*time.Millisecond)
+				d, err := transporttest.FetchOne(cctx, cons, []string{"q"}, true, 200*time.Millisecond)
 				if errors.Is(err, transport.ErrEmpty) || cctx.Err() != nil {
 					continue
 				}

@@ -173,7 +173,7 @@ func TestClusterOpenURL(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer other.Close()
-	d, err := other.Get(bg, []string{"q"}, true)
+	d, err := transporttest.FetchOne(bg, other, []string{"q"}, true, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +269,7 @@ func TestClusterLoadOnOneMaster(t *testing.T) {
 		}
 	}
 	for i := range n {
-		d, err := b.GetWait(bg, queues, true, time.Second)
+		d, err := transporttest.FetchOne(bg, b, queues, true, time.Second)
 		if err != nil {
 			t.Fatalf("take %d: %v", i, err)
 		}

@@ -28,7 +28,7 @@ import (
 // may find it held and restore nothing, which the suite counts as a
 // failure.
 func conformance(t *testing.T, client goredis.UniversalClient, prefix string, f transporttest.Features, opts ...Option) {
-	f.Fanout, f.Blocking, f.Persistent, f.Batch = true, true, true, true
+	f.Fanout, f.Persistent = true, true
 	f.DeadLetterQueue = DefaultMalformedKey
 	transporttest.Run(t, f, func(t *testing.T, clock transport.Clock) transport.Backend {
 		all := append([]Option{WithKeyPrefix(prefix), WithClock(clock),

@@ -71,27 +71,26 @@
 //
 // # Batches (throughput)
 //
-// Three optional transport capabilities cut round trips; each writes
-// exactly what the one-message operations write:
+// Batches cut round trips; each writes exactly what the one-message
+// operations write:
 //
-//   - GetBatch (transport.BatchGetter) takes up to n messages in one
-//     get.lua call, each recorded as unacked with its take, and deletes the
-//     records of acks the consumer deferred (BatchGet.Settle) in the same
-//     call. The consumer loop uses it whenever prefetch allows more than
-//     one message.
-//   - AckBatch (transport.BatchAcker) deletes many records in one MULTI;
-//     the channel coalesces acks made while one is in flight.
+//   - Fetch takes up to FetchRequest.Max messages in one get.lua call,
+//     each recorded as unacked with its take, and deletes the records of
+//     acks riding along (FetchRequest.Settle) in the same call. The
+//     consumer loop asks for as many as prefetch allows.
+//   - Ack with many tags deletes their records in one MULTI; the channel
+//     coalesces acks made while one is in flight.
 //   - PublishBatch (transport.BatchPublisher, Producer.PublishBatch) sends
 //     many publishes in one pipeline: consecutive messages to one exchange
 //     share one scripts/publish_batch.lua call that reads the binding table
 //     once; the pipeline's first script call is an EVAL, so a restarted
 //     server's empty script cache never reorders a batch.
 //
-// # Waiting for messages (GetWait)
+// # Waiting for messages (Fetch with FetchRequest.Wait)
 //
 // Redis has no command that waits for several lists without popping from
-// them, and a pop outside the Get script would reopen Kombu's loss window.
-// GetWait therefore never pops to wait. It runs the Get script; if every
+// them, and a pop outside the get script would reopen Kombu's loss window.
+// Fetch therefore never pops to wait. It runs the get script; if every
 // list is empty it registers with a per-list watcher and runs the script
 // again (so nothing pushed in between is missed), then sleeps until a
 // watcher signals, the timeout passes, or ctx is done.
@@ -109,18 +108,18 @@
 //
 // Guarantees:
 //
-//  1. A message is only taken by the Get script, atomically with its
+//  1. A message is only taken by the get script, atomically with its
 //     unacked record; the blocking command never takes one.
-//  2. A publish wakes a waiting GetWait as soon as Redis serves the blocked
+//  2. A publish wakes a waiting Fetch as soon as Redis serves the blocked
 //     BLMOVE: measured under a millisecond on a local redis-server (see
 //     TestIntegrationGetWaitLatency).
-//  3. With ctx done, GetWait returns ctx.Err() at once; it never has to
+//  3. With ctx done, a waiting Fetch returns ctx.Err() at once; it never has to
 //     cancel a blocking command, so no reply Redis produced is lost (and
 //     the watcher's command changes nothing anyway). Close wakes every
-//     GetWait with transport.ErrClosed.
+//     waiting Fetch with transport.ErrClosed.
 //  4. Connections: a Backend keeps at most Options.WaitConnections
 //     (wait_connections, default 16) connections blocked, one per watched
-//     list, shared by every GetWait of the Backend. A consumer of N queues
+//     list, shared by every waiting Fetch of the Backend. A consumer of N queues
 //     with S priority steps watches N×S lists (4 per queue by default), and
 //     uses one connection of the ordinary pool at a time for the scripts.
 //     Lists beyond the limit are polled with a 2–100 ms backoff. When the

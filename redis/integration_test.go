@@ -17,6 +17,7 @@ import (
 
 	"github.com/kombu-go/kombu/envelope"
 	"github.com/kombu-go/kombu/transport"
+	"github.com/kombu-go/kombu/transport/transporttest"
 )
 
 // Integration tests run against the real redis-server named by
@@ -91,7 +92,7 @@ func TestIntegrationGetWaitLatency(t *testing.T) {
 	for i := 0; i < rounds; i++ {
 		got := make(chan time.Time, 1)
 		go func() {
-			if _, err := b.GetWait(bg, []string{"lat1", "lat2", "lat3"}, true, 5*time.Second); err != nil {
+			if _, err := transporttest.FetchOne(bg, b, []string{"lat1", "lat2", "lat3"}, true, 5*time.Second); err != nil {
 				t.Error(err)
 			}
 			got <- time.Now()
@@ -124,7 +125,7 @@ func TestIntegrationWatcherBesideBRPOPPeer(t *testing.T) {
 		ctx, cancel := context.WithCancel(bg)
 		ours := make(chan string, 1)
 		go func() {
-			d, err := b.GetWait(ctx, []string{"shared"}, true, 3*time.Second)
+			d, err := transporttest.FetchOne(ctx, b, []string{"shared"}, true, 3*time.Second)
 			if err != nil {
 				ours <- ""
 				return
@@ -196,8 +197,8 @@ func TestIntegrationKilledWaitConnection(t *testing.T) {
 	d := make(chan string, 1)
 	go func() {
 		// Take the waiting message, then wait for the next one.
-		_, _ = b.GetWait(bg, []string{"kill"}, true, time.Second)
-		x, err := b.GetWait(bg, []string{"kill"}, true, 10*time.Second)
+		_, _ = transporttest.FetchOne(bg, b, []string{"kill"}, true, time.Second)
+		x, err := transporttest.FetchOne(bg, b, []string{"kill"}, true, 10*time.Second)
 		if err != nil {
 			d <- err.Error()
 			return
@@ -254,7 +255,7 @@ func TestIntegrationWireCommands(t *testing.T) {
 	if _, err := b.RestoreExpired(bg, time.Now(), staticRoute(nil)); err != nil {
 		t.Fatal(err)
 	}
-	_, _ = b.GetWait(bg, []string{"mon"}, true, 1500*time.Millisecond)
+	_, _ = transporttest.FetchOne(bg, b, []string{"mon"}, true, 1500*time.Millisecond)
 	time.Sleep(100 * time.Millisecond)
 	var set, evalsha, blmove bool
 	mutex := fmt.Sprintf("%q", e.key("unacked_mutex"))
@@ -331,7 +332,7 @@ func TestIntegrationCJSONPythonTokens(t *testing.T) {
 	b := e.backend()
 	raw := `{"body": "e30=", "content-encoding": "utf-8", "content-type": "application/json", "headers": {"a": NaN, "b": Infinity, "c": -Infinity}, "properties": {"delivery_mode": 2, "delivery_info": {"exchange": "", "routing_key": "nan"}, "priority": 0, "body_encoding": "base64", "delivery_tag": "nan-tag"}}`
 	e.lpush(e.key("nan"), raw)
-	d, err := b.Get(bg, []string{"nan"}, true)
+	d, err := transporttest.FetchOne(bg, b, []string{"nan"}, true, 0)
 	if err != nil || string(d.Envelope) != raw {
 		t.Fatalf("%v", err)
 	}
@@ -349,7 +350,7 @@ func TestIntegrationCrashAfterPopLosesNothing(t *testing.T) {
 	clock := newFakeClock(time.Unix(1795550400, 0))
 	crashed := e.backend(WithClock(clock))
 	mustPut(t, crashed, "crash", 0, kombuEnvelope)
-	if _, err := crashed.Get(bg, []string{"crash"}, true); err != nil {
+	if _, err := transporttest.FetchOne(bg, crashed, []string{"crash"}, true, 0); err != nil {
 		t.Fatal(err)
 	}
 	_ = crashed.Close()

@@ -152,7 +152,7 @@ func (k *keys) consumeKeys(queues []string) (lists []string, owners []string) {
 func (k *keys) stepSuffixes() []string { return k.suffixes }
 
 // consumeLists are the lists of consumeKeys without their owners: step-major,
-// each step's lists in queue order (the lists GetWait watches).
+// each step's lists in queue order (the lists a waiting Fetch watches).
 func (k *keys) consumeLists(queues []string) []string {
 	lists := make([]string, 0, len(queues)*len(k.steps))
 	for _, s := range k.steps {

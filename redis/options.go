@@ -77,9 +77,9 @@ type Options struct {
 	// RestorePriority chooses where restored messages go; RestoreOwn by
 	// default.
 	RestorePriority RestorePriority
-	// WaitConnections is the most connections GetWait keeps blocked in
+	// WaitConnections is the most connections a waiting Fetch keeps blocked in
 	// Redis at once (see the package documentation). 0 disables blocking
-	// waits: GetWait then polls.
+	// waits: Fetch then polls.
 	WaitConnections int
 	// PublishWaitReplicas, if positive, makes Publish and PublishBatch
 	// wait, with Redis's WAIT on the connection that wrote, until that
@@ -225,7 +225,7 @@ func WithPublishWaitReplicas(n int, timeout time.Duration) Option {
 	return func(o *Options) error { o.PublishWaitReplicas, o.PublishWaitTimeout = n, timeout; return nil }
 }
 
-// WithWaitConnections sets how many connections GetWait may keep blocked.
+// WithWaitConnections sets how many connections a waiting Fetch may keep blocked.
 func WithWaitConnections(n int) Option {
 	return func(o *Options) error { o.WaitConnections = n; return nil }
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kombu-go/kombu/internal/testenv"
+	"github.com/kombu-go/kombu/transport/transporttest"
 )
 
 // startPrivate starts a redis-server (or, with sentinel, a redis-sentinel)
@@ -70,7 +71,7 @@ func TestIntegrationSentinel(t *testing.T) {
 	defer b.Close()
 	got := make(chan error, 1)
 	go func() {
-		d, err := b.GetWait(bg, []string{"sq"}, true, 10*time.Second)
+		d, err := transporttest.FetchOne(bg, b, []string{"sq"}, true, 10*time.Second)
 		if err == nil && string(d.Envelope) != kombuEnvelope {
 			err = fmt.Errorf("got %q", d.Envelope)
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/kombu-go/kombu/envelope"
 	"github.com/kombu-go/kombu/internal/testenv"
+	"github.com/kombu-go/kombu/transport/transporttest"
 )
 
 // startProc starts bin with args (a redis-server or redis-sentinel that
@@ -104,7 +105,7 @@ func TestIntegrationSentinelFailover(t *testing.T) {
 	go func() { // consumer: take, record, ack
 		defer wg.Done()
 		for ctx.Err() == nil {
-			d, err := cons.GetWait(ctx, []string{"fq"}, true, 200*time.Millisecond)
+			d, err := transporttest.FetchOne(ctx, cons, []string{"fq"}, true, 200*time.Millisecond)
 			if err != nil {
 				time.Sleep(20 * time.Millisecond)
 				continue

@@ -17,6 +17,7 @@ import (
 
 	"github.com/kombu-go/kombu/internal/testenv"
 	"github.com/kombu-go/kombu/transport"
+	"github.com/kombu-go/kombu/transport/transporttest"
 )
 
 // pki is a throwaway certificate authority with a server certificate for
@@ -123,7 +124,7 @@ func TestIntegrationTLS(t *testing.T) {
 			if err := b.Put(bg, "tq", 0, []byte(kombuEnvelope)); err != nil {
 				t.Fatal(err)
 			}
-			d, err := b.GetWait(bg, []string{"tq"}, true, 5*time.Second)
+			d, err := transporttest.FetchOne(bg, b, []string{"tq"}, true, 5*time.Second)
 			if err != nil || string(d.Envelope) != kombuEnvelope {
 				t.Fatalf("round trip over TLS: %v", err)
 			}
@@ -212,7 +213,7 @@ func TestIntegrationACL(t *testing.T) {
 	if err := b.Put(bg, "aq", 0, []byte(kombuEnvelope)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.GetWait(bg, []string{"aq"}, true, 5*time.Second); err != nil {
+	if _, err := transporttest.FetchOne(bg, b, []string{"aq"}, true, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Ack(bg, kombuTag); err != nil {

@@ -11,10 +11,10 @@ import (
 	"github.com/kombu-go/kombu/transport"
 )
 
-// How GetWait waits (see the package documentation for the guarantees):
+// How a waiting Fetch waits (see the package documentation for the guarantees):
 //
 // Messages are only ever taken by scripts/get.lua, which pops and records
-// in one atomic step. Between attempts GetWait sleeps on a Go channel that
+// in one atomic step. Between attempts a waiting Fetch sleeps on a Go channel that
 // a watcher signals. A watcher owns one list key and keeps one command
 // blocked on it in Redis:
 //
@@ -26,9 +26,9 @@ import (
 // nothing. So the wait never holds a message: if the process dies, the
 // connection drops, or the reply is lost, every message is still in its
 // list. Redis wakes a blocked client within microseconds of an LPUSH, so
-// GetWait retries the script right after a publish.
+// a waiting Fetch retries the script right after a publish.
 //
-// Watchers are shared by all GetWait calls of a Backend (keyed by list
+// Watchers are shared by all waiting Fetch calls of a Backend (keyed by list
 // name), started on demand, limited to Options.WaitConnections, and end
 // about a second after nobody waits on their key. Lists beyond the limit
 // are covered by polling the script with a backoff from 2 ms to 100 ms.
@@ -231,33 +231,23 @@ func (h *waitHub) close() {
 
 func (h *waitHub) wait() { h.wg.Wait() }
 
-// GetWait takes the next message of queues like Get, waiting up to timeout
-// for one (transport.BlockingGetter). It returns transport.ErrEmpty when
-// the time ran out, ctx.Err() at once when ctx is done, and
+// waitFetch is Fetch once every list was found empty: it waits up to timeout
+// for a message and takes up to n. It returns transport.ErrEmpty when the
+// time ran out, ctx.Err() at once when ctx is done, and
 // transport.ErrClosed when the backend closes. It never holds a message
 // outside Redis: see the package documentation.
-func (b *Backend) GetWait(ctx context.Context, queues []string, ack bool, timeout time.Duration) (transport.Delivery, error) {
-	if err := b.checkOpen(); err != nil {
-		return transport.Delivery{}, err
-	}
+func (b *Backend) waitFetch(ctx context.Context, queues []string, ack bool, n int, rotate bool, timeout time.Duration, dst []transport.Delivery) ([]transport.Delivery, error) {
 	if err := ctx.Err(); err != nil {
-		return transport.Delivery{}, err
-	}
-	if len(queues) == 0 {
-		return transport.Delivery{}, transport.ErrEmpty
+		return dst, err
 	}
 	deadline := time.Now().Add(timeout)
-	// The common case under load: a message is waiting.
-	d, err := b.get(ctx, queues, ack)
-	if !errors.Is(err, transport.ErrEmpty) || timeout <= 0 {
-		return d, err
-	}
 	lists := b.k.consumeLists(queues)
 	w := &waiter{ch: make(chan struct{}, 1)}
 	covered := false
 	if b.hub.max > 0 {
+		var err error
 		if covered, err = b.hub.register(w, lists); err != nil {
-			return transport.Delivery{}, err
+			return dst, err
 		}
 		defer b.hub.unregister(w, lists)
 	}
@@ -268,16 +258,16 @@ func (b *Backend) GetWait(ctx context.Context, queues []string, ack bool, timeou
 		// Arm before looking, so that a message pushed after the script
 		// ran finds a watcher that returns at once.
 		b.hub.arm(lists)
-		d, err := b.get(ctx, queues, ack)
+		out, err := b.take(ctx, queues, ack, n, rotate, nil, dst)
 		if !errors.Is(err, transport.ErrEmpty) {
-			return d, err
+			return out, err
 		}
 		if err := b.checkOpen(); err != nil {
-			return transport.Delivery{}, err
+			return dst, err
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
-			return transport.Delivery{}, transport.ErrEmpty
+			return dst, transport.ErrEmpty
 		}
 		sleep := left
 		if !covered {
@@ -289,7 +279,7 @@ func (b *Backend) GetWait(ctx context.Context, queues []string, ack bool, timeou
 		case <-w.ch:
 		case <-timer.C:
 		case <-ctx.Done():
-			return transport.Delivery{}, ctx.Err()
+			return dst, ctx.Err()
 		}
 	}
 }

@@ -17,22 +17,35 @@ import (
 // channels of a virtual.Transport and must be safe for concurrent use.
 //
 // Queue and priority: a backend keeps one FIFO list per queue and priority
-// step, and Get serves lists step-major (every queue's lowest step first),
+// step, and Fetch serves lists step-major (every queue's lowest step first),
 // so a lower priority number is consumed first, as on Kombu's Redis.
 type Backend interface {
 	// Put appends an envelope to the back of queue's list for priority
 	// (Redis: LPUSH).
 	Put(ctx context.Context, queue string, priority int, envelope []byte) error
 
-	// Get takes the next message from the first non-empty list of queues,
-	// step-major, without blocking. With ack set, the message is recorded as
-	// unacked (see Ack and Restore) atomically with the take, so no crash can
-	// lose it. It returns ErrEmpty when every list is empty.
+	// Fetch takes up to req.Max messages (at least one) from the lists of
+	// req.Queues, step-major, as that many successive single takes would
+	// (with req.Rotate, moving a queue to the end of the order after each
+	// message taken from it), and appends them to dst in the order taken.
+	// With req.Ack each message is recorded as unacked (see Ack and
+	// Restore) atomically with its take, so no crash can lose it. Before
+	// taking anything it deletes the unacked records of req.Settle, as Ack
+	// would (acks riding the fetch).
+	//
+	// When every list is empty and req.Wait > 0, Fetch waits up to req.Wait
+	// for a message (Redis: a blocking wait; a backend that cannot block
+	// polls) and then takes what it finds, up to req.Max. It returns
+	// ErrEmpty when nothing was taken (the Settle records are deleted all
+	// the same), and must return promptly after ctx is cancelled without
+	// losing a message it already took; with ctx already done it takes
+	// nothing and returns ctx.Err(). On any other error the Settle
+	// records may or may not have been deleted.
 	//
 	// A backend that cannot read the delivery tag of an envelope must not
-	// drop it: it keeps the raw bytes (dead-letter storage) and returns a
-	// *MalformedError.
-	Get(ctx context.Context, queues []string, ack bool) (Delivery, error)
+	// drop it: it keeps the raw bytes (dead-letter storage) and returns the
+	// messages taken before it plus a *MalformedError.
+	Fetch(ctx context.Context, req FetchRequest, dst []Delivery) ([]Delivery, error)
 
 	// Size returns the number of messages waiting in all of queue's lists.
 	Size(ctx context.Context, queue string) (int64, error)
@@ -52,8 +65,10 @@ type Backend interface {
 	// Unbind removes a row from the exchange's table (Redis: SREM).
 	Unbind(ctx context.Context, exchange string, row BindingRow) error
 
-	// Ack deletes the unacked record of tag (Redis: ZREM + HDEL).
-	Ack(ctx context.Context, tag string) error
+	// Ack deletes the unacked records of tags (Redis: ZREM + HDEL, one
+	// round trip however many tags). It returns nil only when every record
+	// is gone; a record already gone is not an error.
+	Ack(ctx context.Context, tags ...string) error
 	// Restore moves the unacked message of tag back to the queues route
 	// names, front (leftmost false, RPUSH: consumed next) or back (leftmost
 	// true, LPUSH), with the redelivered flags set (see MarkRedelivered),
@@ -93,13 +108,26 @@ type Delivery struct {
 	Exchange string
 }
 
-// BlockingGetter is an optional Backend capability: a Get that waits up to
-// timeout for a message (Redis: BRPOP). Without it the consumer loop polls
-// Get every PollingInterval. It returns ErrEmpty when the wait ran out, and
-// must return promptly (within timeout) after ctx is cancelled without
-// losing a message it already took.
-type BlockingGetter interface {
-	GetWait(ctx context.Context, queues []string, ack bool, timeout time.Duration) (Delivery, error)
+// FetchRequest is what Backend.Fetch takes.
+type FetchRequest struct {
+	// Queues to take from, step-major: every queue's lowest priority step
+	// before any queue's next step, queues in the order given within a
+	// step.
+	Queues []string
+	// Ack records each message taken as unacked.
+	Ack bool
+	// Max is the most messages to take; less than 1 means 1.
+	Max int
+	// Rotate moves a queue to the end of the order after each message
+	// taken from it (round robin), as the consumer loop does between
+	// fetches.
+	Rotate bool
+	// Settle are delivery tags whose unacked records are deleted before
+	// anything is taken.
+	Settle []string
+	// Wait is how long to wait for a message when every list is empty;
+	// zero returns ErrEmpty at once.
+	Wait time.Duration
 }
 
 // Publisher is an optional Backend capability: route and put in one atomic,
@@ -113,49 +141,6 @@ type Publisher interface {
 // BatchPutter is an optional Backend capability: many puts in one round trip.
 type BatchPutter interface {
 	PutBatch(ctx context.Context, items []PutItem) error
-}
-
-// BatchGetter is an optional Backend capability: take up to req.Max
-// messages in one step (Redis: one script call), as that many successive
-// Get calls would, each recorded as unacked atomically with its take when
-// req.Ack is set; and first delete the unacked records of req.Settle (acks
-// riding the fetch, as BatchAcker.AckBatch would delete them).
-//
-// It returns the messages in the order they were taken, ErrEmpty when
-// every list is empty (the Settle records are deleted all the same), or
-// the messages taken so far plus a *MalformedError when it reaches an
-// envelope it cannot read (kept as Get keeps it). On any other error the
-// Settle records may or may not have been deleted. The consumer loop uses
-// it when prefetch allows more than one message, or when deferred acks
-// are waiting; without it the loop calls Get (or GetWait) once per
-// message.
-type BatchGetter interface {
-	GetBatch(ctx context.Context, req BatchGet) ([]Delivery, error)
-}
-
-// BatchGet is a BatchGetter request.
-type BatchGet struct {
-	// Queues to take from, step-major as Get.
-	Queues []string
-	// Ack records each message taken as unacked.
-	Ack bool
-	// Max is the most messages to take (at least 1).
-	Max int
-	// Rotate moves a queue to the end of the order after each message
-	// taken from it (round robin), as the consumer loop does between Gets.
-	Rotate bool
-	// Settle are delivery tags whose unacked records are deleted before
-	// anything is taken.
-	Settle []string
-}
-
-// BatchAcker is an optional Backend capability: delete the unacked records
-// of many tags in one round trip (Redis: MULTI, ZREM, HDEL, EXEC with every
-// tag). It returns nil only when every record is gone. The channel
-// coalesces acks that arrive while one is in flight into one call; without
-// it each Ack is its own call.
-type BatchAcker interface {
-	AckBatch(ctx context.Context, tags []string) error
 }
 
 // BatchPublisher is an optional Backend capability: route and put many

@@ -16,10 +16,8 @@ import (
 	"github.com/kombu-go/kombu/transport/virtual"
 )
 
-// The batch capabilities (BatchGetter, BatchAcker) and the consumer
-// features built on them: batched fetches, coalesced acks, deferred acks.
-// Backends without the capabilities run the consumer cases through the
-// core's fallbacks.
+// Fetch of many messages, Ack of many tags, and the consumer features
+// built on them: batched fetches, coalesced acks, deferred acks.
 
 // recordLeft reports whether the backend still holds an unacked record for
 // tag: Restore of a live record puts the message back at the front of its
@@ -39,17 +37,13 @@ func (e *env) recordLeft(queue, tag string) bool {
 	return n > 0
 }
 
-// testGetBatch proves BatchGetter.GetBatch(n) takes exactly what n
-// successive Gets take, in the same order (step-major; the queue order
+// testFetchBatch proves Fetch with Max n takes exactly what n successive
+// one-message Fetches take, in the same order (step-major; the queue order
 // fixed, or rotated after each take), never returns more than n, returns
 // ErrEmpty when nothing waits, and records each message it takes with
 // acks (a Restore brings it back) and none without.
-func (s *suite) testGetBatch(t *testing.T) {
+func (s *suite) testFetchBatch(t *testing.T) {
 	e := s.parallelEnv(t)
-	bb, ok := e.backend.(transport.BatchGetter)
-	if !ok {
-		t.Skip("Features.Batch is off: the consumer loop takes one message per Get (every consumer case covers that)")
-	}
 	fill := func(qs []string) {
 		for i := range 4 {
 			for j, q := range qs {
@@ -71,7 +65,7 @@ func (s *suite) testGetBatch(t *testing.T) {
 			var want, got []string
 			order := slices.Clone(single)
 			for {
-				d, err := e.backend.Get(e.ctx, order, false)
+				d, err := e.get(order, false, 0)
 				if errors.Is(err, transport.ErrEmpty) {
 					break
 				}
@@ -85,15 +79,15 @@ func (s *suite) testGetBatch(t *testing.T) {
 			}
 			order = slices.Clone(batched)
 			for {
-				ds, err := bb.GetBatch(e.ctx, transport.BatchGet{Queues: order, Max: n, Rotate: rotate})
+				ds, err := e.backend.Fetch(e.ctx, transport.FetchRequest{Queues: order, Max: n, Rotate: rotate}, nil)
 				if errors.Is(err, transport.ErrEmpty) {
 					break
 				}
 				if err != nil {
-					t.Fatalf("GetBatch: %v", err)
+					t.Fatalf("Fetch: %v", err)
 				}
 				if len(ds) == 0 || len(ds) > n {
-					t.Fatalf("GetBatch(%d) returned %d messages", n, len(ds))
+					t.Fatalf("Fetch(%d) returned %d messages", n, len(ds))
 				}
 				for _, d := range ds {
 					got = append(got, fmt.Sprintf("%d:%s", slices.Index(batched, d.Queue), headerID(t, d)))
@@ -103,45 +97,41 @@ func (s *suite) testGetBatch(t *testing.T) {
 				}
 			}
 			if !slices.Equal(got, want) {
-				t.Errorf("rotate %v, n %d: GetBatch took\n%v\nsuccessive Gets took\n%v", rotate, n, got, want)
+				t.Errorf("rotate %v, n %d: Fetch took\n%v\nsuccessive Gets took\n%v", rotate, n, got, want)
 			}
-			ds, err := bb.GetBatch(e.ctx, transport.BatchGet{Queues: batched, Ack: true, Max: n, Rotate: rotate})
+			ds, err := e.backend.Fetch(e.ctx, transport.FetchRequest{Queues: batched, Ack: true, Max: n, Rotate: rotate}, nil)
 			if !errors.Is(err, transport.ErrEmpty) || len(ds) != 0 {
-				t.Errorf("GetBatch on empty queues = %d messages, %v; want ErrEmpty", len(ds), err)
+				t.Errorf("Fetch on empty queues = %d messages, %v; want ErrEmpty", len(ds), err)
 			}
 		}
 	}
 	q := name("q")
 	e.send(q, "r1", "r2", "r3")
-	ds, err := bb.GetBatch(e.ctx, transport.BatchGet{Queues: []string{q}, Ack: true, Max: 10})
+	ds, err := e.backend.Fetch(e.ctx, transport.FetchRequest{Queues: []string{q}, Ack: true, Max: 10}, nil)
 	if err != nil || len(ds) != 3 {
-		t.Fatalf("GetBatch = %d messages, %v", len(ds), err)
+		t.Fatalf("Fetch = %d messages, %v", len(ds), err)
 	}
 	for _, d := range ds {
 		if !e.recordLeft(q, tagOf(t, d)) {
-			t.Errorf("GetBatch with acks left no unacked record for %s", headerID(t, d))
+			t.Errorf("Fetch with acks left no unacked record for %s", headerID(t, d))
 		}
 	}
 	// Without acks nothing is recorded.
 	e.send(q, "n1")
-	ds, err = bb.GetBatch(e.ctx, transport.BatchGet{Queues: []string{q}, Max: 10})
+	ds, err = e.backend.Fetch(e.ctx, transport.FetchRequest{Queues: []string{q}, Max: 10}, nil)
 	if err != nil || len(ds) != 1 {
-		t.Fatalf("no-ack GetBatch = %d messages, %v", len(ds), err)
+		t.Fatalf("no-ack Fetch = %d messages, %v", len(ds), err)
 	}
 	if e.recordLeft(q, tagOf(t, ds[0])) {
-		t.Errorf("no-ack GetBatch left an unacked record")
+		t.Errorf("no-ack Fetch left an unacked record")
 	}
 }
 
-// testGetBatchMalformed proves a malformed envelope ends a batch: the
+// testFetchBatchMalformed proves a malformed envelope ends a batch: the
 // messages before it are returned (and recorded), it is reported as a
 // *MalformedError and kept, and the messages after it stay queued.
-func (s *suite) testGetBatchMalformed(t *testing.T) {
+func (s *suite) testFetchBatchMalformed(t *testing.T) {
 	e := s.parallelEnv(t)
-	bb, ok := e.backend.(transport.BatchGetter)
-	if !ok {
-		t.Skip("Features.Batch is off")
-	}
 	q := name("q")
 	bad := []byte("not json " + name("bad"))
 	e.send(q, "g1")
@@ -149,13 +139,13 @@ func (s *suite) testGetBatchMalformed(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.send(q, "g2")
-	ds, err := bb.GetBatch(e.ctx, transport.BatchGet{Queues: []string{q}, Ack: true, Max: 10})
+	ds, err := e.backend.Fetch(e.ctx, transport.FetchRequest{Queues: []string{q}, Ack: true, Max: 10}, nil)
 	var mal *transport.MalformedError
 	if !errors.As(err, &mal) {
-		t.Fatalf("GetBatch error = %v, want a *MalformedError", err)
+		t.Fatalf("Fetch error = %v, want a *MalformedError", err)
 	}
 	if len(ds) != 1 || headerID(t, ds[0]) != "g1" {
-		t.Fatalf("GetBatch returned %d messages before the malformed one, want [g1]", len(ds))
+		t.Fatalf("Fetch returned %d messages before the malformed one, want [g1]", len(ds))
 	}
 	errs := &errLog{}
 	errs.add(err)
@@ -168,30 +158,27 @@ func (s *suite) testGetBatchMalformed(t *testing.T) {
 	}
 }
 
-// testAckBatch proves BatchAcker.AckBatch deletes the records of exactly
-// the tags it is given (unknown tags are fine), and BatchGet.Settle does
-// the same within a fetch.
-func (s *suite) testAckBatch(t *testing.T) {
+// testAckMany proves Ack of many tags deletes the records of exactly
+// the tags it is given (unknown tags are fine), and FetchRequest.Settle
+// does the same within a fetch, also when the fetch waits and finds
+// nothing.
+func (s *suite) testAckMany(t *testing.T) {
 	e := s.parallelEnv(t)
-	ba, ok := e.backend.(transport.BatchAcker)
-	if !ok {
-		t.Skip("Features.Batch is off: acks are sent one per call (every consumer case covers that)")
-	}
 	q := name("q")
 	e.send(q, "a0", "a1", "a2", "a3")
 	var tags []string
 	for range 4 {
-		d, err := e.backend.Get(e.ctx, []string{q}, true)
+		d, err := e.get([]string{q}, true, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		tags = append(tags, tagOf(t, d))
 	}
-	if err := ba.AckBatch(e.ctx, []string{tags[0], tags[2], tags[3], name("unknown")}); err != nil {
-		t.Fatalf("AckBatch: %v", err)
+	if err := e.backend.Ack(e.ctx, tags[0], tags[2], tags[3], name("unknown")); err != nil {
+		t.Fatalf("Ack of many: %v", err)
 	}
-	if err := ba.AckBatch(e.ctx, nil); err != nil {
-		t.Fatalf("AckBatch(nil): %v", err)
+	if err := e.backend.Ack(e.ctx); err != nil {
+		t.Fatalf("Ack of none: %v", err)
 	}
 	for i, want := range []bool{false, true, false, false} {
 		if got := e.recordLeft(q, tags[i]); got != want {
@@ -201,23 +188,22 @@ func (s *suite) testAckBatch(t *testing.T) {
 
 	// Settle: acks riding a fetch, applied before the take and also when
 	// nothing is taken.
-	bb := e.backend.(transport.BatchGetter)
 	e.send(q, "s0", "s1")
 	var stags []string
 	for range 2 {
-		d, err := e.backend.Get(e.ctx, []string{q}, true)
+		d, err := e.get([]string{q}, true, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		stags = append(stags, tagOf(t, d))
 	}
 	e.send(q, "s2")
-	ds, err := bb.GetBatch(e.ctx, transport.BatchGet{Queues: []string{q}, Ack: true, Max: 5, Settle: stags[:1]})
+	ds, err := e.backend.Fetch(e.ctx, transport.FetchRequest{Queues: []string{q}, Ack: true, Max: 5, Settle: stags[:1]}, nil)
 	if err != nil || len(ds) != 1 || headerID(t, ds[0]) != "s2" {
-		t.Fatalf("GetBatch with Settle = %d messages, %v", len(ds), err)
+		t.Fatalf("Fetch with Settle = %d messages, %v", len(ds), err)
 	}
-	if _, err := bb.GetBatch(e.ctx, transport.BatchGet{Queues: []string{q}, Ack: true, Max: 5, Settle: []string{stags[1], tagOf(t, ds[0])}}); !errors.Is(err, transport.ErrEmpty) {
-		t.Fatalf("GetBatch on an empty queue = %v, want ErrEmpty", err)
+	if _, err := e.backend.Fetch(e.ctx, transport.FetchRequest{Queues: []string{q}, Ack: true, Max: 5, Settle: []string{stags[1], tagOf(t, ds[0])}, Wait: s.f.PollingInterval / 2}, nil); !errors.Is(err, transport.ErrEmpty) {
+		t.Fatalf("Fetch on an empty queue = %v, want ErrEmpty", err)
 	}
 	for i, tag := range append(stags, tagOf(t, ds[0])) {
 		if e.recordLeft(q, tag) {

@@ -501,8 +501,8 @@ func (s *suite) testGetEmpty(t *testing.T) {
 	e := s.parallelEnv(t)
 	q := name("q")
 	for _, ack := range []bool{false, true} {
-		if _, err := e.backend.Get(e.ctx, []string{q, name("q")}, ack); !errors.Is(err, transport.ErrEmpty) {
-			t.Errorf("backend Get(ack=%v) on empty queues = %v, want ErrEmpty", ack, err)
+		if ds, err := e.backend.Fetch(e.ctx, transport.FetchRequest{Queues: []string{q, name("q")}, Ack: ack, Max: 3}, nil); !errors.Is(err, transport.ErrEmpty) || len(ds) != 0 {
+			t.Errorf("backend Fetch(ack=%v) on empty queues = %d messages, %v; want ErrEmpty", ack, len(ds), err)
 		}
 	}
 	ch := e.channel()
@@ -616,23 +616,19 @@ func (s *suite) testSizePurgeDelete(t *testing.T) {
 	e.publish(ex, "k", "none", 0, 0)
 }
 
-// testBlockingGet proves a BlockingGetter's contract: it waits for a
-// message and returns as soon as one arrives, returns ErrEmpty when the
-// wait runs out, and returns promptly when its context is cancelled,
-// without losing anything.
-func (s *suite) testBlockingGet(t *testing.T) {
+// testFetchWait proves Fetch's wait: with FetchRequest.Wait it waits
+// for a message and returns as soon as one arrives (taking up to Max of
+// what then waits), returns ErrEmpty when the wait runs out, and returns
+// promptly when its context is cancelled, without losing anything.
+func (s *suite) testFetchWait(t *testing.T) {
 	e := s.parallelEnv(t)
-	bg, ok := e.backend.(transport.BlockingGetter)
-	if !ok {
-		t.Skip("Features.Blocking is off: the core polls Get every PollingInterval (covered by every consumer case)")
-	}
 	q := name("q")
 	start := time.Now()
-	if _, err := bg.GetWait(e.ctx, []string{q}, true, s.f.PollingInterval); !errors.Is(err, transport.ErrEmpty) {
-		t.Errorf("GetWait on an empty queue = %v, want ErrEmpty", err)
+	if _, err := e.get([]string{q}, true, s.f.PollingInterval); !errors.Is(err, transport.ErrEmpty) {
+		t.Errorf("waiting Fetch on an empty queue = %v, want ErrEmpty", err)
 	}
-	if d := time.Since(start); d > s.f.PollingInterval+time.Second {
-		t.Errorf("GetWait(%v) took %v", s.f.PollingInterval, d)
+	if d := time.Since(start); d < s.f.PollingInterval*9/10 || d > s.f.PollingInterval+time.Second {
+		t.Errorf("Fetch with Wait %v took %v", s.f.PollingInterval, d)
 	}
 
 	// A message put while waiting ends the wait.
@@ -643,12 +639,35 @@ func (s *suite) testBlockingGet(t *testing.T) {
 		}
 	}()
 	start = time.Now()
-	d, err := bg.GetWait(e.ctx, []string{name("q"), q}, false, s.f.Timeout)
+	d, err := e.get([]string{name("q"), q}, false, s.f.Timeout)
 	if err != nil || d.Queue != q {
-		t.Fatalf("GetWait = %+v, %v", d, err)
+		t.Fatalf("waiting Fetch = %+v, %v", d, err)
 	}
 	if el := time.Since(start); el > s.f.Timeout/2 {
-		t.Errorf("GetWait returned %v after the message was put", el)
+		t.Errorf("waiting Fetch returned %v after the message was put", el)
+	}
+
+	// A batch put while waiting: the wait ends with up to Max of it.
+	q2 := name("q")
+	putDone := make(chan struct{})
+	go func() {
+		defer close(putDone)
+		time.Sleep(s.f.PollingInterval / 2)
+		for i := range 3 {
+			if err := e.backend.Put(context.WithoutCancel(e.ctx), q2, 0, []byte(fmt.Sprintf(`{"body": "", "headers": {"id": "b%d"}, "properties": {"delivery_tag": "%s"}}`, i, name("tag")))); err != nil {
+				t.Errorf("Put: %v", err)
+			}
+		}
+	}()
+	ds, err := e.backend.Fetch(e.ctx, transport.FetchRequest{Queues: []string{q2}, Max: 2, Wait: s.f.Timeout}, nil)
+	if err != nil || len(ds) < 1 || len(ds) > 2 || headerID(t, ds[0]) != "b0" {
+		t.Fatalf("waiting Fetch of up to 2 = %d messages, %v", len(ds), err)
+	}
+	<-putDone
+	for range 3 - len(ds) {
+		if e.take(q2) == nil {
+			t.Fatalf("a message of the batch is missing")
+		}
 	}
 
 	// Cancellation ends the wait promptly, and the message put afterwards
@@ -656,13 +675,16 @@ func (s *suite) testBlockingGet(t *testing.T) {
 	ctx, cancel := context.WithCancel(e.ctx)
 	go func() { time.Sleep(s.f.PollingInterval / 2); cancel() }()
 	start = time.Now()
-	if d, err := bg.GetWait(ctx, []string{q}, true, s.f.Timeout); err == nil {
-		t.Errorf("GetWait after cancel returned a message: %+v", d)
+	if ds, err := e.backend.Fetch(ctx, transport.FetchRequest{Queues: []string{q}, Ack: true, Wait: s.f.Timeout}, nil); err == nil {
+		t.Errorf("waiting Fetch after cancel returned messages: %+v", ds)
 	}
 	if el := time.Since(start); el > s.f.PollingInterval+time.Second {
-		t.Errorf("GetWait took %v to notice its context was cancelled", el)
+		t.Errorf("waiting Fetch took %v to notice its context was cancelled", el)
 	}
 	e.send(q, "kept")
+	if ds, err := e.backend.Fetch(ctx, transport.FetchRequest{Queues: []string{q}, Ack: true, Max: 5}, nil); !errors.Is(err, context.Canceled) || len(ds) != 0 {
+		t.Errorf("Fetch with a done context = %d messages, %v; want none and context.Canceled", len(ds), err)
+	}
 	if got := e.drain(q); !slices.Equal(got, []string{"kept"}) {
 		t.Errorf("queue holds %v after a cancelled wait, want [kept]", got)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"sync"
 	"testing"
@@ -197,10 +198,14 @@ func (s *suite) testContentDisallowed(t *testing.T) {
 	}
 }
 
+var callRE = regexp.MustCompile(`\(call \d+\)`)
+
 // testFaulty proves the core survives a backend that fails every few
 // calls: publishes that fail are retried by the caller, the consumer loop
-// reports each failure to OnError and backs off, acks that fail are
-// retried, and every message is acked exactly once.
+// reports its failures to OnError and backs off, acks that fail (with the
+// fetch they ride, when a handler fetches) are retried, every message is
+// acked exactly once, and every injected failure reached someone: the
+// publisher, the acking handler or OnError, none swallowed.
 func (s *suite) testFaulty(t *testing.T) {
 	clock := NewClock(Epoch.Add(parallelOffset))
 	inner := s.newBackend(t, clock)
@@ -208,6 +213,15 @@ func (s *suite) testFaulty(t *testing.T) {
 	e := s.envOn(t, clock, faulty, nil)
 	q := name("q")
 	const total = 40
+	// Each injected failure names its call ("(call N)"): the set of those
+	// seen by someone must be every one injected.
+	var seenMu sync.Mutex
+	seen := map[string]bool{}
+	see := func(err error) {
+		seenMu.Lock()
+		defer seenMu.Unlock()
+		seen[callRE.FindString(err.Error())] = true
+	}
 	for i := range total {
 		for {
 			_, err := e.tr.Publish(e.ctx, "", q, message(fmt.Sprint(i), i%10), false)
@@ -217,6 +231,7 @@ func (s *suite) testFaulty(t *testing.T) {
 			if !errors.Is(err, ErrInjected) {
 				t.Fatalf("Publish: %v", err)
 			}
+			see(err)
 		}
 	}
 	var mu sync.Mutex
@@ -231,6 +246,7 @@ func (s *suite) testFaulty(t *testing.T) {
 				t.Errorf("Ack: %v", err)
 				return
 			}
+			see(err) // a coalesced ack's failure reaches every caller it carried
 		}
 		mu.Lock()
 		count[idOf(m)]++
@@ -247,12 +263,20 @@ func (s *suite) testFaulty(t *testing.T) {
 			t.Errorf("%s acked %d times", id, n)
 		}
 	}
-	if faulty.Failures() == 0 {
+	failures := faulty.Failures()
+	if failures == 0 {
 		t.Fatalf("no failure was injected in %d calls", faulty.Calls())
 	}
-	if !c.errs.any(func(err error) bool { return errors.Is(err, ErrInjected) }) {
-		t.Errorf("OnError never saw an injected failure")
+	for _, err := range c.errs.all() {
+		if errors.Is(err, ErrInjected) {
+			see(err)
+		}
 	}
+	seenMu.Lock()
+	if int64(len(seen)) != failures {
+		t.Errorf("%d failures injected; %d reached the publisher, a handler's Ack or OnError", failures, len(seen))
+	}
+	seenMu.Unlock()
 	if n, err := inner.Size(e.ctx, q); err != nil || n != 0 {
 		t.Errorf("queue holds %d messages (%v)", n, err)
 	}

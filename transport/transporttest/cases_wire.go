@@ -36,16 +36,8 @@ func fill(tmpl, exchange, tag string) []byte {
 func (s *suite) testCapabilities(t *testing.T) {
 	b := s.newBackend(t, NewClock(Epoch))
 	t.Cleanup(func() { _ = b.Close() })
-	if _, ok := b.(transport.BlockingGetter); ok != s.f.Blocking {
-		t.Errorf("backend implements BlockingGetter: %v, Features.Blocking: %v", ok, s.f.Blocking)
-	}
 	if _, ok := b.(transport.Fanout); ok != s.f.Fanout {
 		t.Errorf("backend implements Fanout: %v, Features.Fanout: %v", ok, s.f.Fanout)
-	}
-	_, getBatch := b.(transport.BatchGetter)
-	_, ackBatch := b.(transport.BatchAcker)
-	if getBatch != s.f.Batch || ackBatch != s.f.Batch {
-		t.Errorf("backend implements BatchGetter: %v, BatchAcker: %v; Features.Batch: %v", getBatch, ackBatch, s.f.Batch)
 	}
 	if s.f.RestartBroker != nil && !s.f.Persistent {
 		t.Errorf("Features.RestartBroker is set but Persistent is not")
@@ -224,13 +216,13 @@ func (s *suite) testStepMajor(t *testing.T) {
 	if got := e.drain(qa, qb, qc); !slices.Equal(got, want) {
 		t.Errorf("Get order over [a b c] = %v, want %v", got, want)
 	}
-	if bg, ok := e.backend.(transport.BlockingGetter); ok {
+	{
 		pub()
 		var got []string
 		for range want {
-			d, err := bg.GetWait(e.ctx, []string{qa, qb, qc}, false, s.f.PollingInterval)
+			d, err := e.get([]string{qa, qb, qc}, false, s.f.PollingInterval)
 			if err != nil {
-				t.Fatalf("GetWait: %v", err)
+				t.Fatalf("waiting Fetch: %v", err)
 			}
 			env, err := envelope.Parse(d.Envelope)
 			if err != nil {
@@ -238,11 +230,11 @@ func (s *suite) testStepMajor(t *testing.T) {
 			}
 			got = append(got, env.Headers["id"].(string))
 			if !slices.Contains([]string{qa, qb, qc}, d.Queue) {
-				t.Errorf("GetWait reported queue %q, a list key rather than a queue name", d.Queue)
+				t.Errorf("waiting Fetch reported queue %q, a list key rather than a queue name", d.Queue)
 			}
 		}
 		if !slices.Equal(got, want) {
-			t.Errorf("GetWait order over [a b c] = %v, want %v", got, want)
+			t.Errorf("waiting Fetch order over [a b c] = %v, want %v", got, want)
 		}
 	}
 }

@@ -20,8 +20,7 @@ var ErrInjected = errors.New("transporttest: injected backend failure")
 // under it. Use it by pointer.
 //
 // Faulty exposes only the Backend methods, so the core takes its fallbacks
-// (polling instead of a blocking get, route-then-Put instead of Publisher,
-// no fanout).
+// (route-then-Put instead of Publisher, no fanout).
 type Faulty struct {
 	transport.Backend
 	// FailEvery fails call number FailEvery, 2×FailEvery, ...; zero or less
@@ -57,12 +56,12 @@ func (f *Faulty) Put(ctx context.Context, queue string, priority int, envelope [
 	return f.Backend.Put(ctx, queue, priority, envelope)
 }
 
-// Get forwards unless the call is one to fail.
-func (f *Faulty) Get(ctx context.Context, queues []string, ack bool) (transport.Delivery, error) {
-	if err := f.fail("Get"); err != nil {
-		return transport.Delivery{}, err
+// Fetch forwards unless the call is one to fail.
+func (f *Faulty) Fetch(ctx context.Context, req transport.FetchRequest, dst []transport.Delivery) ([]transport.Delivery, error) {
+	if err := f.fail("Fetch"); err != nil {
+		return dst, err
 	}
-	return f.Backend.Get(ctx, queues, ack)
+	return f.Backend.Fetch(ctx, req, dst)
 }
 
 // Size forwards unless the call is one to fail.
@@ -122,11 +121,11 @@ func (f *Faulty) Unbind(ctx context.Context, exchange string, row transport.Bind
 }
 
 // Ack forwards unless the call is one to fail.
-func (f *Faulty) Ack(ctx context.Context, tag string) error {
+func (f *Faulty) Ack(ctx context.Context, tags ...string) error {
 	if err := f.fail("Ack"); err != nil {
 		return err
 	}
-	return f.Backend.Ack(ctx, tag)
+	return f.Backend.Ack(ctx, tags...)
 }
 
 // Restore forwards unless the call is one to fail.

@@ -137,16 +137,33 @@ func (e *env) bind(queue, exchange, key string) {
 	}
 }
 
+// get is a Backend.Fetch of one message from queues, waiting up to wait:
+// the message, or the error (ErrEmpty when none was there).
+func (e *env) get(queues []string, ack bool, wait time.Duration) (transport.Delivery, error) {
+	e.t.Helper()
+	ds, err := e.backend.Fetch(e.ctx, transport.FetchRequest{Queues: queues, Ack: ack, Wait: wait}, nil)
+	if err == nil && len(ds) != 1 {
+		e.t.Fatalf("Fetch of one message returned %d and no error", len(ds))
+	}
+	if len(ds) > 1 {
+		e.t.Fatalf("Fetch of one message returned %d", len(ds))
+	}
+	if len(ds) == 1 {
+		return ds[0], err
+	}
+	return transport.Delivery{}, err
+}
+
 // take takes one waiting message from the backend without an unacked
 // record, or returns nil if the queues are empty.
 func (e *env) take(queues ...string) *transport.Delivery {
 	e.t.Helper()
-	d, err := e.backend.Get(e.ctx, queues, false)
+	d, err := e.get(queues, false, 0)
 	if errors.Is(err, transport.ErrEmpty) {
 		return nil
 	}
 	if err != nil {
-		e.t.Fatalf("backend Get(%q): %v", queues, err)
+		e.t.Fatalf("backend Fetch(%q): %v", queues, err)
 	}
 	return &d
 }
@@ -232,7 +249,7 @@ func (e *env) findRawOnce(queue string, raw []byte, marked bool) bool {
 	var others [][]byte
 	found := false
 	for i := int64(0); i < n && !found; i++ {
-		d, err := e.backend.Get(e.ctx, []string{queue}, false)
+		d, err := e.get([]string{queue}, false, 0)
 		var mal *transport.MalformedError
 		switch {
 		case errors.Is(err, transport.ErrEmpty):
@@ -482,4 +499,20 @@ func (c *consumer) nextUntil(t *testing.T, end string) []*entity.Message {
 			return out
 		}
 	}
+}
+
+// FetchOne is Backend.Fetch of one message from queues, waiting up to
+// wait (zero: not at all): the message, or the error (transport.ErrEmpty
+// when there was none). A test helper for backends' own tests.
+func FetchOne(ctx context.Context, b transport.Backend, queues []string, ack bool, wait time.Duration) (transport.Delivery, error) {
+	ds, err := b.Fetch(ctx, transport.FetchRequest{Queues: queues, Ack: ack, Wait: wait}, nil)
+	switch {
+	case len(ds) == 1:
+		return ds[0], err
+	case len(ds) > 1:
+		return ds[0], fmt.Errorf("transporttest: Fetch of one message returned %d", len(ds))
+	case err == nil:
+		return transport.Delivery{}, errors.New("transporttest: Fetch returned no message and no error")
+	}
+	return transport.Delivery{}, err
 }

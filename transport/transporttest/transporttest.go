@@ -29,13 +29,6 @@ type Features struct {
 	// Fanout: the backend implements transport.Fanout. The suite checks
 	// that the backend implements it exactly when this is set.
 	Fanout bool
-	// Blocking: the backend implements transport.BlockingGetter. The suite
-	// checks that the backend implements it exactly when this is set.
-	Blocking bool
-	// Batch: the backend implements transport.BatchGetter and
-	// transport.BatchAcker. The suite checks that the backend implements
-	// them exactly when this is set.
-	Batch bool
 	// Persistent: messages outlive the backend value; a second backend from
 	// newBackend sees what the first one stored (redis: yes; memory: each
 	// backend is a private broker, no).
@@ -170,13 +163,13 @@ func (s *suite) parallelCases() []testCase {
 		{"ContentDisallowed", s.testContentDisallowed},
 		{"GetEmpty", s.testGetEmpty},
 		{"SizePurgeDelete", s.testSizePurgeDelete},
-		{"BlockingGet", s.testBlockingGet},
+		{"FetchWait", s.testFetchWait},
 		{"Inspector", s.testInspector},
 		{"FaultyBackend", s.testFaulty},
 		{"Persistent", s.testPersistent},
-		{"GetBatch", s.testGetBatch},
-		{"GetBatchMalformed", s.testGetBatchMalformed},
-		{"AckBatch", s.testAckBatch},
+		{"FetchBatch", s.testFetchBatch},
+		{"FetchBatchMalformed", s.testFetchBatchMalformed},
+		{"AckMany", s.testAckMany},
 		{"BatchedConsume", s.testBatchedConsume},
 		{"DeferredAcks", s.testDeferredAcks},
 	}

@@ -19,20 +19,15 @@ type countingBackend struct {
 	gets, settled, acks atomic.Int64
 }
 
-func (b *countingBackend) GetBatch(ctx context.Context, req transport.BatchGet) ([]transport.Delivery, error) {
+func (b *countingBackend) Fetch(ctx context.Context, req transport.FetchRequest, dst []transport.Delivery) ([]transport.Delivery, error) {
 	b.gets.Add(1)
 	b.settled.Add(int64(len(req.Settle)))
-	return b.Backend.GetBatch(ctx, req)
+	return b.Backend.Fetch(ctx, req, dst)
 }
 
-func (b *countingBackend) Ack(ctx context.Context, tag string) error {
+func (b *countingBackend) Ack(ctx context.Context, tags ...string) error {
 	b.acks.Add(1)
-	return b.Backend.Ack(ctx, tag)
-}
-
-func (b *countingBackend) AckBatch(ctx context.Context, tags []string) error {
-	b.acks.Add(1)
-	return b.Backend.AckBatch(ctx, tags)
+	return b.Backend.Ack(ctx, tags...)
 }
 
 // Proves: with the default consumer settings (prefetch 4, acks awaited, one
@@ -87,7 +82,7 @@ func TestAckRidesFetch(t *testing.T) {
 		}
 	}
 	calls := b.gets.Load() + b.acks.Load()
-	t.Logf("%d messages: %d GetBatch calls carrying %d acks, %d ack calls of their own", n, b.gets.Load(), b.settled.Load(), b.acks.Load())
+	t.Logf("%d messages: %d Fetch calls carrying %d acks, %d ack calls of their own", n, b.gets.Load(), b.settled.Load(), b.acks.Load())
 	if calls > n+n/10 {
 		t.Errorf("%d backend calls for %d messages, want about one each", calls, n)
 	}

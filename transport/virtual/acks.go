@@ -17,13 +17,13 @@ import (
 // acks that arrive while another is in flight are coalesced: the
 // first caller sends its own tag at once; whoever comes while that round
 // trip is running waits, and the next round trip carries all of them
-// (BatchAcker.AckBatch, one round trip however many). With one handler
+// (one Backend.Ack of them all, one round trip however many). With one handler
 // this is one ack per round trip, exactly as before; with many handlers
 // the round trips are shared (a database's group commit).
 //
 // With deferred acks (ConsumeOptions.DeferredAcks, opt-in) an Ack returns
 // as soon as the tag is queued; the queued tags ride the consumer loop's
-// next fetch (BatchGet.Settle: one round trip for the acks and the next
+// next fetch (FetchRequest.Settle: one round trip for the acks and the next
 // messages), and are otherwise flushed at least every DeferredAcks
 // interval and when the consumer stops. A crash before the flush leaves the record in the
 // backend, so the message comes back after the visibility timeout: it is
@@ -45,13 +45,8 @@ type ackFlush struct {
 	err  error
 }
 
-// ack deletes tag's record, sharing the round trip with concurrent calls
-// when the backend has BatchAcker.
+// ack deletes tag's record, sharing the round trip with concurrent calls.
 func (a *ackBatcher) ack(ctx context.Context, b transport.Backend, tag string) error {
-	ba, ok := b.(transport.BatchAcker)
-	if !ok {
-		return b.Ack(ctx, tag)
-	}
 	a.mu.Lock()
 	if a.running {
 		if a.next == nil {
@@ -81,12 +76,12 @@ func (a *ackBatcher) ack(ctx context.Context, b transport.Backend, tag string) e
 		return err
 	}
 	a.mu.Unlock()
-	go a.drain(ba)
+	go a.drain(b)
 	return err
 }
 
 // drain sends queued acks until none are left.
-func (a *ackBatcher) drain(ba transport.BatchAcker) {
+func (a *ackBatcher) drain(b transport.Backend) {
 	for {
 		a.mu.Lock()
 		if len(a.pending) == 0 {
@@ -98,7 +93,7 @@ func (a *ackBatcher) drain(ba transport.BatchAcker) {
 		a.pending, a.next = nil, nil
 		a.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), ackFlushTimeout)
-		f.err = ba.AckBatch(ctx, tags)
+		f.err = b.Ack(ctx, tags...)
 		cancel()
 		close(f.done)
 	}
@@ -156,17 +151,7 @@ func (d *deferredAcks) flush(ctx context.Context) error {
 		d.mu.Unlock()
 		return nil
 	}
-	var err error
-	if ba, ok := d.b.(transport.BatchAcker); ok {
-		err = ba.AckBatch(ctx, tags)
-	} else {
-		for i, t := range tags {
-			if err = d.b.Ack(ctx, t); err != nil {
-				tags = tags[i:]
-				break
-			}
-		}
-	}
+	err := d.b.Ack(ctx, tags...)
 	d.mu.Lock()
 	if err != nil {
 		d.tags = append(d.tags, tags...)
@@ -198,7 +183,7 @@ func (d *deferredAcks) run(ctx context.Context) {
 }
 
 // take removes and returns the queued tags, for a fetch to carry
-// (BatchGet.Settle).
+// (FetchRequest.Settle).
 func (d *deferredAcks) take() []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()

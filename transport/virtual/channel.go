@@ -251,11 +251,15 @@ func (c *Channel) Get(ctx context.Context, queue string, noAck bool, accept []st
 	if closed {
 		return nil, transport.ErrClosed
 	}
-	d, err := c.t.backend.Get(ctx, []string{queue}, !noAck)
+	var one [1]transport.Delivery
+	got, err := c.t.backend.Fetch(ctx, transport.FetchRequest{Queues: []string{queue}, Ack: !noAck}, one[:0])
+	if err == nil && len(got) == 0 {
+		err = transport.ErrEmpty
+	}
 	if err != nil {
 		return nil, err
 	}
-	return c.receive(ctx, d, noAck, accept)
+	return c.receive(ctx, got[0], noAck, accept)
 }
 
 // receive turns a delivery from Get or GetWait into a tracked message, or
@@ -395,8 +399,12 @@ type ConsumeOptions struct {
 	NoAck bool
 	// Prefetch is the most messages delivered and not yet settled (Kombu's
 	// prefetch_count). Zero means no limit beyond Concurrency handlers plus
-	// Concurrency buffered messages.
+	// Concurrency buffered messages. Ignored when QoS is set.
 	Prefetch int
+	// QoS, if set, is the prefetch limit this consumer shares with the
+	// other consumers given the same QoS (Kombu's channel QoS), and that
+	// can change while they run (QoS.Increment, QoS.Decrement).
+	QoS *QoS
 	// Concurrency is the number of handler goroutines; zero means 1.
 	Concurrency int
 	// ConsumerTag names the consumer in DeliveryInfo.
@@ -423,9 +431,8 @@ type ConsumeOptions struct {
 	// fanout exchanges and about to take messages: a fanout publish made
 	// after it returns reaches this consumer.
 	OnReady func()
-	// BatchSize is the most messages one fetch takes from a backend with
-	// BatchGetter (one round trip); a fetch never takes more than the
-	// free prefetch slots. Zero means DefaultBatchSize; 1 turns batching
+	// BatchSize is the most messages one Fetch takes (one round trip on
+	// Redis); a fetch never takes more than the free prefetch slots. Zero means DefaultBatchSize; 1 turns batching
 	// off. No-ack consumers always take one message per fetch.
 	BatchSize int
 	// DeferredAcks, if positive, makes Ack return as soon as the ack is
@@ -487,7 +494,13 @@ func (c *Channel) Consume(ctx context.Context, opts ConsumeOptions, handler Hand
 	}()
 
 	// The gate bounds the messages delivered and not settled (prefetch).
-	g := newGate(max(opts.Prefetch, 0))
+	var g *gate
+	if opts.QoS != nil {
+		g = opts.QoS.g
+		opts.Prefetch = opts.QoS.Prefetch()
+	} else {
+		g = newGate(opts.Prefetch)
+	}
 	// With acks, messages wait in a buffer up to the prefetch count: they
 	// are tracked, so a shutdown restores them. Without acks nothing could
 	// restore a buffered message, so the hand-off is unbuffered: a message
@@ -629,39 +642,41 @@ func (c *Channel) runHandler(ctx context.Context, h Handler, m *entity.Message, 
 	h(ctx, m)
 }
 
-// fetchLoop takes messages from the list queues while prefetch allows:
-// with a BatchGetter, as many as there are free prefetch slots (up to
-// BatchSize) in one call, once half the prefetch count is free or the
-// handlers run out of work, with the deferred acks riding along; else one
-// per Get or GetWait. Handlers that ack may fetch too (fetcher.ackFetch).
+// fetchLoop takes messages from the list queues while prefetch allows: as
+// many as there are free prefetch slots (up to BatchSize) in one Fetch,
+// once half the prefetch count is free or the handlers run out of work,
+// with the deferred acks riding along. When nothing is waiting it gives
+// back all slots but one and waits in Fetch for the next message. Handlers
+// that ack may fetch too (fetcher.ackFetch).
 func (c *Channel) fetchLoop(ctx context.Context, queues []string, g *gate, work chan *entity.Message, opts ConsumeOptions, deferred *deferredAcks) {
 	order := append([]string(nil), queues...)
 	if c.t.opts.QueueOrder == SortedOrder {
 		sort.Strings(order)
 	}
 	rr := c.t.opts.QueueOrder == RoundRobin
-	bg, blocking := c.t.backend.(transport.BlockingGetter)
-	bgb, batching := c.t.backend.(transport.BatchGetter)
 	batchSize := opts.BatchSize
 	if batchSize <= 0 {
 		batchSize = DefaultBatchSize
 	}
-	if opts.NoAck || batchSize == 1 {
+	if opts.NoAck {
 		// A no-ack message is taken only for a worker that is ready for
 		// it: one at a time.
-		batching, batchSize = false, 1
+		batchSize = 1
 	}
+	batching := batchSize > 1
 	want := 1
 	if batching {
 		want = max(1, min(batchSize, opts.Prefetch/2))
 	}
-	f := &fetcher{c: c, ctx: ctx, g: g, work: work, opts: opts, bgb: bgb, order: order, rr: rr, batchSize: batchSize}
+	f := &fetcher{c: c, ctx: ctx, g: g, work: work, opts: opts, order: order, rr: rr, batchSize: batchSize}
 	f.via = ackRoute{deferred: deferred}
-	if batching && deferred == nil && g.limit > 0 {
+	if batching && deferred == nil && g.limited() {
 		f.via.fetcher = f
 	}
 	defer f.stop()
 	hungry := func() bool { return len(work) == 0 }
+	wake, unwait := g.waiter()
+	defer unwait()
 	poll := c.t.opts.PollingInterval
 	var lastRestore time.Time
 	backoff := time.Duration(0)
@@ -671,11 +686,11 @@ func (c *Channel) fetchLoop(ctx context.Context, queues []string, g *gate, work 
 			c.restoreExpired(ctx, opts)
 		}
 		limit := batchSize
-		if g.limit == 0 && batching {
+		if !g.limited() && batching {
 			// No prefetch limit: fill the hand-off buffer.
 			limit = min(batchSize, max(1, cap(work)-len(work)))
 		}
-		n, err := g.acquire(ctx, want, limit, hungry)
+		n, err := g.acquire(ctx, wake, want, limit, hungry)
 		if err != nil {
 			return
 		}
@@ -701,7 +716,6 @@ func (c *Channel) fetchLoop(ctx context.Context, queues []string, g *gate, work 
 				cancel()
 			}
 		}
-		f.batch = f.batch[:0]
 		queues := f.active()
 		if len(queues) == 0 {
 			// Every queue is paused: settle deferred acks, wait, look again.
@@ -722,31 +736,29 @@ func (c *Channel) fetchLoop(ctx context.Context, queues []string, g *gate, work 
 		if c.t.observed {
 			fetchStart = time.Now()
 		}
-		if batching && (n > 1 || !blocking || len(settle) > 0) {
-			var got []transport.Delivery
-			got, err = bgb.GetBatch(ctx, transport.BatchGet{Queues: queues, Ack: !opts.NoAck, Max: n, Rotate: rr, Settle: settle})
-			f.batch = append(f.batch, got...)
-			var mal *transport.MalformedError
-			if len(settle) > 0 && err != nil && !errors.Is(err, transport.ErrEmpty) && !errors.As(err, &mal) {
-				deferred.putBack(settle) // sent again with the next fetch or flush
+		req := transport.FetchRequest{Queues: queues, Ack: !opts.NoAck, Max: n, Rotate: rr, Settle: settle}
+		if n == 1 && len(settle) == 0 {
+			req.Wait = poll // nothing else to do meanwhile
+		}
+		f.batch, err = c.t.backend.Fetch(ctx, req, f.batch[:0])
+		if len(settle) > 0 && err != nil && !errors.Is(err, transport.ErrEmpty) && !isMalformed(err) {
+			deferred.putBack(settle) // sent again with the next fetch or flush
+			if ctx.Err() == nil {
 				opts.OnError(fmt.Errorf("kombu: deferred acks: %w", err))
 			}
 		}
-		if !batching || (n == 1 && blocking && len(settle) == 0) || (blocking && errors.Is(err, transport.ErrEmpty)) {
-			// Wait for one message: give back the slots a batch would
-			// have filled. Handlers ack on their own meanwhile (they find
-			// f.mu held).
+		if req.Wait == 0 && errors.Is(err, transport.ErrEmpty) {
+			// Nothing waiting: give back the slots a batch would have
+			// filled and wait for one message. Handlers ack on their own
+			// meanwhile (they find f.mu held).
 			g.giveBack(n - 1)
 			n = 1
-			var d transport.Delivery
-			if blocking {
-				d, err = bg.GetWait(ctx, queues, !opts.NoAck, poll)
-			} else {
-				d, err = c.t.backend.Get(ctx, queues, !opts.NoAck)
-			}
-			if err == nil {
-				f.batch = append(f.batch, d)
-			}
+			f.batch, err = c.t.backend.Fetch(ctx, transport.FetchRequest{Queues: queues, Ack: !opts.NoAck, Max: 1, Rotate: rr, Wait: poll}, f.batch[:0])
+		}
+		if err != nil && !errors.Is(err, transport.ErrEmpty) && !isMalformed(err) && ctx.Err() == nil {
+			// Formatted now: the loop's queue order changes once f.mu is
+			// released.
+			err = fmt.Errorf("kombu: get from %v: %w", queues, err)
 		}
 		g.giveBack(n - len(f.batch))
 		if len(f.batch) > 0 && c.t.observed {
@@ -759,16 +771,13 @@ func (c *Channel) fetchLoop(ctx context.Context, queues []string, g *gate, work 
 			switch {
 			case errors.Is(err, transport.ErrEmpty):
 				backoff = 0
-				if !blocking {
-					sleepCtx(ctx, poll)
-				}
 			case errors.As(err, &mal):
 				c.t.opts.Observer.Settled(mal.Queue, DeadLettered) // kept by the backend (mal.Where)
 				opts.OnError(err)
 			case ctx.Err() != nil:
 				return
 			default:
-				opts.OnError(fmt.Errorf("kombu: get from %v: %w", queues, err))
+				opts.OnError(err)
 				backoff = nextBackoff(backoff)
 				sleepCtx(ctx, backoff)
 			}
@@ -778,6 +787,11 @@ func (c *Channel) fetchLoop(ctx context.Context, queues []string, g *gate, work 
 	}
 }
 
+func isMalformed(err error) bool {
+	var mal *transport.MalformedError
+	return errors.As(err, &mal)
+}
+
 // fetcher is one consumer loop's way of taking messages, shared by the
 // loop and by the handlers that ack: mu is held for a fetch and the
 // deliveries it makes, so messages reach the handlers in the order they
@@ -785,7 +799,7 @@ func (c *Channel) fetchLoop(ctx context.Context, queues []string, g *gate, work 
 //
 // An awaited ack (one that returns once the record is gone) made by a
 // handler while the loop is not fetching does not send a round trip of its
-// own: the handler fetches, with its ack riding the fetch (BatchGet.Settle),
+// own: the handler fetches, with its ack riding the fetch (FetchRequest.Settle),
 // as many messages as there are free slots, its own included, and hands
 // them to the handlers (ackFetch). One round trip per message instead of
 // an ack and a share of a fetch, and no hand-off between goroutines: the
@@ -798,7 +812,6 @@ type fetcher struct {
 	work      chan *entity.Message
 	opts      ConsumeOptions
 	via       ackRoute
-	bgb       transport.BatchGetter
 	rr        bool
 	batchSize int
 
@@ -878,8 +891,8 @@ func (f *fetcher) ackFetch(ctx context.Context, p *pending) (bool, error) {
 	if f.c.t.observed {
 		fetchStart = time.Now()
 	}
-	got, err := f.bgb.GetBatch(ctx, transport.BatchGet{Queues: queues, Ack: true, Max: n, Rotate: f.rr, Settle: []string{p.tag}})
-	f.batch = append(f.batch[:0], got...)
+	var err error
+	f.batch, err = f.c.t.backend.Fetch(ctx, transport.FetchRequest{Queues: queues, Ack: true, Max: n, Rotate: f.rr, Settle: []string{p.tag}}, f.batch[:0])
 	f.g.giveBack(n - len(f.batch))
 	if len(f.batch) > 0 && f.c.t.observed {
 		f.c.t.opts.Observer.Fetched(len(f.batch), time.Since(fetchStart))
@@ -1037,9 +1050,8 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	}
 }
 
-// GetWait is Get, waiting up to timeout for a message: with the backend's
-// BlockingGetter if it has one, else by polling every PollingInterval. It
-// returns ErrEmpty when the time runs out.
+// GetWait is Get, waiting up to timeout for a message. It returns ErrEmpty
+// when the time runs out.
 func (c *Channel) GetWait(ctx context.Context, queue string, noAck bool, accept []string, timeout time.Duration) (*entity.Message, error) {
 	deadline := time.Now().Add(timeout)
 	for {
@@ -1053,15 +1065,10 @@ func (c *Channel) GetWait(ctx context.Context, queue string, noAck bool, accept 
 		if left <= 0 {
 			return nil, transport.ErrEmpty
 		}
-		var d transport.Delivery
-		var err error
-		if bg, ok := c.t.backend.(transport.BlockingGetter); ok {
-			d, err = bg.GetWait(ctx, []string{queue}, !noAck, min(left, c.t.opts.PollingInterval))
-		} else {
-			d, err = c.t.backend.Get(ctx, []string{queue}, !noAck)
-			if errors.Is(err, transport.ErrEmpty) {
-				sleepCtx(ctx, min(left, c.t.opts.PollingInterval))
-			}
+		var one [1]transport.Delivery
+		got, err := c.t.backend.Fetch(ctx, transport.FetchRequest{Queues: []string{queue}, Ack: !noAck, Wait: min(left, c.t.opts.PollingInterval)}, one[:0])
+		if err == nil && len(got) == 0 {
+			err = transport.ErrEmpty
 		}
 		if errors.Is(err, transport.ErrEmpty) {
 			if ctx.Err() != nil {
@@ -1072,7 +1079,7 @@ func (c *Channel) GetWait(ctx context.Context, queue string, noAck bool, accept 
 		if err != nil {
 			return nil, err
 		}
-		return c.receive(ctx, d, noAck, accept)
+		return c.receive(ctx, got[0], noAck, accept)
 	}
 }
 

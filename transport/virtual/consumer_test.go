@@ -57,7 +57,7 @@ func drain(t *testing.T, b transport.Backend, queue string) []string {
 	t.Helper()
 	var out []string
 	for {
-		d, err := b.Get(t.Context(), []string{queue}, false)
+		d, err := transporttest.FetchOne(t.Context(), b, []string{queue}, false, 0)
 		if errors.Is(err, transport.ErrEmpty) {
 			return out
 		}
@@ -274,17 +274,17 @@ func (g *gate) hold(what string) bool {
 	return h
 }
 
-func (g *gate) Ack(ctx context.Context, tag string) error {
+func (g *gate) Ack(ctx context.Context, tags ...string) error {
 	g.hold("ack")
-	return g.Backend.Ack(ctx, tag)
+	return g.Backend.Ack(ctx, tags...)
 }
 
-func (g *gate) Get(ctx context.Context, queues []string, ack bool) (transport.Delivery, error) {
-	d, err := g.Backend.Get(ctx, queues, ack)
+func (g *gate) Fetch(ctx context.Context, req transport.FetchRequest, dst []transport.Delivery) ([]transport.Delivery, error) {
+	ds, err := g.Backend.Fetch(ctx, req, dst)
 	if err == nil {
 		g.hold("get")
 	}
-	return d, err
+	return ds, err
 }
 
 // TestAckRacingClose checks an Ack in flight while the channel closes: the

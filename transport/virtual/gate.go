@@ -5,55 +5,146 @@ import (
 	"sync"
 )
 
-// gate bounds the messages a consumer has delivered and not settled
-// (Kombu's prefetch_count) and decides when the fetch loop fetches.
+// QoS is a prefetch limit that consumers share: Kombu's QoS of a channel
+// (basic_qos's prefetch_count), with its increment_eventually and
+// decrement_eventually. Every consumer given the same QoS
+// (ConsumeOptions.QoS) counts the messages it has delivered and not
+// settled against the one limit, as the consumers of one Kombu channel do.
 //
-// With batching, the loop does not fetch for every slot that frees: it
-// waits until a batch worth of slots is free (half the prefetch count, at
-// most the batch size), unless the handlers are about to run out of work,
-// so one round trip brings many messages instead of one per ack.
-type gate struct {
-	limit int // 0: no limit
+// Celery's worker raises the limit by one for each task it holds for its
+// eta (so held tasks do not stop the worker from taking others) and lowers
+// it when the task falls due; its pool_grow, pool_shrink and autoscale
+// change it by the multiplier. A QoS is safe for concurrent use.
+type QoS struct{ g *gate }
 
-	mu   sync.Mutex
-	held int
-	wake chan struct{} // cap 1: a slot was freed or the buffer drained
+// NewQoS returns a QoS with the given prefetch count. A count below 1
+// means no limit; Increment and Decrement then do nothing.
+func NewQoS(prefetch int) *QoS { return &QoS{g: newGate(prefetch)} }
+
+// Increment raises the prefetch count by n (Kombu's
+// QoS.increment_eventually): up to n more messages may be taken now.
+func (q *QoS) Increment(n int) { q.g.addLimit(n) }
+
+// Decrement lowers the prefetch count by n, never below 1 (Kombu's
+// QoS.decrement_eventually). Messages already delivered stay delivered;
+// no more are taken until enough of them are settled.
+func (q *QoS) Decrement(n int) { q.g.addLimit(-n) }
+
+// Prefetch returns the prefetch count, 0 for no limit.
+func (q *QoS) Prefetch() int {
+	q.g.mu.Lock()
+	defer q.g.mu.Unlock()
+	return q.g.limit
 }
 
-func newGate(limit int) *gate { return &gate{limit: limit, wake: make(chan struct{}, 1)} }
+// Unsettled returns how many messages the consumers sharing q have
+// delivered (or are about to deliver) and not settled. Without a limit it
+// is always 0: nothing is counted.
+func (q *QoS) Unsettled() int {
+	q.g.mu.Lock()
+	defer q.g.mu.Unlock()
+	return q.g.held
+}
+
+// gate bounds the messages consumers have delivered and not settled
+// (Kombu's prefetch_count) and decides when a fetch loop fetches. Several
+// consumers may share one (QoS).
+//
+// With batching, a loop does not fetch for every slot that frees: it
+// waits until a batch worth of slots is free (half the prefetch count, at
+// most the batch size), unless its handlers are about to run out of work,
+// so one round trip brings many messages instead of one per ack.
+type gate struct {
+	unlimited bool // fixed at creation
+
+	mu    sync.Mutex
+	limit int
+	held  int
+	wakes []chan struct{} // one per waiting loop, cap 1
+}
+
+func newGate(limit int) *gate {
+	if limit <= 0 {
+		return &gate{unlimited: true}
+	}
+	return &gate{limit: limit}
+}
+
+// limited reports whether the gate has a limit.
+func (g *gate) limited() bool { return !g.unlimited }
+
+// waiter registers a fetch loop's wake channel; done unregisters it.
+func (g *gate) waiter() (wake chan struct{}, done func()) {
+	wake = make(chan struct{}, 1)
+	g.mu.Lock()
+	g.wakes = append(g.wakes, wake)
+	g.mu.Unlock()
+	return wake, func() {
+		g.mu.Lock()
+		for i, w := range g.wakes {
+			if w == wake {
+				g.wakes = append(g.wakes[:i], g.wakes[i+1:]...)
+				break
+			}
+		}
+		g.mu.Unlock()
+	}
+}
 
 // release frees one slot.
 func (g *gate) release() {
-	if g.limit == 0 {
+	if g.unlimited {
 		return
 	}
 	g.mu.Lock()
 	g.held--
+	g.pokeLocked()
 	g.mu.Unlock()
-	g.poke()
 }
 
-// poke wakes an acquire that waits.
+// poke wakes every loop that waits.
 func (g *gate) poke() {
-	select {
-	case g.wake <- struct{}{}:
-	default:
+	if g.unlimited {
+		return
 	}
+	g.mu.Lock()
+	g.pokeLocked()
+	g.mu.Unlock()
+}
+
+func (g *gate) pokeLocked() {
+	for _, w := range g.wakes {
+		select {
+		case w <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// addLimit changes the limit by d, never below 1.
+func (g *gate) addLimit(d int) {
+	if g.unlimited {
+		return
+	}
+	g.mu.Lock()
+	g.limit = max(1, g.limit+d)
+	g.pokeLocked()
+	g.mu.Unlock()
 }
 
 // acquire waits until at least want slots are free, or at least one is
 // free and hungry reports that the handlers have nothing left to do; it
 // then takes up to max free slots and returns how many it took. Without
-// a limit it returns max at once.
-func (g *gate) acquire(ctx context.Context, want, max int, hungry func() bool) (int, error) {
-	if g.limit == 0 {
+// a limit it returns max at once. wake is the caller's channel from
+// waiter.
+func (g *gate) acquire(ctx context.Context, wake chan struct{}, want, max int, hungry func() bool) (int, error) {
+	if g.unlimited {
 		return max, nil
 	}
-	want = min(want, max, g.limit)
 	for {
 		g.mu.Lock()
 		free := g.limit - g.held
-		if free >= want || (free > 0 && hungry()) {
+		if free >= min(want, max, g.limit) || (free > 0 && hungry()) {
 			n := min(free, max)
 			g.held += n
 			g.mu.Unlock()
@@ -61,7 +152,7 @@ func (g *gate) acquire(ctx context.Context, want, max int, hungry func() bool) (
 		}
 		g.mu.Unlock()
 		select {
-		case <-g.wake:
+		case <-wake:
 		case <-ctx.Done():
 			return 0, ctx.Err()
 		}
@@ -70,13 +161,13 @@ func (g *gate) acquire(ctx context.Context, want, max int, hungry func() bool) (
 
 // giveBack returns n slots taken by acquire and not used.
 func (g *gate) giveBack(n int) {
-	if g.limit == 0 || n <= 0 {
+	if g.unlimited || n <= 0 {
 		return
 	}
 	g.mu.Lock()
 	g.held -= n
+	g.pokeLocked()
 	g.mu.Unlock()
-	g.poke()
 }
 
 // swap frees the caller's slot and takes it back with every other free

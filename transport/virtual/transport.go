@@ -56,9 +56,9 @@ type Options struct {
 	// RestoreInterval is how often a consumer looks for expired unacked
 	// messages (Kombu scans about every 10 s in a plain drain loop).
 	RestoreInterval time.Duration
-	// PollingInterval is the sleep between empty polls for backends without
-	// BlockingGetter, and the blocking-get timeout for those with it
-	// (Kombu: 1 s BRPOP timeout; polling_interval in 5.6+).
+	// PollingInterval is how long one Fetch waits for a message
+	// (FetchRequest.Wait) before the consumer loop looks again (Kombu: 1 s
+	// BRPOP timeout; polling_interval in 5.6+).
 	PollingInterval time.Duration
 	// DeadLetterQueue receives messages published to a direct or fanout
 	// exchange that match no binding (Kombu: deadletter_queue). Empty means
