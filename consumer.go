@@ -43,6 +43,19 @@ type consumerOptions struct {
 // at most concurrency messages waiting for a free handler.
 func WithPrefetch(n int) ConsumerOption { return func(o *consumerOptions) { o.Prefetch = n } }
 
+// WithQoS makes the consumer count its unsettled messages against q, a
+// prefetch limit it shares with every other consumer given q (as the
+// consumers of one Kombu channel share its QoS), instead of a limit of its
+// own: WithPrefetch is then ignored. q's limit may change while they run
+// (QoS.Increment, QoS.Decrement): Celery's worker raises it by one for each
+// task it holds for an eta, so that held tasks do not stop it taking
+// others.
+func WithQoS(q *QoS) ConsumerOption { return func(o *consumerOptions) { o.QoS = q } }
+
+// NewQoS returns a prefetch limit of n messages for WithQoS; n < 1 means no
+// limit.
+func NewQoS(n int) *QoS { return virtual.NewQoS(n) }
+
 // WithConcurrency sets the number of handler goroutines (default 1).
 func WithConcurrency(n int) ConsumerOption { return func(o *consumerOptions) { o.Concurrency = n } }
 

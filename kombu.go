@@ -66,6 +66,10 @@ type (
 	// Observer receives message events for metrics (see WithObserver and
 	// virtual.Observer).
 	Observer = virtual.Observer
+	// QoS is a prefetch limit that consumers share and that can change
+	// while they run (Kombu's channel QoS, with increment_eventually and
+	// decrement_eventually); see NewQoS and WithQoS.
+	QoS = virtual.QoS
 	// Settlement is how a delivered message ended: Acked, Requeued,
 	// Rejected, DeadLettered or Restored.
 	Settlement = virtual.Settlement

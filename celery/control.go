@@ -371,6 +371,7 @@ func (w *Worker) cancelHeld(ctx context.Context, ids []string) {
 		if slices.Contains(ids, r.tm.ID) {
 			t.Stop()
 			delete(w.timers, r)
+			w.qos.Decrement(1)
 			hit = append(hit, r)
 		}
 	}

@@ -176,10 +176,10 @@ func (w *Worker) growPool(n int) {
 		return
 	}
 	p.size += n
-	started := p.wg != nil && w.gate != nil
+	started := p.wg != nil && w.qos != nil
 	w.mu.Unlock()
 	if started && w.opts.prefetchMult > 0 && p.size > n {
-		w.gate.addLimit(n * w.opts.prefetchMult)
+		w.qos.Increment(n * w.opts.prefetchMult)
 	}
 	for range n {
 		p.wg.Add(1)
@@ -219,7 +219,7 @@ func (w *Worker) shrinkPool(n int) int {
 	p.shrink += n
 	w.mu.Unlock()
 	if w.opts.prefetchMult > 0 {
-		w.gate.addLimit(-n * w.opts.prefetchMult)
+		w.qos.Decrement(n * w.opts.prefetchMult)
 	}
 	w.ready.nudge()
 	return n

@@ -46,7 +46,7 @@ func (w *Worker) consumer(queues ...string) *kombu.Consumer {
 	for i, q := range queues {
 		qs[i] = CeleryQueue(q)
 	}
-	return w.conn.Consumer(qs, kombu.WithManualAck(), kombu.WithoutDeclare(), kombu.WithPrefetch(-1),
+	return w.conn.Consumer(qs, kombu.WithManualAck(), kombu.WithoutDeclare(), kombu.WithQoS(w.qos),
 		kombu.WithConcurrency(1), kombu.WithConsumerTag(w.opts.hostname), kombu.WithAccept(w.opts.accept...),
 		kombu.WithPaused(w.queuePaused),
 		// Handlers in flight are the dispatcher only; the pool is drained

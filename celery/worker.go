@@ -55,7 +55,7 @@ type Worker struct {
 	done     chan struct{}
 	err      error
 
-	gate   *gate
+	qos    *kombu.QoS // the consumers' shared prefetch limit
 	ready  *readyQueue
 	timers map[*request]*time.Timer
 
@@ -294,7 +294,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	events := w.startEvents(ctx)
 	w.mu.Lock()
 	w.events = events
-	w.gate = newGate(limit)
+	w.qos = kombu.NewQoS(limit)
 	w.ready = newReadyQueue()
 	w.timers = map[*request]*time.Timer{}
 	w.cancel = cancel
@@ -365,6 +365,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		for req, t := range w.timers {
 			t.Stop() // the message stays unacknowledged: restored below
 			delete(w.timers, req)
+			w.qos.Decrement(1)
 		}
 		w.mu.Unlock()
 		w.ready.close()
@@ -446,7 +447,6 @@ type request struct {
 	tm      *TaskMessage
 	reg     *registration
 	mu      sync.Mutex
-	slot    bool // counted by the prefetch gate until settled
 	settle  bool
 	started time.Time // when the pool started it (runtime in task-succeeded)
 }
@@ -499,10 +499,6 @@ func (w *Worker) dispatch(life context.Context, m *entity.Message) {
 		w.schedule(req, tm.ETA.Sub(now))
 		return
 	}
-	if !w.gate.acquire(life) {
-		return // shutting down: left unsettled, restored
-	}
-	req.slot = true
 	if d := w.rateDelay(tm.Task); d > 0 {
 		w.holdForRate(life, req, d)
 		return
@@ -510,14 +506,18 @@ func (w *Worker) dispatch(life context.Context, m *entity.Message) {
 	w.ready.push(req)
 }
 
-// schedule holds an eta task until it is due. Like Celery (which raises its
-// prefetch count for each), held tasks do not count against prefetch.
+// schedule holds an eta task until it is due. As Celery does
+// (strategy.py: qos.increment_eventually; apply_eta_task:
+// decrement_eventually), the prefetch count is raised by one while the task
+// is held, so that held tasks do not stop the worker taking others; every
+// path that stops holding it (due, revoked, shutdown) lowers it again.
 func (w *Worker) schedule(req *request, d time.Duration) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.stopping {
 		return
 	}
+	w.qos.Increment(1)
 	w.timers[req] = time.AfterFunc(d, func() {
 		w.mu.Lock()
 		if _, held := w.timers[req]; !held || w.stopping {
@@ -525,11 +525,8 @@ func (w *Worker) schedule(req *request, d time.Duration) {
 			return
 		}
 		delete(w.timers, req)
+		w.qos.Decrement(1)
 		w.mu.Unlock()
-		w.gate.force()
-		req.mu.Lock()
-		req.slot = true
-		req.mu.Unlock()
 		w.ready.push(req)
 	})
 }
@@ -570,8 +567,8 @@ const (
 	settleRequeue
 )
 
-// settle acknowledges, rejects or requeues the message once, and frees its
-// prefetch slot.
+// settle acknowledges, rejects or requeues the message once (which frees
+// its prefetch slot).
 func (w *Worker) settle(req *request, kind settleKind) {
 	w.state.release(req)
 	req.mu.Lock()
@@ -580,8 +577,6 @@ func (w *Worker) settle(req *request, kind settleKind) {
 		return
 	}
 	req.settle = true
-	slot := req.slot
-	req.slot = false
 	req.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -593,9 +588,6 @@ func (w *Worker) settle(req *request, kind settleKind) {
 		err = req.msg.Reject(ctx)
 	case settleRequeue:
 		err = req.msg.Requeue(ctx)
-	}
-	if slot {
-		w.gate.release()
 	}
 	if err != nil {
 		w.log.Error("celery: settle message", "delivery_tag", req.msg.DeliveryTag, "error", err)
@@ -894,67 +886,6 @@ func (w *Worker) retry(ctx context.Context, req *request, r *RetryError) {
 
 // resultTuple is AsyncResult.as_tuple() of a child: [[id, null], null].
 func resultTuple(id string) any { return []any{[]any{id, nil}, nil} }
-
-// gate bounds the messages taken and not yet settled (prefetch). Eta tasks
-// enter it with force when they fall due, as Celery's QoS lets them
-// through.
-type gate struct {
-	mu    sync.Mutex
-	n     int
-	limit int
-	wake  chan struct{}
-}
-
-func newGate(limit int) *gate { return &gate{limit: limit, wake: make(chan struct{})} }
-
-func (g *gate) acquire(ctx context.Context) bool {
-	for {
-		g.mu.Lock()
-		if g.limit <= 0 || g.n < g.limit {
-			g.n++
-			g.mu.Unlock()
-			return true
-		}
-		wake := g.wake
-		g.mu.Unlock()
-		select {
-		case <-wake:
-		case <-ctx.Done():
-			return false
-		}
-	}
-}
-
-// addLimit changes the limit by d (never below 1 when limited).
-func (g *gate) addLimit(d int) {
-	g.mu.Lock()
-	if g.limit > 0 {
-		g.limit = max(1, g.limit+d)
-	}
-	close(g.wake)
-	g.wake = make(chan struct{})
-	g.mu.Unlock()
-}
-
-func (g *gate) force() {
-	g.mu.Lock()
-	g.n++
-	g.mu.Unlock()
-}
-
-func (g *gate) release() {
-	g.mu.Lock()
-	g.n--
-	close(g.wake)
-	g.wake = make(chan struct{})
-	g.mu.Unlock()
-}
-
-func (g *gate) count() int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.n
-}
 
 // readyQueue holds the requests due to run, in arrival order.
 type readyQueue struct {

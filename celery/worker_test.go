@@ -152,13 +152,14 @@ func TestWorkerRunsTasks(t *testing.T) {
 // Proves: eta/countdown tasks are held without blocking the others, even
 // with a prefetch limit of one message (held tasks do not count against
 // prefetch, as in Celery): a task sent after five countdown tasks runs
-// first, and each countdown task runs no earlier than its eta.
+// first, and each countdown task runs no earlier than its eta; the
+// prefetch count, raised by one per held task, is back at one after.
 func TestWorkerETADoesNotBlock(t *testing.T) {
 	e := newTestEnv(t)
 	type run struct{ eta, at time.Time }
 	var mu sync.Mutex
 	ran := map[string]run{}
-	e.worker(t, func(w *Worker) {
+	w := e.worker(t, func(w *Worker) {
 		w.Register("tasks.when", func(_ context.Context, t *Task) (any, error) {
 			mu.Lock()
 			ran[t.ID] = run{eta: t.ETA, at: time.Now()}
@@ -190,6 +191,9 @@ func TestWorkerETADoesNotBlock(t *testing.T) {
 		if !d.at.After(immediate.at) {
 			t.Fatalf("eta task ran at %v, before the task sent after it (%v)", d.at, immediate.at)
 		}
+	}
+	if p := w.qos.Prefetch(); p != 1 {
+		t.Errorf("prefetch count %d after the eta tasks ran, want 1", p)
 	}
 }
 
@@ -355,13 +359,15 @@ func TestWorkerInvalidMessage(t *testing.T) {
 }
 
 // Proves: the prefetch limit (concurrency × multiplier) bounds how many
-// messages the worker takes while its pool is busy; multiplier 0 takes
-// everything, as in Celery.
+// messages the worker takes while its pool is busy (exactly, as Celery:
+// with a prefetch of one, the running task, acknowledged when it started,
+// frees its slot, so one more is taken and ten of twelve stay queued);
+// multiplier 0 takes everything, as in Celery.
 func TestWorkerPrefetch(t *testing.T) {
 	for _, c := range []struct {
 		mult        int
 		wantLeftMin int64
-	}{{1, 5}, {0, 0}} {
+	}{{1, 10}, {0, 0}} {
 		t.Run(fmt.Sprint("multiplier=", c.mult), func(t *testing.T) {
 			e := newTestEnv(t)
 			release := make(chan struct{})
@@ -383,7 +389,7 @@ func TestWorkerPrefetch(t *testing.T) {
 			if c.mult > 0 {
 				time.Sleep(200 * time.Millisecond) // time to take more, if it would
 				left, _ := e.conn.Len(context.Background(), e.queue)
-				if n := w.gate.count(); n > c.mult {
+				if n := w.qos.Unsettled(); n > c.mult {
 					t.Fatalf("%d messages held against a prefetch of %d", n, c.mult)
 				}
 				if left < c.wantLeftMin {

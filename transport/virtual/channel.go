@@ -886,6 +886,9 @@ func (f *fetcher) ackFetch(ctx context.Context, p *pending) (bool, error) {
 	}
 	// p's slot and the free ones, taken without waking the loop.
 	n := f.g.swap(min(f.batchSize, room))
+	if n == 0 {
+		return false, nil // over the (lowered) limit: no fetch now
+	}
 	p.release = nil
 	var fetchStart time.Time
 	if f.c.t.observed {

@@ -171,13 +171,18 @@ func (g *gate) giveBack(n int) {
 }
 
 // swap frees the caller's slot and takes it back with every other free
-// one, up to max (at least the caller's), without waking the loop: a
-// handler that acks fetches into them (fetcher.ackFetch).
+// one, up to most, without waking the loop: a handler that acks fetches
+// into them (fetcher.ackFetch). When the limit was lowered below what is
+// held, so that even the caller's slot is not free once given back, it
+// changes nothing and returns 0: the caller settles the ordinary way.
 func (g *gate) swap(most int) int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	free := g.limit - g.held + 1
-	n := max(1, min(free, most))
+	if free < 1 {
+		return 0
+	}
+	n := min(free, most)
 	g.held += n - 1
 	return n
 }
