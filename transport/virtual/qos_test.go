@@ -63,18 +63,20 @@ func TestQoSShared(t *testing.T) {
 		}
 		held = held[1:]
 	}
+	prefetch := func(q *virtual.QoS, step string, want int) {
+		t.Helper()
+		if p := q.Prefetch(); p != want {
+			t.Fatalf("Prefetch() = %d %s, want %d", p, step, want)
+		}
+	}
 	expect("shared limit 2", 2)
 	qos.Increment(1)
-	if p := qos.Prefetch(); p != 3 {
-		t.Fatalf("Prefetch() = %d after Increment(1), want 3", p)
-	}
+	prefetch(qos, "after Increment(1)", 3)
 	expect("after Increment(1)", 3)
 	ack()
 	expect("after one ack", 3)
 	qos.Decrement(2)
-	if p := qos.Prefetch(); p != 1 {
-		t.Fatalf("Prefetch() = %d after Decrement(2), want 1", p)
-	}
+	prefetch(qos, "after Decrement(2)", 1)
 	ack()
 	expect("after Decrement(2) and one ack", 2)
 	ack()
@@ -82,13 +84,9 @@ func TestQoSShared(t *testing.T) {
 	ack()
 	expect("next one", 1)
 	qos.Decrement(10)
-	if p := qos.Prefetch(); p != 1 {
-		t.Fatalf("Prefetch() = %d after Decrement below 1, want 1", p)
-	}
+	prefetch(qos, "after Decrement below 1", 1)
 
 	free := virtual.NewQoS(0)
 	free.Increment(5)
-	if p := free.Prefetch(); p != 0 {
-		t.Errorf("unlimited QoS: Prefetch() = %d after Increment, want 0", p)
-	}
+	prefetch(free, "of an unlimited QoS after Increment", 0)
 }
