@@ -30,6 +30,11 @@ type Channel struct {
 	done      chan struct{} // closed by Close
 
 	acks ackBatcher // coalesces concurrent acks (see acks.go)
+
+	// restoreMu is held for a whole restoreAll, so that a second caller
+	// (Close while the consumer restores as it stops) returns only once
+	// the messages the first one took are back in their queues.
+	restoreMu sync.Mutex
 }
 
 type pending struct {
@@ -100,6 +105,8 @@ func (c *Channel) Close(ctx context.Context) error {
 func (c *Channel) Recover(ctx context.Context) error { return c.restoreAll(ctx) }
 
 func (c *Channel) restoreAll(ctx context.Context) error {
+	c.restoreMu.Lock()
+	defer c.restoreMu.Unlock()
 	c.mu.Lock()
 	list := make([]*pending, 0, len(c.delivered))
 	for m, p := range c.delivered {

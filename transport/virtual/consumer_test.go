@@ -585,3 +585,49 @@ func TestPausedQueues(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// slowRestore delays every Restore, widening the window in which two
+// restorers of one channel overlap.
+type slowRestore struct{ *memory.Backend }
+
+func (b slowRestore) Restore(ctx context.Context, tag string, leftmost bool, route transport.RouteFunc) error {
+	time.Sleep(20 * time.Millisecond)
+	return b.Backend.Restore(ctx, tag, leftmost, route)
+}
+
+// Proves: Close returns only once every unsettled message is back in its
+// queue, also when the consumer, stopping, took the messages to restore
+// first: a caller that reads the queue right after Close finds them all.
+// The consumer's context is cancelled first, so that its own restore (each
+// Restore slowed to 20 ms) is under way when Close is called; before the
+// fix, Close then found nothing left to restore and returned at once.
+func TestCloseWaitsForConsumerRestore(t *testing.T) {
+	b := slowRestore{memory.New()}
+	tr, ctx := newTransport(t, b, nil)
+	send(t, tr, "", "q", "m1", "m2", "m3")
+	ch, err := tr.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := make(chan *entity.Message, 3)
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- ch.Consume(cctx, virtual.ConsumeOptions{Queues: []string{"q"}, Prefetch: 3, Concurrency: 3},
+			func(_ context.Context, m *entity.Message) { msgs <- m })
+	}()
+	for range 3 {
+		next(t, msgs)
+	}
+	cancel()
+	time.Sleep(10 * time.Millisecond) // the consumer is restoring now
+	if err := ch.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := drain(t, b, "q"); !slices.Equal(got, []string{"m1*", "m2*", "m3*"}) {
+		t.Fatalf("right after Close the queue holds %v, want [m1* m2* m3*]", got)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Consume: %v", err)
+	}
+}
