@@ -38,7 +38,7 @@ type Features struct {
 	// (real redis only). Needs Persistent.
 	RestartBroker func(t *testing.T)
 	// DeadLetterQueue is the queue (a name Get, Put and Size accept, so
-	// before any key prefix) where the backend's Get keeps envelopes it
+	// before any key prefix) where the backend's Fetch keeps envelopes it
 	// cannot read (memory.DeadLetterKey). If set, the suite checks that each
 	// envelope the backend reports as kept (*transport.MalformedError with
 	// Where set) is there byte for byte; if empty it checks only the error.

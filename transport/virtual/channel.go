@@ -269,7 +269,7 @@ func (c *Channel) Get(ctx context.Context, queue string, noAck bool, accept []st
 	return c.receive(ctx, got[0], noAck, accept)
 }
 
-// receive turns a delivery from Get or GetWait into a tracked message, or
+// receive turns a delivery from Channel.Get or Channel.GetWait into a tracked message, or
 // keeps it as a bad message (see badMessage) and returns the error.
 func (c *Channel) receive(ctx context.Context, d transport.Delivery, noAck bool, accept []string) (*entity.Message, error) {
 	m, err := c.buildMessage(d, accept, 0)
