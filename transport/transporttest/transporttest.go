@@ -37,7 +37,7 @@ type Features struct {
 	// running; the suite then checks that every message is still acked
 	// (real redis only). Needs Persistent.
 	RestartBroker func(t *testing.T)
-	// DeadLetterQueue is the queue (a name Get, Put and Size accept, so
+	// DeadLetterQueue is the queue (a name Fetch, Put and Size accept, so
 	// before any key prefix) where the backend's Fetch keeps envelopes it
 	// cannot read (memory.DeadLetterKey). If set, the suite checks that each
 	// envelope the backend reports as kept (*transport.MalformedError with
