@@ -75,7 +75,7 @@ func (b *Backend) PublishBatch(ctx context.Context, items []transport.PublishIte
 			for k := i; k < j; k++ {
 				args = append(args, items[k].RoutingKey, b.k.listSuffix(items[k].Priority), items[k].Envelope)
 			}
-			cmdArgs := publishBatchScript.args([]string{b.k.bindingKey(it.Exchange)}, args...)
+			cmdArgs := publishBatchScript.args(b.k.publishKeys(it.Exchange), args...)
 			// A pipeline sends EVALSHA, which fails with NOSCRIPT when
 			// the server's script cache lacks the script (a fresh or
 			// restarted server); sending those calls again after a load

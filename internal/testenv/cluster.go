@@ -263,3 +263,44 @@ func (c *Cluster) Log(port int) string {
 	}
 	return string(b)
 }
+
+// CLI runs redis-cli against the node on port (for tests that steer the
+// cluster: CLUSTER SETSLOT, MIGRATE, ...) and returns its trimmed output.
+// An error reply comes back as output starting with "ERR" or the error's
+// code, not as an error: redis-cli exits 0 for those.
+func (c *Cluster) CLI(port int, args ...string) (string, error) {
+	return c.cli(port, args...)
+}
+
+// NodeID returns the cluster node ID of the node on port (CLUSTER MYID).
+func (c *Cluster) NodeID(port int) (string, error) {
+	id, err := c.cli(port, "CLUSTER", "MYID")
+	if err != nil || len(id) != 40 {
+		return "", fmt.Errorf("cluster myid of %d: %v: %q", port, err, id)
+	}
+	return id, nil
+}
+
+// Masters returns the ports of the running masters that serve slots, as
+// the node on from reports them (CLUSTER NODES).
+func (c *Cluster) Masters(from int) ([]int, error) {
+	nodes, err := c.cli(from, "CLUSTER", "NODES")
+	if err != nil {
+		return nil, fmt.Errorf("nodes: %v: %s", err, nodes)
+	}
+	var out []int
+	for _, line := range strings.Split(nodes, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 9 || !strings.Contains(f[2], "master") || strings.Contains(f[2], "fail") {
+			continue
+		}
+		addr, _, _ := strings.Cut(f[1], "@")
+		_, ps, _ := strings.Cut(addr, ":")
+		p, err := strconv.Atoi(ps)
+		if err != nil {
+			return nil, fmt.Errorf("nodes: bad address %q", f[1])
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
