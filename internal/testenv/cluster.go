@@ -304,3 +304,65 @@ func (c *Cluster) Masters(from int) ([]int, error) {
 	}
 	return out, nil
 }
+
+// MoveSlot moves slot from the master on port from to the master on port
+// to, the way `redis-cli --cluster reshard` moves each slot
+// (clusterManagerMoveSlot): CLUSTER SETSLOT IMPORTING on the target,
+// MIGRATING on the source, MIGRATE of the slot's keys ten at a time until
+// none is left, then CLUSTER SETSLOT NODE on the target, the source and
+// every other master. (redis-cli's reshard chooses the slots it moves
+// itself; this moves the one a test names.)
+func (c *Cluster) MoveSlot(slot, from, to int) error {
+	fromID, err := c.NodeID(from)
+	if err != nil {
+		return err
+	}
+	toID, err := c.NodeID(to)
+	if err != nil {
+		return err
+	}
+	s := strconv.Itoa(slot)
+	do := func(port int, args ...string) (string, error) {
+		out, err := c.cli(port, args...)
+		if err != nil || strings.HasPrefix(out, "ERR") || strings.Contains(out, "(error)") {
+			return out, fmt.Errorf("redis-cli -p %d %v: %v: %s", port, args, err, out)
+		}
+		return out, nil
+	}
+	if _, err := do(to, "CLUSTER", "SETSLOT", s, "IMPORTING", fromID); err != nil {
+		return err
+	}
+	if _, err := do(from, "CLUSTER", "SETSLOT", s, "MIGRATING", toID); err != nil {
+		return err
+	}
+	for {
+		out, err := do(from, "CLUSTER", "GETKEYSINSLOT", s, "10")
+		if err != nil {
+			return err
+		}
+		keys := strings.Fields(out)
+		if len(keys) == 0 {
+			break
+		}
+		args := append([]string{"MIGRATE", "127.0.0.1", strconv.Itoa(to), "", "0", "5000", "KEYS"}, keys...)
+		if out, err := do(from, args...); err != nil || out != "OK" && out != "NOKEY" {
+			return fmt.Errorf("migrate %q: %v (%s)", keys, err, out)
+		}
+	}
+	masters, err := c.Masters(from)
+	if err != nil {
+		return err
+	}
+	order := []int{to, from}
+	for _, m := range masters {
+		if m != to && m != from {
+			order = append(order, m)
+		}
+	}
+	for _, m := range order {
+		if _, err := do(m, "CLUSTER", "SETSLOT", s, "NODE", toID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
