@@ -305,64 +305,90 @@ func (c *Cluster) Masters(from int) ([]int, error) {
 	return out, nil
 }
 
-// MoveSlot moves slot from the master on port from to the master on port
-// to, the way `redis-cli --cluster reshard` moves each slot
-// (clusterManagerMoveSlot): CLUSTER SETSLOT IMPORTING on the target,
-// MIGRATING on the source, MIGRATE of the slot's keys ten at a time until
-// none is left, then CLUSTER SETSLOT NODE on the target, the source and
-// every other master. (redis-cli's reshard chooses the slots it moves
-// itself; this moves the one a test names.)
-func (c *Cluster) MoveSlot(slot, from, to int) error {
+// Reshard runs `redis-cli --cluster reshard` to move slots from the master
+// on port from to the master on port to, as many as it takes for slot to
+// be among them: redis-cli moves a source's slots in ascending order and
+// takes no slot number, so it moves every slot of from up to slot (slot
+// last). It returns how many slots moved, once every node agrees that to
+// serves slot.
+func (c *Cluster) Reshard(slot, from, to int) (int, error) {
 	fromID, err := c.NodeID(from)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	toID, err := c.NodeID(to)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	s := strconv.Itoa(slot)
-	do := func(port int, args ...string) (string, error) {
-		out, err := c.cli(port, args...)
-		if err != nil || strings.HasPrefix(out, "ERR") || strings.Contains(out, "(error)") {
-			return out, fmt.Errorf("redis-cli -p %d %v: %v: %s", port, args, err, out)
-		}
-		return out, nil
-	}
-	if _, err := do(to, "CLUSTER", "SETSLOT", s, "IMPORTING", fromID); err != nil {
-		return err
-	}
-	if _, err := do(from, "CLUSTER", "SETSLOT", s, "MIGRATING", toID); err != nil {
-		return err
-	}
-	for {
-		out, err := do(from, "CLUSTER", "GETKEYSINSLOT", s, "10")
-		if err != nil {
-			return err
-		}
-		keys := strings.Fields(out)
-		if len(keys) == 0 {
-			break
-		}
-		args := append([]string{"MIGRATE", "127.0.0.1", strconv.Itoa(to), "", "0", "5000", "KEYS"}, keys...)
-		if out, err := do(from, args...); err != nil || out != "OK" && out != "NOKEY" {
-			return fmt.Errorf("migrate %q: %v (%s)", keys, err, out)
-		}
-	}
-	masters, err := c.Masters(from)
+	nodes, err := c.cli(from, "CLUSTER", "NODES")
 	if err != nil {
-		return err
+		return 0, fmt.Errorf("nodes: %v: %s", err, nodes)
 	}
-	order := []int{to, from}
-	for _, m := range masters {
-		if m != to && m != from {
-			order = append(order, m)
+	n := 0
+	for _, line := range strings.Split(nodes, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 9 || f[0] != fromID {
+			continue
+		}
+		for _, r := range f[8:] {
+			lo, hi, found := strings.Cut(r, "-")
+			if !found {
+				hi = lo
+			}
+			l, err1 := strconv.Atoi(lo)
+			h, err2 := strconv.Atoi(hi)
+			if err1 == nil && err2 == nil && l <= slot {
+				n += min(h, slot) - l + 1
+			}
 		}
 	}
-	for _, m := range order {
-		if _, err := do(m, "CLUSTER", "SETSLOT", s, "NODE", toID); err != nil {
-			return err
+	if n == 0 {
+		return 0, fmt.Errorf("the node on %d does not serve slot %d", from, slot)
+	}
+	out, err := exec.Command("redis-cli", "--cluster", "reshard", "127.0.0.1:"+strconv.Itoa(from),
+		"--cluster-from", fromID, "--cluster-to", toID, "--cluster-slots", strconv.Itoa(n), "--cluster-yes").CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("redis-cli --cluster reshard: %v\n%s", err, out)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		agreed := true
+		for _, p := range c.Ports {
+			if c.procs[p] == nil {
+				continue
+			}
+			nodes, err := c.cli(p, "CLUSTER", "NODES")
+			if err != nil || !servesSlot(nodes, toID, slot) {
+				agreed = false
+				break
+			}
+		}
+		if agreed {
+			return n, nil
+		}
+		if time.Now().After(deadline) {
+			return n, fmt.Errorf("redis-cli --cluster reshard ended but not every node sees slot %d on %d:\n%s", slot, to, out)
 		}
 	}
-	return nil
+}
+
+// servesSlot reports whether CLUSTER NODES output says node id serves slot.
+func servesSlot(nodes, id string, slot int) bool {
+	for _, line := range strings.Split(nodes, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 9 || f[0] != id {
+			continue
+		}
+		for _, r := range f[8:] {
+			lo, hi, found := strings.Cut(r, "-")
+			if !found {
+				hi = lo
+			}
+			l, err1 := strconv.Atoi(lo)
+			h, err2 := strconv.Atoi(hi)
+			if err1 == nil && err2 == nil && slot >= l && slot <= h {
+				return true
+			}
+		}
+	}
+	return false
 }
