@@ -97,9 +97,11 @@ func reshardClient(t *testing.T, addrs []string, h *redirects) *goredis.ClusterC
 // reshard` does (CLUSTER SETSLOT IMPORTING on the target, MIGRATING on the
 // source, MIGRATE ... KEYS one key at a time, CLUSTER SETSLOT NODE on every
 // master), but slowly: the migration stays in progress for about 2.5 s
-// while two producers (one on the default exchange, an LPUSH; one through
-// a bound direct exchange, publish.lua) and two consumers (takes with
-// acks; each Ack 800 ms later, so unacked records exist) run on a local
+// while four producers (on the default exchange, an LPUSH, and through a
+// bound direct exchange, publish.lua; each once on a plain backend and once
+// with publish_wait_replicas=1, whose writes go in a pipeline on the tag's
+// master that follows no redirection by itself) and two consumers (takes
+// with acks; each Ack 800 ms later, so unacked records exist) run on a local
 // 3+3 cluster. The consumers pause for 300 ms before the migration, so
 // the queue's list holds a backlog on the source. The keys move in the
 // order that hurts most: the binding key first, then unacked_index, then
@@ -155,6 +157,13 @@ func TestClusterReshard(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pub.Close()
+	// A second publisher waits for a replica (WAIT on a pipeline of the
+	// tag's master, which follows no redirection itself).
+	waitPub, err := New(reshardClient(t, c.Addrs(), &hooks), WithHashTag("kombu"), WithPublishWaitReplicas(1, 500*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer waitPub.Close()
 	cons, err := New(consClient, WithHashTag("kombu"))
 	if err != nil {
 		t.Fatal(err)
@@ -180,7 +189,11 @@ func TestClusterReshard(t *testing.T) {
 	)
 	ctx, stopProducers := context.WithCancel(bg)
 	var prod sync.WaitGroup
-	for p, exchange := range []string{"", "ex"} {
+	for p, pc := range []struct {
+		b        *Backend
+		exchange string
+	}{{pub, ""}, {pub, "ex"}, {waitPub, ""}, {waitPub, "ex"}} {
+		exchange := pc.exchange
 		prod.Add(1)
 		go func() {
 			defer prod.Done()
@@ -189,7 +202,7 @@ func TestClusterReshard(t *testing.T) {
 				mu.Lock()
 				attempted[id] = true
 				mu.Unlock()
-				n, err := pub.Publish(bg, exchange, entity.Direct, "q", 0, faultEnvelope(id))
+				n, err := pc.b.Publish(bg, exchange, entity.Direct, "q", 0, faultEnvelope(id))
 				mu.Lock()
 				switch {
 				case err == nil && n == 1:
