@@ -101,7 +101,7 @@ func reshardClient(t *testing.T, addrs []string, h *redirects) *goredis.ClusterC
 // bound direct exchange, publish.lua; each once on a plain backend and once
 // with publish_wait_replicas=1, whose writes go in a pipeline on the tag's
 // master that follows no redirection by itself) and two consumers (takes
-// with acks; each Ack 800 ms later, so unacked records exist) run on a local
+// with acks; each Ack 1.2 s later, so unacked records exist) run on a local
 // 3+3 cluster. The consumers pause for 300 ms before the migration, so
 // the queue's list holds a backlog on the source. The keys move in the
 // order that hurts most: the binding key first, then unacked_index, then
@@ -218,7 +218,7 @@ func TestClusterReshard(t *testing.T) {
 			}
 		}()
 	}
-	// The consumers ack each message 800 ms after taking it (so the
+	// The consumers ack each message 1.2 s after taking it (so the
 	// unacked records are never empty and move with the slot), and pause
 	// while hold is set (so the queue's list holds a backlog when the
 	// migration starts).
@@ -226,7 +226,7 @@ func TestClusterReshard(t *testing.T) {
 	var acks sync.WaitGroup
 	ack := func(tag string) {
 		defer acks.Done()
-		time.Sleep(800 * time.Millisecond)
+		time.Sleep(1200 * time.Millisecond)
 		for err := cons.Ack(bg, tag); err != nil; err = cons.Ack(bg, tag) {
 			errSample.Store("ack: " + err.Error())
 			ackErrs.Add(1) // retried until it lands: an unacked record would be restored later
@@ -282,7 +282,19 @@ func TestClusterReshard(t *testing.T) {
 	}
 	count := func() (moved, ask, try int64) { return hooks.moved.Load(), hooks.ask.Load(), hooks.tryAgain.Load() }
 
-	time.Sleep(time.Second)
+	// Warm up until messages flow and unacked records exist (slow under
+	// -race), then let a backlog build.
+	for start := time.Now(); ; time.Sleep(50 * time.Millisecond) {
+		mu.Lock()
+		n, d := len(confirmed), len(delivered)
+		mu.Unlock()
+		if u, _ := consClient.HLen(bg, tag+"unacked").Result(); n >= 300 && d >= 100 && u > 0 && time.Since(start) >= time.Second {
+			break
+		}
+		if time.Since(start) > 15*time.Second {
+			t.Fatalf("warm-up: %d confirmed, %d delivered after 15 s", n, d)
+		}
+	}
 	mu.Lock()
 	before := len(confirmed)
 	mu.Unlock()
