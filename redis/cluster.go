@@ -355,3 +355,49 @@ func (b *Backend) publishMigrating(ctx context.Context, exchange string, typ ent
 		delay = min(2*delay, 200*time.Millisecond)
 	}
 }
+
+// movingTail returns the index of the first failed message of a batch if
+// every message from there on failed with clusterMoving (none of them was
+// written, none after them was: sending them again keeps the order of
+// the batch), else -1.
+func movingTail(errs []error) int {
+	from := -1
+	for i, err := range errs {
+		switch {
+		case err != nil && clusterMoving(err):
+			if from < 0 {
+				from = i
+			}
+		case err != nil || from >= 0:
+			return -1 // another error, or a message written after one that was not
+		}
+	}
+	return from
+}
+
+// publishBatchMigrating is PublishBatch after its messages from index
+// from on were not written because the hash tag's slot is migrating (see
+// movingTail): it sends them again, with publishMigrating's backoff and
+// budget, for as long as a tail of the batch is left in that state, and
+// fills in their results.
+func (b *Backend) publishBatchMigrating(ctx context.Context, items []transport.PublishItem, ns []int, errs []error, from int) ([]int, []error) {
+	start := time.Now()
+	delay := 5 * time.Millisecond
+	for from >= 0 && !b.closed.Load() && time.Since(start)+delay <= getRetryBudget {
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return ns, errs
+		}
+		n2, e2 := b.publishBatch1(ctx, items[from:])
+		copy(ns[from:], n2)
+		copy(errs[from:], e2)
+		if next := movingTail(e2); next >= 0 {
+			from += next
+		} else {
+			from = -1
+		}
+		delay = min(2*delay, 200*time.Millisecond)
+	}
+	return ns, errs
+}

@@ -97,10 +97,11 @@ func reshardClient(t *testing.T, addrs []string, h *redirects) *goredis.ClusterC
 // reshard` does (CLUSTER SETSLOT IMPORTING on the target, MIGRATING on the
 // source, MIGRATE ... KEYS one key at a time, CLUSTER SETSLOT NODE on every
 // master), but slowly: the migration stays in progress for about 2.5 s
-// while four producers (on the default exchange, an LPUSH, and through a
+// while five producers (on the default exchange, an LPUSH, and through a
 // bound direct exchange, publish.lua; each once on a plain backend and once
 // with publish_wait_replicas=1, whose writes go in a pipeline on the tag's
-// master that follows no redirection by itself) and two consumers (takes
+// master that follows no redirection by itself; and PublishBatch of four
+// messages through the exchange, publish_batch.lua) and two consumers (takes
 // with acks; each Ack 1.2 s later, so unacked records exist) run on a local
 // 3+3 cluster. The consumers pause for 300 ms before the migration, so
 // the queue's list holds a backlog on the source. The keys move in the
@@ -189,31 +190,53 @@ func TestClusterReshard(t *testing.T) {
 	)
 	ctx, stopProducers := context.WithCancel(bg)
 	var prod sync.WaitGroup
+	note := func(id string, n int, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case err == nil && n == 1:
+			confirmed[id] = true
+		case err == nil:
+			t.Errorf("publish %s reached %d queues", id, n)
+		default:
+			failed++
+			pubErr.Store(err.Error())
+		}
+	}
 	for p, pc := range []struct {
 		b        *Backend
 		exchange string
-	}{{pub, ""}, {pub, "ex"}, {waitPub, ""}, {waitPub, "ex"}} {
-		exchange := pc.exchange
+		batch    int // > 0: PublishBatch of that many messages
+	}{{pub, "", 0}, {pub, "ex", 0}, {waitPub, "", 0}, {waitPub, "ex", 0}, {pub, "ex", 4}} {
 		prod.Add(1)
 		go func() {
 			defer prod.Done()
 			for i := 0; ctx.Err() == nil; i++ {
-				id := fmt.Sprintf("p%d-%d", p, i)
+				ids := []string{fmt.Sprintf("p%d-%d", p, i)}
+				if pc.batch > 0 {
+					ids = ids[:0]
+					for k := range pc.batch {
+						ids = append(ids, fmt.Sprintf("p%d-%d.%d", p, i, k))
+					}
+				}
 				mu.Lock()
-				attempted[id] = true
-				mu.Unlock()
-				n, err := pc.b.Publish(bg, exchange, entity.Direct, "q", 0, faultEnvelope(id))
-				mu.Lock()
-				switch {
-				case err == nil && n == 1:
-					confirmed[id] = true
-				case err == nil:
-					t.Errorf("publish %s through %q reached %d queues", id, exchange, n)
-				default:
-					failed++
-					pubErr.Store(err.Error())
+				for _, id := range ids {
+					attempted[id] = true
 				}
 				mu.Unlock()
+				if pc.batch == 0 {
+					n, err := pc.b.Publish(bg, pc.exchange, entity.Direct, "q", 0, faultEnvelope(ids[0]))
+					note(ids[0], n, err)
+				} else {
+					items := make([]transport.PublishItem, len(ids))
+					for k, id := range ids {
+						items[k] = transport.PublishItem{Exchange: pc.exchange, Type: entity.Direct, RoutingKey: "q", Envelope: faultEnvelope(id)}
+					}
+					ns, errs := pc.b.PublishBatch(bg, items)
+					for k, id := range ids {
+						note(id, ns[k], errs[k])
+					}
+				}
 				time.Sleep(2 * time.Millisecond)
 			}
 		}()
@@ -554,4 +577,33 @@ func argText(v any) string {
 		return *p
 	}
 	return fmt.Sprint(v)
+}
+
+// TestMovingTail proves which failed batches PublishBatch sends again
+// while a slot migrates: only a tail of messages that all failed with
+// TRYAGAIN, ASK or MOVED (none written, none written after them), so the
+// batch's order holds; a written message after a failed one, or another
+// error, returns the errors as they are.
+func TestMovingTail(t *testing.T) {
+	try := goredisError("TRYAGAIN Multiple keys request during rehashing of slot")
+	ask := goredisError("ASK 8799 127.0.0.1:7001")
+	moved := goredisError("MOVED 8799 127.0.0.1:7001")
+	other := errors.New("i/o timeout")
+	for _, tc := range []struct {
+		errs []error
+		want int
+	}{
+		{[]error{nil, nil}, -1},
+		{[]error{try, try}, 0},
+		{[]error{nil, ask, moved}, 1},
+		{[]error{nil, nil, try}, 2},
+		{[]error{try, nil}, -1},
+		{[]error{nil, try, other}, -1},
+		{[]error{other, try}, -1},
+		{[]error{fmt.Errorf("kombu: redis: publish: %w", try)}, 0},
+	} {
+		if got := movingTail(tc.errs); got != tc.want {
+			t.Errorf("movingTail(%v) = %d, want %d", tc.errs, got, tc.want)
+		}
+	}
 }
