@@ -55,7 +55,7 @@ var (
 	flagReps    = flag.Int("reps", 3, "repetitions of the target rows (medians are used)")
 	flagTime    = flag.Duration("benchtime", time.Second, "testing.B benchtime of each kombu-go measurement")
 	flagQuick   = flag.Bool("quick", false, "one repetition, short runs, fewer rows (a smoke test of the harness)")
-	flagGroups  = flag.String("groups", "targets,bodies,queues,clients,heap,celery,limits,pipeline,obs", "the groups of rows to measure, comma-separated (also: profile, which writes CPU profiles of the target workloads to -profile-dir)")
+	flagGroups  = flag.String("groups", "targets,bodies,queues,clients,heap,celery,limits,pipeline,obs,cluster", "the groups of rows to measure, comma-separated (also: profile, which writes CPU profiles of the target workloads to -profile-dir)")
 	flagProfDir = flag.String("profile-dir", "bench/profiles", "where the profile group writes its CPU profiles")
 )
 
@@ -119,11 +119,11 @@ func (r *runner) run() {
 	info, _ := r.admin.Info(r.ctx, "server").Result()
 	redisVersion := infoField(info, "redis_version")
 	log.Printf("redis-server %s, %d cores; envelope of a 100-byte body: %d bytes", redisVersion, runtime.NumCPU(), envSize(100))
-	groups := map[string]func(){"targets": r.targets, "bodies": r.bodies, "queues": r.queues, "clients": r.concurrency, "heap": r.heap, "profile": r.profile, "celery": r.celery, "limits": r.limits, "pipeline": r.pipeline, "obs": r.obs}
+	groups := map[string]func(){"targets": r.targets, "bodies": r.bodies, "queues": r.queues, "clients": r.concurrency, "heap": r.heap, "profile": r.profile, "celery": r.celery, "limits": r.limits, "pipeline": r.pipeline, "obs": r.obs, "cluster": r.cluster}
 	for _, g := range strings.Split(*flagGroups, ",") {
 		f, ok := groups[strings.TrimSpace(g)]
 		if !ok {
-			log.Fatalf("-groups: unknown group %q (targets, bodies, queues, clients, heap, celery, limits, pipeline, obs, profile)", g)
+			log.Fatalf("-groups: unknown group %q (targets, bodies, queues, clients, heap, celery, limits, pipeline, obs, cluster, profile)", g)
 		}
 		f()
 	}

@@ -417,7 +417,8 @@ const getRetryBudget = 8 * time.Second
 // retryable reports whether err is a connection-level failure (the command
 // may or may not have run: a reset, a refused dial while the server
 // restarts, a pool timeout) or an error reply saying the server is not
-// ready yet; not a failure of the operation itself.
+// ready yet, or a cluster slot is migrating (the command did not run:
+// clusterMoving); not a failure of the operation itself.
 func retryable(err error) bool {
 	if err == nil || errors.Is(err, goredis.ErrClosed) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
@@ -427,7 +428,7 @@ func retryable(err error) bool {
 	if errors.As(err, &rerr) {
 		msg := rerr.Error()
 		return strings.HasPrefix(msg, "LOADING") || strings.HasPrefix(msg, "READONLY") ||
-			strings.HasPrefix(msg, "MASTERDOWN") || strings.HasPrefix(msg, "TRYAGAIN")
+			strings.HasPrefix(msg, "MASTERDOWN") || clusterMoving(err)
 	}
 	var nerr net.Error
 	return errors.As(err, &nerr) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
@@ -561,6 +562,15 @@ func (b *Backend) Unbind(ctx context.Context, exchange string, row transport.Bin
 // When a stored topic pattern is outside what the script's matcher
 // understands, it routes with transport.Lookup and LPUSHes in one MULTI.
 func (b *Backend) Publish(ctx context.Context, exchange string, typ entity.ExchangeType, routingKey string, priority int, envelope []byte) (int, error) {
+	n, err := b.publish1(ctx, exchange, typ, routingKey, priority, envelope)
+	if err != nil && clusterMoving(err) {
+		return b.publishMigrating(ctx, exchange, typ, routingKey, priority, envelope) // cluster.go
+	}
+	return n, err
+}
+
+// publish1 is one attempt of Publish.
+func (b *Backend) publish1(ctx context.Context, exchange string, typ entity.ExchangeType, routingKey string, priority int, envelope []byte) (int, error) {
 	if b.pipe != nil {
 		return b.pipePublish(ctx, exchange, typ, routingKey, priority, envelope) // autopipe.go
 	}
@@ -653,9 +663,14 @@ func (b *Backend) runPublish(ctx context.Context, exchange string, typ entity.Ex
 	if s := b.k.listSuffix(priority); s != "" {
 		suffix = s
 	}
-	c.args = [...]any{"evalsha", nil, 1, &c.key, typArg, &c.rk, &c.env, b.k.prefixArg, b.k.sepArg, suffix}
+	c.args = [...]any{"evalsha", nil, 1, &c.key, typArg, &c.rk, &c.env, b.k.prefixArg, b.k.sepArg, suffix, nil}
+	args := c.args[:10]
+	if b.k.guard != "" {
+		c.args = [...]any{"evalsha", nil, 2, &c.key, &b.k.guard, typArg, &c.rk, &c.env, b.k.prefixArg, b.k.sepArg, suffix}
+		args = c.args[:]
+	}
 	var wait *goredis.IntCmd
-	cmd := publishScript.run(ctx, func(ctx context.Context, cmd goredis.Cmder) { wait = b.process(ctx, cmd) }, c.args[:])
+	cmd := publishScript.run(ctx, func(ctx context.Context, cmd goredis.Cmder) { wait = b.process(ctx, cmd) }, args)
 	res, err := cmd.Result()
 	if err != nil {
 		return 0, 0, err
@@ -690,7 +705,7 @@ func (b *Backend) runPublish(ctx context.Context, exchange string, typ entity.Ex
 // without allocating, and the binding key is written into its keyBuf when
 // it fits.
 type publishCall struct {
-	args     [10]any
+	args     [11]any     // 10, or 11 with the slot guard (cluster.go)
 	key, env scriptBytes // key: P+"_kombu.binding."+exchange, in keyBuf if it fits
 	rk       string
 	keyBuf   [64]byte

@@ -28,7 +28,23 @@ const maxScriptBatch = 512
 // The script travels with each pipeline (its first call is an EVAL of
 // the script without comments, about 5 KB), so a server whose script
 // cache was flushed or restarted never sees a batch out of order.
+//
+// On a cluster whose hash tag's slot is migrating, messages that were not
+// written (TRYAGAIN, or a redirect go-redis gave up on) are sent again
+// until the slot is assigned, when no message after them was written
+// (publishBatchMigrating); otherwise they fail with that error.
 func (b *Backend) PublishBatch(ctx context.Context, items []transport.PublishItem) ([]int, []error) {
+	ns, errs := b.publishBatch1(ctx, items)
+	if b.k.guard != "" {
+		if from := movingTail(errs); from >= 0 {
+			return b.publishBatchMigrating(ctx, items, ns, errs, from) // cluster.go
+		}
+	}
+	return ns, errs
+}
+
+// publishBatch1 is one attempt of PublishBatch.
+func (b *Backend) publishBatch1(ctx context.Context, items []transport.PublishItem) ([]int, []error) {
 	ns := make([]int, len(items))
 	errs := make([]error, len(items))
 	if err := b.checkOpen(); err != nil {
@@ -75,7 +91,7 @@ func (b *Backend) PublishBatch(ctx context.Context, items []transport.PublishIte
 			for k := i; k < j; k++ {
 				args = append(args, items[k].RoutingKey, b.k.listSuffix(items[k].Priority), items[k].Envelope)
 			}
-			cmdArgs := publishBatchScript.args([]string{b.k.bindingKey(it.Exchange)}, args...)
+			cmdArgs := publishBatchScript.args(b.k.publishKeys(it.Exchange), args...)
 			// A pipeline sends EVALSHA, which fails with NOSCRIPT when
 			// the server's script cache lacks the script (a fresh or
 			// restarted server); sending those calls again after a load

@@ -8,9 +8,11 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/kombu-go/kombu/entity"
 	"github.com/kombu-go/kombu/transport"
 )
 
@@ -275,4 +277,127 @@ func (b *Backend) writePipeline(ctx context.Context) (goredis.Pipeliner, error) 
 		}
 	}
 	return node.Pipeline(), nil
+}
+
+// Resharding: a slot moved from one master to another while the transport
+// runs (`redis-cli --cluster reshard`, or CLUSTER SETSLOT MIGRATING and
+// IMPORTING, then MIGRATE of its keys one batch at a time, then CLUSTER
+// SETSLOT NODE). While the slot migrates, Redis decides by the keys a
+// command declares: the source runs it if it holds them all; if it holds
+// none it answers ASK (go-redis then sends ASKING and the command to the
+// target, which runs it there); a command of several keys, some missing,
+// gets TRYAGAIN on either node and does not run. Once the slot is
+// assigned, the source answers MOVED.
+//
+// The publish scripts declare only the binding key: the queue lists they
+// push to are found by routing, inside the script. Once the binding key
+// had moved, the source answered ASK and the script ran on the target,
+// pushing to a queue list the source still held: a second list of the
+// same name, which MIGRATE then refuses to move (BUSYKEY), stranding the
+// source's messages, and which `redis-cli --cluster fix --cluster-replace`
+// would overwrite, messages and all. So on a hash tag's layout the publish
+// scripts also declare the slot guard, P+"kombu-go.slot-guard", a key no
+// one writes: while the slot migrates, a publish always has a missing
+// key, gets TRYAGAIN and does not run, and Publish tries it again until
+// the slot is assigned (publishMigrating; clusterMoving). The take script needs no
+// guard: its receipt key is new to each call (scripts/get.lua), so it
+// does not run during a migration either (a TRYAGAIN its retry loop waits
+// out; the same receipt keeps a take that did run from taking twice). The
+// restore script declares every list it pushes to; single-key commands (a
+// publish to the default exchange is an LPUSH) follow ASK safely.
+
+// slotGuard returns the slot guard of prefix: "" without a hash tag (no
+// cluster; nothing to guard).
+func slotGuard(tag, prefix string) string {
+	if tag == "" {
+		return ""
+	}
+	return prefix + "kombu-go.slot-guard"
+}
+
+// publishKeys returns the KEYS of a publish script for exchange: its
+// binding key, and the slot guard if there is one.
+func (k *keys) publishKeys(exchange string) []string {
+	if k.guard == "" {
+		return []string{k.bindingKey(exchange)}
+	}
+	return []string{k.bindingKey(exchange), k.guard}
+}
+
+// clusterMoving reports whether err is a reply of Redis Cluster saying
+// the command did not run because its slot is migrating or has moved:
+// TRYAGAIN, or an ASK or MOVED redirection go-redis still held after
+// following its MaxRedirects (an ASK to the target answered TRYAGAIN,
+// which go-redis retries on the target without ASKING, which answers
+// MOVED back to the source, which answers ASK again).
+func clusterMoving(err error) bool {
+	return goredis.HasErrorPrefix(err, "TRYAGAIN") || goredis.HasErrorPrefix(err, "ASK ") ||
+		goredis.HasErrorPrefix(err, "MOVED ")
+}
+
+// publishMigrating is Publish after clusterMoving: the slot of the hash
+// tag is migrating and the script did not run (see above). It tries again,
+// with a backoff from 5 ms to 200 ms, until the publish runs, fails
+// otherwise, ctx ends or getRetryBudget has passed since the first try.
+func (b *Backend) publishMigrating(ctx context.Context, exchange string, typ entity.ExchangeType, routingKey string, priority int, envelope []byte) (int, error) {
+	start := time.Now()
+	delay := 5 * time.Millisecond
+	for {
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return 0, fmt.Errorf("kombu: redis: publish while the hash tag's slot migrates: %w", ctx.Err())
+		}
+		n, err := b.publish1(ctx, exchange, typ, routingKey, priority, envelope)
+		if err == nil || !clusterMoving(err) || b.closed.Load() || time.Since(start)+delay > getRetryBudget {
+			return n, err
+		}
+		delay = min(2*delay, 200*time.Millisecond)
+	}
+}
+
+// movingTail returns the index of the first failed message of a batch if
+// every message from there on failed with clusterMoving (none of them was
+// written, none after them was: sending them again keeps the order of
+// the batch), else -1.
+func movingTail(errs []error) int {
+	from := -1
+	for i, err := range errs {
+		switch {
+		case err != nil && clusterMoving(err):
+			if from < 0 {
+				from = i
+			}
+		case err != nil || from >= 0:
+			return -1 // another error, or a message written after one that was not
+		}
+	}
+	return from
+}
+
+// publishBatchMigrating is PublishBatch after its messages from index
+// from on were not written because the hash tag's slot is migrating (see
+// movingTail): it sends them again, with publishMigrating's backoff and
+// budget, for as long as a tail of the batch is left in that state, and
+// fills in their results.
+func (b *Backend) publishBatchMigrating(ctx context.Context, items []transport.PublishItem, ns []int, errs []error, from int) ([]int, []error) {
+	start := time.Now()
+	delay := 5 * time.Millisecond
+	for from >= 0 && !b.closed.Load() && time.Since(start)+delay <= getRetryBudget {
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return ns, errs
+		}
+		n2, e2 := b.publishBatch1(ctx, items[from:])
+		copy(ns[from:], n2)
+		copy(errs[from:], e2)
+		if next := movingTail(e2); next >= 0 {
+			from += next
+		} else {
+			from = -1
+		}
+		delay = min(2*delay, 200*time.Millisecond)
+	}
+	return ns, errs
 }

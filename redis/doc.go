@@ -191,6 +191,22 @@
 // lost. go-redis's cluster client resends a command whose connection
 // broke (MaxRedirects), so a publish around a failover may land twice.
 //
+// Resharding: moving the tag's slot to another master (`redis-cli
+// --cluster reshard`, or CLUSTER SETSLOT and MIGRATE by hand) while the
+// transport runs loses nothing. While the slot migrates, takes get
+// TRYAGAIN (or a redirect go-redis gave up on) and retry with their
+// receipt; Publish and PublishBatch wait it out (up to 8 s) and then run
+// on the target; acks retry; single-key commands follow ASK. The publish
+// scripts declare a slot guard key that no one writes, so they never run
+// on the target while the source still holds their queues (cluster.go
+// says why). TestClusterReshard keeps a migration in progress
+// for 2.5 s under traffic, in the worst key order: no confirmed publish
+// lost, no duplicate, no error returned; TestClusterWorkerReshard (package
+// celery) runs `redis-cli --cluster reshard` of a busy Celery queue's
+// slot under the Go worker. PublishBatch sends again the messages a
+// migration kept from being written when they end the batch (so its order
+// holds); a message not written before one that was returns its TRYAGAIN.
+//
 // Fanout is PUBLISH and PSUBSCRIBE, as in the PR, both on the master of
 // the channel's slot (the channel carries the tag), where Redis keeps one
 // connection's order; sharded pub/sub would pin the same node but has no

@@ -40,6 +40,8 @@ type keys struct {
 	suffixes []string // stepSuffix of each step, lowest first
 
 	prefixArg, sepArg any // prefix and sep boxed once, for script arguments
+
+	guard string // with a hash tag: a key no one writes, declared by the publish scripts (cluster.go)
 }
 
 func newKeys(o *Options, db int) (keys, error) {
@@ -69,6 +71,7 @@ func newKeys(o *Options, db int) (keys, error) {
 		malformed:      prefix + o.MalformedKey,
 		fanoutPrefix:   fp,
 		fanoutPatterns: o.FanoutPatterns,
+		guard:          slotGuard(tag, prefix),
 	}, nil
 }
 

@@ -189,6 +189,8 @@ func TestRetryable(t *testing.T) {
 		goredis.ErrPoolTimeout,
 		goredisError("LOADING Redis is loading the dataset in memory"),
 		goredisError("READONLY You can't write against a read only replica."),
+		goredisError("TRYAGAIN Multiple keys request during rehashing of slot"),
+		goredisError("ASK 8799 127.0.0.1:7001"), goredisError("MOVED 8799 127.0.0.1:7001"),
 	}
 	no := []error{
 		nil, goredis.ErrClosed, context.Canceled, context.DeadlineExceeded,

@@ -263,3 +263,132 @@ func (c *Cluster) Log(port int) string {
 	}
 	return string(b)
 }
+
+// CLI runs redis-cli against the node on port (for tests that steer the
+// cluster: CLUSTER SETSLOT, MIGRATE, ...) and returns its trimmed output.
+// An error reply comes back as output starting with "ERR" or the error's
+// code, not as an error: redis-cli exits 0 for those.
+func (c *Cluster) CLI(port int, args ...string) (string, error) {
+	return c.cli(port, args...)
+}
+
+// NodeID returns the cluster node ID of the node on port (CLUSTER MYID).
+func (c *Cluster) NodeID(port int) (string, error) {
+	id, err := c.cli(port, "CLUSTER", "MYID")
+	if err != nil || len(id) != 40 {
+		return "", fmt.Errorf("cluster myid of %d: %v: %q", port, err, id)
+	}
+	return id, nil
+}
+
+// Masters returns the ports of the running masters that serve slots, as
+// the node on from reports them (CLUSTER NODES).
+func (c *Cluster) Masters(from int) ([]int, error) {
+	nodes, err := c.cli(from, "CLUSTER", "NODES")
+	if err != nil {
+		return nil, fmt.Errorf("nodes: %v: %s", err, nodes)
+	}
+	var out []int
+	for _, line := range strings.Split(nodes, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 9 || !strings.Contains(f[2], "master") || strings.Contains(f[2], "fail") {
+			continue
+		}
+		addr, _, _ := strings.Cut(f[1], "@")
+		_, ps, _ := strings.Cut(addr, ":")
+		p, err := strconv.Atoi(ps)
+		if err != nil {
+			return nil, fmt.Errorf("nodes: bad address %q", f[1])
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// Reshard runs `redis-cli --cluster reshard` to move slots from the master
+// on port from to the master on port to, as many as it takes for slot to
+// be among them: redis-cli moves a source's slots in ascending order and
+// takes no slot number, so it moves every slot of from up to slot (slot
+// last). It returns how many slots moved, once every node agrees that to
+// serves slot.
+func (c *Cluster) Reshard(slot, from, to int) (int, error) {
+	fromID, err := c.NodeID(from)
+	if err != nil {
+		return 0, err
+	}
+	toID, err := c.NodeID(to)
+	if err != nil {
+		return 0, err
+	}
+	nodes, err := c.cli(from, "CLUSTER", "NODES")
+	if err != nil {
+		return 0, fmt.Errorf("nodes: %v: %s", err, nodes)
+	}
+	n := 0
+	for _, line := range strings.Split(nodes, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 9 || f[0] != fromID {
+			continue
+		}
+		for _, r := range f[8:] {
+			lo, hi, found := strings.Cut(r, "-")
+			if !found {
+				hi = lo
+			}
+			l, err1 := strconv.Atoi(lo)
+			h, err2 := strconv.Atoi(hi)
+			if err1 == nil && err2 == nil && l <= slot {
+				n += min(h, slot) - l + 1
+			}
+		}
+	}
+	if n == 0 {
+		return 0, fmt.Errorf("the node on %d does not serve slot %d", from, slot)
+	}
+	out, err := exec.Command("redis-cli", "--cluster", "reshard", "127.0.0.1:"+strconv.Itoa(from),
+		"--cluster-from", fromID, "--cluster-to", toID, "--cluster-slots", strconv.Itoa(n), "--cluster-yes").CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("redis-cli --cluster reshard: %v\n%s", err, out)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		agreed := true
+		for _, p := range c.Ports {
+			if c.procs[p] == nil {
+				continue
+			}
+			nodes, err := c.cli(p, "CLUSTER", "NODES")
+			if err != nil || !servesSlot(nodes, toID, slot) {
+				agreed = false
+				break
+			}
+		}
+		if agreed {
+			return n, nil
+		}
+		if time.Now().After(deadline) {
+			return n, fmt.Errorf("redis-cli --cluster reshard ended but not every node sees slot %d on %d:\n%s", slot, to, out)
+		}
+	}
+}
+
+// servesSlot reports whether CLUSTER NODES output says node id serves slot.
+func servesSlot(nodes, id string, slot int) bool {
+	for _, line := range strings.Split(nodes, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 9 || f[0] != id {
+			continue
+		}
+		for _, r := range f[8:] {
+			lo, hi, found := strings.Cut(r, "-")
+			if !found {
+				hi = lo
+			}
+			l, err1 := strconv.Atoi(lo)
+			h, err2 := strconv.Atoi(hi)
+			if err1 == nil && err2 == nil && slot >= l && slot <= h {
+				return true
+			}
+		}
+	}
+	return false
+}
