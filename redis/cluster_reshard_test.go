@@ -17,6 +17,7 @@ import (
 
 	"github.com/kombu-go/kombu/entity"
 	"github.com/kombu-go/kombu/transport"
+	"github.com/kombu-go/kombu/transport/transporttest"
 )
 
 // redirects counts, per reply kind, what the node clients of a
@@ -267,7 +268,7 @@ func TestClusterReshard(t *testing.T) {
 					time.Sleep(10 * time.Millisecond)
 					continue
 				}
-				d, err := cons.GetWait(cctx, []string{"q"}, true, 200*time.Millisecond)
+				d, err := transporttest.FetchOne(cctx, cons, []string{"q"}, true, 200*time.Millisecond)
 				if errors.Is(err, transport.ErrEmpty) || cctx.Err() != nil {
 					continue
 				}
