@@ -35,6 +35,15 @@ type Channel struct {
 	// (Close while the consumer restores as it stops) returns only once
 	// the messages the first one took are back in their queues.
 	restoreMu sync.Mutex
+	// claims counts settlements under way (a message claimed by Ack or
+	// Reject, its round trip not ended); claimsIdle is closed while there
+	// are none. restoreAll waits for them, so that a settlement that fails
+	// puts its message back in time to be restored, and one that succeeds
+	// is finished when Close or Consume returns (a cut-off handler's
+	// requeue is then not left in flight on a connection its caller is
+	// about to close). Guarded by mu.
+	claims     int
+	claimsIdle chan struct{}
 }
 
 type pending struct {
@@ -108,6 +117,20 @@ func (c *Channel) restoreAll(ctx context.Context) error {
 	c.restoreMu.Lock()
 	defer c.restoreMu.Unlock()
 	c.mu.Lock()
+	for c.claims > 0 {
+		idle := c.claimsIdle
+		c.mu.Unlock()
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			// Restore what is not claimed; a settlement still under way
+			// restores its message itself if it fails (unclaim).
+		}
+		c.mu.Lock()
+		if ctx.Err() != nil {
+			break
+		}
+	}
 	list := make([]*pending, 0, len(c.delivered))
 	for m, p := range c.delivered {
 		list = append(list, p)
@@ -139,6 +162,7 @@ func (c *Channel) Ack(ctx context.Context, m *entity.Message) error {
 	if err != nil {
 		return err
 	}
+	defer c.claimEnded()
 	if p.deferred != nil {
 		p.deferred.add(p.tag)
 		p.settled()
@@ -175,6 +199,7 @@ func (c *Channel) Reject(ctx context.Context, m *entity.Message, requeue bool) e
 	if err != nil {
 		return err
 	}
+	defer c.claimEnded()
 	s := Rejected
 	if requeue {
 		s = Requeued
@@ -206,7 +231,21 @@ func (c *Channel) claim(m *entity.Message) (*pending, error) {
 		return nil, fmt.Errorf("%w: message %s is not pending on this channel (restored at shutdown?)", transport.ErrClosed, m.DeliveryTag)
 	}
 	delete(c.delivered, m)
+	if c.claims == 0 {
+		c.claimsIdle = make(chan struct{})
+	}
+	c.claims++
 	return p, nil
+}
+
+// claimEnded ends a settlement begun by claim (whatever its outcome).
+func (c *Channel) claimEnded() {
+	c.mu.Lock()
+	c.claims--
+	if c.claims == 0 {
+		close(c.claimsIdle)
+	}
+	c.mu.Unlock()
 }
 
 // unclaim returns a message whose settlement failed to the unsettled set.
