@@ -45,6 +45,10 @@ type Backend struct {
 
 	hub *waitHub
 
+	// shard is the sharded cluster layout's state (sharded.go); nil in
+	// Kombu's layout.
+	shard *shardState
+
 	// pipe coalesces concurrent Publish and Put calls (autopipe.go); nil
 	// when Options.NoAutoPipeline is set.
 	pipe *autoPipe
@@ -126,6 +130,9 @@ func newBackend(client goredis.UniversalClient, owned bool, o Options) (*Backend
 		b.wait, b.ownsWait = newWaitCluster(c, o.WaitConnections), true // cluster.go
 	}
 	b.hub = newWaitHub(b, o.WaitConnections)
+	if k.sharded {
+		b.shard = newShardState(b) // sharded.go
+	}
 	if !o.NoAutoPipeline {
 		b.pipe = newAutoPipe(b)
 	}
@@ -220,6 +227,12 @@ func (b *Backend) putNow(ctx context.Context, queue string, priority int, envelo
 	if err := b.checkOpen(); err != nil {
 		return err
 	}
+	if b.shard != nil {
+		if err := b.checkQueueName(queue); err != nil { // sharded.go
+			return err
+		}
+		defer b.shardPushed(queue)
+	}
 	return wrap("put", b.client.LPush(ctx, b.k.queueKey(queue, priority), envelope).Err())
 }
 
@@ -231,6 +244,9 @@ func (b *Backend) PutBatch(ctx context.Context, items []transport.PutItem) error
 	}
 	if len(items) == 0 {
 		return nil
+	}
+	if b.shard != nil {
+		return b.shardPutBatch(ctx, items) // sharded_ops.go
 	}
 	_, err := b.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 		for _, it := range items {
@@ -296,6 +312,9 @@ const maxSpentReceipts = 64
 // take runs scripts/get.lua for up to n messages of queues, after
 // deleting the unacked records of settle. Deliveries are appended to dst.
 func (b *Backend) take(ctx context.Context, queues []string, ack bool, n int, rotate bool, settle []string, dst []transport.Delivery) ([]transport.Delivery, error) {
+	if b.shard != nil {
+		return b.shardTake(ctx, queues, ack, n, rotate, settle, dst) // sharded.go
+	}
 	nonce, err := newToken()
 	if err != nil {
 		return dst, err
@@ -465,6 +484,9 @@ func (b *Backend) Size(ctx context.Context, queue string) (int64, error) {
 	if err := b.checkOpen(); err != nil {
 		return 0, err
 	}
+	if err := b.checkQueueName(queue); err != nil { // declare, in the sharded layout
+		return 0, err
+	}
 	var cmds []*goredis.IntCmd
 	_, err := b.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 		for _, k := range b.k.queueKeys(queue) {
@@ -528,6 +550,9 @@ func (b *Backend) QueueExists(ctx context.Context, queue string) (bool, error) {
 	if err := b.checkOpen(); err != nil {
 		return false, err
 	}
+	if err := b.checkQueueName(queue); err != nil {
+		return false, err
+	}
 	n, err := b.client.Exists(ctx, b.k.queueKeys(queue)...).Result()
 	if err != nil {
 		return false, wrap("queue exists", err)
@@ -563,6 +588,12 @@ func (b *Backend) Bind(ctx context.Context, exchange string, row transport.Bindi
 	if err := b.checkOpen(); err != nil {
 		return err
 	}
+	if b.shard != nil {
+		if err := b.checkQueueName(row.Queue); err != nil {
+			return err
+		}
+		defer b.forgetTable(exchange) // sharded_ops.go
+	}
 	return wrap("bind", b.client.SAdd(ctx, b.k.bindingKey(exchange), b.k.bindingMember(row)).Err())
 }
 
@@ -570,6 +601,9 @@ func (b *Backend) Bind(ctx context.Context, exchange string, row transport.Bindi
 func (b *Backend) Unbind(ctx context.Context, exchange string, row transport.BindingRow) error {
 	if err := b.checkOpen(); err != nil {
 		return err
+	}
+	if b.shard != nil {
+		defer b.forgetTable(exchange)
 	}
 	return wrap("unbind", b.client.SRem(ctx, b.k.bindingKey(exchange), b.k.bindingMember(row)).Err())
 }
@@ -589,6 +623,9 @@ func (b *Backend) Publish(ctx context.Context, exchange string, typ entity.Excha
 func (b *Backend) publishNow(ctx context.Context, exchange string, typ entity.ExchangeType, routingKey string, priority int, envelope []byte) (int, error) {
 	if err := b.checkOpen(); err != nil {
 		return 0, err
+	}
+	if b.shard != nil {
+		return b.shardPublish(ctx, exchange, typ, routingKey, priority, envelope) // sharded_ops.go
 	}
 	typ = typ.Normalize()
 	n, skipped, err := b.runPublish(ctx, exchange, typ, routingKey, priority, envelope)
@@ -729,6 +766,9 @@ func (b *Backend) Ack(ctx context.Context, tag string) error {
 	if err := b.checkOpen(); err != nil {
 		return err
 	}
+	if b.shard != nil {
+		return b.shardAck(ctx, []string{tag}) // sharded.go
+	}
 	// ZREM and HDEL can be repeated safely: retry connection errors.
 	err := b.retry(ctx, func() error {
 		_, err := b.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
@@ -750,6 +790,9 @@ func (b *Backend) AckBatch(ctx context.Context, tags []string) error {
 	}
 	if len(tags) == 0 {
 		return nil
+	}
+	if b.shard != nil {
+		return b.shardAck(ctx, tags) // sharded.go
 	}
 	zargs := make([]any, len(tags))
 	for i, t := range tags {
@@ -792,6 +835,9 @@ func (b *Backend) RecordUnacked(ctx context.Context, tag string, envelope []byte
 	if err := b.checkOpen(); err != nil {
 		return err
 	}
+	if b.shard != nil {
+		return b.shardRecordUnacked(ctx, tag, envelope, exchange, routingKey) // sharded_ops.go
+	}
 	_, err := b.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 		p.ZAdd(ctx, b.k.unackedIndex, goredis.Z{Score: transport.UnixSeconds(b.opts.Clock.Now()), Member: tag})
 		p.HSet(ctx, b.k.unacked, tag, UnackedValue(envelope, exchange, routingKey))
@@ -814,6 +860,9 @@ func (b *Backend) RecordUnacked(ctx context.Context, tag string, envelope []byte
 func (b *Backend) Restore(ctx context.Context, tag string, leftmost bool, route transport.RouteFunc) error {
 	if err := b.checkOpen(); err != nil {
 		return err
+	}
+	if b.shard != nil {
+		return b.shardRestore(ctx, tag, leftmost, route) // sharded_ops.go
 	}
 	// A restore can be repeated safely (a second run finds no record), so
 	// connection errors are retried.
@@ -1032,6 +1081,9 @@ func envelopePriority(raw []byte) int {
 func (b *Backend) RestoreExpired(ctx context.Context, deadline time.Time, route transport.RouteFunc) (int, error) {
 	if err := b.checkOpen(); err != nil {
 		return 0, err
+	}
+	if b.shard != nil {
+		return b.shardRestoreExpired(ctx, deadline, route) // sharded_ops.go
 	}
 	token, err := newToken()
 	if err != nil {

@@ -37,6 +37,9 @@ func (b *Backend) PublishBatch(ctx context.Context, items []transport.PublishIte
 		}
 		return ns, errs
 	}
+	if b.shard != nil {
+		return b.shardPublishBatch(ctx, items) // sharded_ops.go
+	}
 	type op struct {
 		from, to int // items[from:to]
 		cmd      *goredis.Cmd

@@ -47,6 +47,13 @@ type Options struct {
 	// spelling with the braces ("{tag}") is accepted too and means the
 	// same; any other brace is an error.
 	HashTag string
+	// ClusterLayout chooses how keys spread over a Redis Cluster's slots:
+	// "" or LayoutCompatible (Kombu PR 2204's layout: every key in the
+	// hash tag's slot, or Kombu's plain names without a tag), or
+	// LayoutSharded (each queue's keys in that queue's own slot, so queues
+	// spread over the masters; Go-only, see CLUSTER-SHARDED.md). URL
+	// option cluster_layout.
+	ClusterLayout ClusterLayout
 	// Sep separates a queue name from its priority step, and the fields of
 	// binding members (Kombu: sep, "\x06\x16").
 	Sep string
@@ -155,6 +162,11 @@ func WithHashTag(tag string) Option {
 	return func(o *Options) error { o.HashTag = tag; return nil }
 }
 
+// WithClusterLayout sets Options.ClusterLayout.
+func WithClusterLayout(l ClusterLayout) Option {
+	return func(o *Options) error { o.ClusterLayout = l; return nil }
+}
+
 // WithSep sets Kombu's sep.
 func WithSep(sep string) Option {
 	return func(o *Options) error { o.Sep = sep; return nil }
@@ -252,6 +264,9 @@ var ErrBadOption = errors.New("kombu: redis: bad option")
 // validate checks o and fills in what may be left empty.
 func (o *Options) validate() error {
 	if _, err := HashTagPrefix(o.HashTag); err != nil {
+		return err
+	}
+	if err := o.validateLayout(); err != nil { // sharded.go
 		return err
 	}
 	if o.Sep == "" {
