@@ -90,9 +90,10 @@ func (b *Backend) shardSubscribeOne(ctx context.Context, exchange string, patter
 		}
 		return b.client.SSubscribe(ctx, ch)
 	}
+	sharded := !b.shard.plainPubSub.Load()
 	ps := open(ctx)
 	_, err := ps.Receive(ctx)
-	if isUnknownCommand(err) && !b.shard.plainPubSub.Load() {
+	if isUnknownCommand(err) && sharded {
 		_ = ps.Close()
 		b.shard.plainPubSub.Store(true)
 		ps = open(ctx)
