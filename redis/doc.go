@@ -222,8 +222,8 @@
 // own mutex; fanout is sharded pub/sub (SPUBLISH, SSUBSCRIBE). Priorities
 // are strict within a queue, not across queues (round robin); a message
 // routed to several queues is not all-or-nothing. No Python Kombu reads
-// it. hash_tag, a global_keyprefix with braces and publish_wait_replicas
-// are refused with it, and so is a queue name holding a brace
+// it. hash_tag and a global_keyprefix with braces are refused with it, and
+// so is a queue name holding a brace
 // (ErrShardedName). CLUSTER-SHARDED.md in the package's source has the
 // keys, the guarantees and the measured cost (TestShardedConformance,
 // TestShardedLoadSpread).

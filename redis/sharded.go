@@ -61,9 +61,6 @@ func (o *Options) validateLayout() error {
 	if strings.ContainsAny(o.KeyPrefix, "{}") {
 		return fmt.Errorf("%w: global_keyprefix %q holds a brace: in the sharded layout Redis would hash it instead of the queue name", ErrBadOption, o.KeyPrefix)
 	}
-	if o.PublishWaitReplicas > 0 {
-		return fmt.Errorf("%w: publish_wait_replicas is not supported with cluster_layout=sharded (a publish may write to several masters; use the compatible layout for confirmed replication)", ErrBadOption)
-	}
 	return nil
 }
 

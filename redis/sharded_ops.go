@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -97,14 +98,7 @@ func (b *Backend) shardPublishBatch(ctx context.Context, items []transport.Publi
 		}
 		return ns, errs
 	}
-	type push struct {
-		key   string
-		queue string
-		vals  []any
-		items []int
-		cmd   *goredis.IntCmd
-	}
-	var pushes []*push
+	var pushes []*shardPush
 	for i, it := range items {
 		if it.Exchange == "" {
 			if err := b.checkQueueName(it.RoutingKey); err != nil {
@@ -125,10 +119,14 @@ func (b *Backend) shardPublishBatch(ctx context.Context, items []transport.Publi
 				p.items = append(p.items, i)
 				continue
 			}
-			pushes = append(pushes, &push{key: key, queue: q, vals: []any{it.Envelope}, items: []int{i}})
+			pushes = append(pushes, &shardPush{key: key, queue: q, vals: []any{it.Envelope}, items: []int{i}})
 		}
 	}
-	if len(pushes) > 0 {
+	switch {
+	case len(pushes) == 0:
+	case b.waiting():
+		b.shardPushWaiting(ctx, pushes)
+	default:
 		_, _ = b.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
 			for _, ps := range pushes {
 				ps.cmd = p.LPush(ctx, ps.key, ps.vals...)
@@ -146,12 +144,83 @@ func (b *Backend) shardPublishBatch(ctx context.Context, items []transport.Publi
 				continue
 			}
 			ns[i]++
+			if ps.notReplicated != nil && errs[i] == nil {
+				errs[i] = ps.notReplicated // published, on the master only
+			}
 		}
 		if err == nil {
 			b.shard.hints.busy(ps.queue)
 		}
 	}
 	return ns, errs
+}
+
+// shardPush is one LPUSH of a sharded publish.
+type shardPush struct {
+	key, queue    string
+	vals          []any
+	items         []int
+	cmd           *goredis.IntCmd
+	notReplicated error // the WAIT after it fell short (PublishWaitReplicas)
+}
+
+// shardPushWaiting sends pushes with Options.PublishWaitReplicas: a
+// pipeline per master (the LPUSHes, then a WAIT on the same connection,
+// which covers that connection's writes), the masters in parallel.
+func (b *Backend) shardPushWaiting(ctx context.Context, pushes []*shardPush) {
+	type group struct {
+		pipe   goredis.Pipeliner
+		pushes []*shardPush
+		wait   *goredis.IntCmd
+	}
+	var groups []*group
+	byNode := map[*goredis.Client]*group{}
+	cc, cluster := b.client.(*goredis.ClusterClient)
+	for _, ps := range pushes {
+		var node *goredis.Client
+		if cluster {
+			var err error
+			if node, err = cc.MasterForKey(ctx, ps.key); err != nil {
+				cc.ReloadState(ctx)
+				if node, err = cc.MasterForKey(ctx, ps.key); err != nil {
+					ps.cmd = goredis.NewIntCmd(ctx)
+					ps.cmd.SetErr(fmt.Errorf("find the master of %q: %w", ps.key, err))
+					continue
+				}
+			}
+		}
+		g := byNode[node]
+		if g == nil {
+			g = &group{}
+			if node != nil {
+				g.pipe = node.Pipeline()
+			} else {
+				g.pipe = b.client.Pipeline()
+			}
+			byNode[node] = g
+			groups = append(groups, g)
+		}
+		ps.cmd = g.pipe.LPush(ctx, ps.key, ps.vals...)
+		g.pushes = append(g.pushes, ps)
+	}
+	var wg sync.WaitGroup
+	for _, g := range groups {
+		g.wait = b.queueWait(ctx, g.pipe)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = g.pipe.Exec(ctx) // each command carries its own error
+		}()
+	}
+	wg.Wait()
+	for _, g := range groups {
+		werr := b.replicated(g.wait)
+		for _, ps := range g.pushes {
+			if ps.cmd.Err() == nil {
+				ps.notReplicated = werr
+			}
+		}
+	}
 }
 
 // shardPushed tells the hints that this backend put messages on queue.

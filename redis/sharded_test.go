@@ -1,7 +1,9 @@
 package redis
 
 import (
+	"context"
 	"errors"
+	"log"
 	"slices"
 	"strconv"
 	"strings"
@@ -88,7 +90,7 @@ func TestShardedKeys(t *testing.T) {
 // with a clear error before anything is written: at Open (no server is
 // reached: the hosts are unreachable) a hash tag (which would put every
 // key in one slot), an unknown layout, the layout on a redis:// URL, a
-// global_keyprefix with a brace, publish_wait_replicas; at New the same
+// global_keyprefix with a brace; at New the same
 // conflict; at declare, put, publish, bind and take a queue name holding
 // a brace (errors.Is ErrShardedName and entity.ErrInvalid), leaving the
 // server empty.
@@ -98,7 +100,6 @@ func TestShardedBadInput(t *testing.T) {
 		{"rediscluster://127.0.0.1:1?cluster_layout=spread", "cluster_layout"},
 		{"redis://127.0.0.1:1?cluster_layout=sharded", "cluster_layout is an option of rediscluster"},
 		{"rediscluster://127.0.0.1:1?cluster_layout=sharded&global_keyprefix=%7Bapp%7D", "brace"},
-		{"rediscluster://127.0.0.1:1?cluster_layout=sharded&publish_wait_replicas=1", "publish_wait_replicas"},
 	} {
 		_, err := Open(bg, tc.url)
 		if !errors.Is(err, transport.ErrBadURL) || !strings.Contains(err.Error(), tc.says) {
@@ -240,4 +241,21 @@ func TestShardedConformanceMini(t *testing.T) {
 	f := shardedFeatures()
 	f.NoNonFiniteJSON = true
 	conformance(t, c, "conf:", f, WithClusterLayout(LayoutSharded), WithWaitConnections(0))
+}
+
+// ExampleOpen_clusterSharded opens the backend on a Redis Cluster in the
+// sharded layout: each queue's keys are in that queue's own slot, so the
+// queues spread over the masters (Go producers and consumers only).
+func ExampleOpen_clusterSharded() {
+	ctx := context.Background()
+	b, err := Open(ctx, "rediscluster://10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000?cluster_layout=sharded")
+	if err != nil {
+		log.Fatal(err) // ErrBadURL with hash_tag, ErrNotCluster on a single instance
+	}
+	defer b.Close()
+	for _, q := range []string{"emails", "reports", "thumbnails"} { // LPUSH {emails}, {reports}, {thumbnails}
+		if err := b.Put(ctx, q, 0, []byte(`{"body": "..."}`)); err != nil {
+			log.Fatal(err)
+		}
+	}
 }
