@@ -265,31 +265,45 @@ func (b *Backend) shardTake(ctx context.Context, queues []string, ack bool, n in
 		}
 	}
 	var err error
-	take := func(q string, want int, dst []transport.Delivery) ([]transport.Delivery, int, error) {
-		before := len(dst)
-		dst, e := b.takeQueue(ctx, q, ack, want, ride[q], dst)
-		delete(ride, q)
-		got := len(dst) - before
-		var mal *transport.MalformedError
-		switch {
-		case e == nil && got < want:
-			h.drained(q)
-		case e == nil || errors.As(e, &mal):
-			h.busy(q)
+	// takeMany takes want[i] from qs[i] (one round; in one pipeline when
+	// there are several) and keeps the hints.
+	takeMany := func(qs []string, want []int, dst []transport.Delivery) ([]transport.Delivery, []int, error) {
+		calls := make([]*takeCall, 0, len(qs))
+		for i, q := range qs {
+			c, err := b.newTakeCall(ctx, q, ack, want[i], ride[q])
+			if err != nil {
+				return dst, make([]int, len(qs)), err
+			}
+			delete(ride, q)
+			calls = append(calls, c)
 		}
-		return dst, got, e
+		dst, got, errs := b.takeQueues(ctx, calls, dst)
+		var first error
+		for i, q := range qs {
+			var mal *transport.MalformedError
+			switch e := errs[i]; {
+			case e == nil && got[i] < want[i]:
+				h.drained(q)
+			case e == nil || errors.As(e, &mal):
+				h.busy(q)
+			}
+			if errs[i] != nil && first == nil {
+				first = errs[i]
+			}
+		}
+		return dst, got, first
 	}
 	if !rotate || len(cands) < 2 {
 		for _, q := range cands {
 			if len(dst)-start >= n {
 				break
 			}
-			if dst, _, err = take(q, n-(len(dst)-start), dst); err != nil {
+			if dst, _, err = takeMany([]string{q}, []int{n - (len(dst) - start)}, dst); err != nil {
 				break
 			}
 		}
 	} else {
-		dst, err = b.shardRoundRobin(cands, n, dst, take)
+		dst, err = b.shardRoundRobin(cands, n, dst, takeMany)
 	}
 	if serr := b.settleGroups(ctx, ride, unknown); serr != nil && err == nil {
 		err = serr
@@ -306,7 +320,7 @@ func (b *Backend) shardTake(ctx context.Context, queues []string, ack bool, n in
 // it if every queue had enough (a lower bound of what it gets, so nothing
 // is taken that a single take would not have taken), then replays the
 // rotation over what came back; a queue that ran dry drops out.
-func (b *Backend) shardRoundRobin(cands []string, n int, dst []transport.Delivery, take func(q string, want int, dst []transport.Delivery) ([]transport.Delivery, int, error)) ([]transport.Delivery, error) {
+func (b *Backend) shardRoundRobin(cands []string, n int, dst []transport.Delivery, takeMany func(qs []string, want []int, dst []transport.Delivery) ([]transport.Delivery, []int, error)) ([]transport.Delivery, error) {
 	type bank struct {
 		msgs []transport.Delivery
 		pos  int
@@ -361,32 +375,39 @@ func (b *Backend) shardRoundRobin(cands []string, n int, dst []transport.Deliver
 			break
 		}
 		rem := n - taken
+		var qs []string
+		var wants []int
 		for i, q := range live {
 			bk := banks[q]
 			share := rem / len(live)
 			if i < rem%len(live) {
 				share++
 			}
-			want := share - (len(bk.msgs) - bk.pos)
-			if want <= 0 {
-				continue
+			if want := share - (len(bk.msgs) - bk.pos); want > 0 {
+				qs = append(qs, q)
+				wants = append(wants, want)
 			}
-			var got int
-			var err error
-			out, got, err = take(q, want, out)
-			if got > 0 {
-				bk.msgs = append(bk.msgs, out[len(out)-got:]...)
-				out = out[:len(out)-got]
-			}
-			if err != nil {
-				// Whatever was taken is returned, in rotation order as far
-				// as it goes.
-				replay(true)
-				return out, err
-			}
-			if got < want {
+		}
+		var got []int
+		var err error
+		before := len(out)
+		out, got, err = takeMany(qs, wants, out)
+		// Bank each queue's messages (they were appended in qs order).
+		taken0 := out[before:]
+		for i, q := range qs {
+			bk := banks[q]
+			bk.msgs = append(bk.msgs, taken0[:got[i]]...)
+			taken0 = taken0[got[i]:]
+			if got[i] < wants[i] {
 				bk.dry = true
 			}
+		}
+		out = out[:before]
+		if err != nil {
+			// Whatever was taken is returned, in rotation order as far as
+			// it goes.
+			replay(true)
+			return out, err
 		}
 	}
 	replay(true)
@@ -402,28 +423,41 @@ func containsStr(ss []string, s string) bool {
 	return false
 }
 
-// takeQueue runs scripts/get.lua on one queue's keys for up to n messages,
-// after deleting the unacked records of settle (tags of that queue).
-// Deliveries are appended to dst. It retries connection errors with the
-// same receipt, as take does.
-func (b *Backend) takeQueue(ctx context.Context, q string, ack bool, n int, settle []string, dst []transport.Delivery) ([]transport.Delivery, error) {
+// takeCall is one scripts/get.lua call on one queue's keys.
+type takeCall struct {
+	q        string
+	want     int
+	ack      bool
+	settle   []string
+	receipt  string
+	deadList string
+	keys     []string
+	args     []any
+	res      any
+	err      error
+}
+
+// newTakeCall prepares a take of up to n messages of q, after deleting
+// the unacked records of settle (tags of q). With ack, q is first added
+// to the set the restore sweep walks.
+func (b *Backend) newTakeCall(ctx context.Context, q string, ack bool, n int, settle []string) (*takeCall, error) {
 	s := b.shard
 	if ack {
 		if err := s.register(ctx, b, q); err != nil {
-			return dst, err
+			return nil, err
 		}
 	}
 	nonce, err := newToken()
 	if err != nil {
-		return dst, err
+		return nil, err
 	}
 	gk := b.k.group(q)
-	receipt := gk.base + "kombu-go.get." + nonce
+	c := &takeCall{q: q, want: n, ack: ack, settle: settle, receipt: gk.base + "kombu-go.get." + nonce, deadList: gk.malformed}
 	spent := s.takeSpent(q)
-	keys := make([]string, 0, 4+len(spent))
-	keys = append(keys, gk.unacked, gk.index, gk.malformed, receipt)
-	keys = append(keys, spent...)
-	args := make([]any, 0, 9+len(s.suffixes)+len(settle))
+	c.keys = make([]string, 0, 4+len(spent))
+	c.keys = append(c.keys, gk.unacked, gk.index, gk.malformed, c.receipt)
+	c.keys = append(c.keys, spent...)
+	c.args = make([]any, 0, 9+len(s.suffixes)+len(settle))
 	flag := "0"
 	if ack {
 		flag = "1"
@@ -431,44 +465,63 @@ func (b *Backend) takeQueue(ctx context.Context, q string, ack bool, n int, sett
 			flag = "2"
 		}
 	}
-	args = append(args, flag, formatScore(b.opts.Clock.Now()), strconv.Itoa(n), "0", "1",
+	c.args = append(c.args, flag, formatScore(b.opts.Clock.Now()), strconv.Itoa(n), "0", "1",
 		strconv.Itoa(len(s.suffixes)), strconv.Itoa(len(settle)), s.prefixArg)
-	args = append(args, s.suffixes...)
-	args = append(args, q)
+	c.args = append(c.args, s.suffixes...)
+	c.args = append(c.args, q)
 	for _, t := range settle {
-		args = append(args, t)
+		c.args = append(c.args, t)
 	}
-	sctx := context.WithoutCancel(ctx)
-	var res any
+	return c, nil
+}
+
+// runTakeCall sends c, and again with the same receipt after connection
+// errors and TRYAGAIN, as take does (a lost reply then returns the same
+// messages). resend: c already failed once (in a pipeline) with c.err.
+func (b *Backend) runTakeCall(ctx context.Context, c *takeCall, resend bool) {
+	sctx := context.WithoutCancel(ctx) // the script pops: never cut its reply off
 	start := time.Now()
 	delay := 50 * time.Millisecond
 	for {
-		res, err = getScript.call(sctx, b.client, keys, args...).Result()
-		if ack {
-			args[0] = "1"
+		if resend {
+			if c.ack {
+				c.args[0] = "1" // a retry looks for the receipt
+			}
+			if isNoScript(c.err) {
+				resend = false // it did not run: send again at once
+			} else if c.err == nil || errors.Is(c.err, goredis.Nil) || !c.ack || !retryable(c.err) ||
+				b.closed.Load() || ctx.Err() != nil || time.Since(start)+delay > getRetryBudget {
+				return
+			}
 		}
-		if err == nil || errors.Is(err, goredis.Nil) || !ack || !retryable(err) ||
-			b.closed.Load() || ctx.Err() != nil || time.Since(start)+delay > getRetryBudget {
-			break
+		if resend {
+			b.log.Debug("kombu: redis: get failed; retrying with the same receipt", "queue", c.q, "error", c.err)
+			select {
+			case <-time.After(delay):
+			case <-ctx.Done():
+			}
+			delay = min(2*delay, time.Second)
 		}
-		b.log.Debug("kombu: redis: get failed; retrying with the same receipt", "queue", q, "error", err)
-		select {
-		case <-time.After(delay):
-		case <-ctx.Done():
-		}
-		delay = min(2*delay, time.Second)
+		c.res, c.err = getScript.call(sctx, b.client, c.keys, c.args...).Result()
+		resend = true
 	}
-	if errors.Is(err, goredis.Nil) {
-		s.forget(settle...)
+}
+
+// finishTakeCall appends what c took to dst (a *MalformedError after the
+// messages before it, when it met one).
+func (b *Backend) finishTakeCall(c *takeCall, dst []transport.Delivery) ([]transport.Delivery, error) {
+	s := b.shard
+	if errors.Is(c.err, goredis.Nil) {
+		s.forget(c.settle...)
 		return dst, nil
 	}
-	if err != nil {
-		return dst, wrap("get", err)
+	if c.err != nil {
+		return dst, wrap("get", c.err)
 	}
-	s.forget(settle...)
-	arr, ok := res.([]any)
+	s.forget(c.settle...)
+	arr, ok := c.res.([]any)
 	if !ok || len(arr) == 0 || len(arr)%3 != 0 {
-		return dst, fmt.Errorf("kombu: redis: get: unexpected script reply %v", res)
+		return dst, fmt.Errorf("kombu: redis: get: unexpected script reply %v", c.res)
 	}
 	recorded := false
 	for i := 0; i < len(arr); i += 3 {
@@ -476,21 +529,21 @@ func (b *Backend) takeQueue(ctx context.Context, q string, ack bool, n int, sett
 		msg, _ := arr[i+2].(string)
 		switch status {
 		case 1:
-			if ack {
+			if c.ack {
 				recorded = true
-				s.remember(deliveryTag([]byte(msg)), q)
+				s.remember(deliveryTag([]byte(msg)), c.q)
 			}
-			dst = append(dst, transport.Delivery{Queue: q, Envelope: []byte(msg)})
+			dst = append(dst, transport.Delivery{Queue: c.q, Envelope: []byte(msg)})
 		case 2:
 			if recorded {
-				s.putSpent(q, receipt)
+				s.putSpent(c.q, c.receipt)
 			}
 			b.log.Warn("kombu: redis: malformed message moved to the dead-letter list",
-				"queue", q, "dead_letter", gk.malformed)
+				"queue", c.q, "dead_letter", c.deadList)
 			return dst, &transport.MalformedError{
-				Queue: q,
+				Queue: c.q,
 				Raw:   []byte(msg),
-				Where: gk.malformed,
+				Where: c.deadList,
 				Err:   errors.New("not a JSON envelope with properties.delivery_tag"),
 			}
 		default:
@@ -498,9 +551,57 @@ func (b *Backend) takeQueue(ctx context.Context, q string, ack bool, n int, sett
 		}
 	}
 	if recorded {
-		s.putSpent(q, receipt)
+		s.putSpent(c.q, c.receipt)
 	}
 	return dst, nil
+}
+
+// takeQueue runs scripts/get.lua on one queue's keys for up to n messages,
+// after deleting the unacked records of settle (tags of that queue), and
+// appends the deliveries to dst.
+func (b *Backend) takeQueue(ctx context.Context, q string, ack bool, n int, settle []string, dst []transport.Delivery) ([]transport.Delivery, error) {
+	c, err := b.newTakeCall(ctx, q, ack, n, settle)
+	if err != nil {
+		return dst, err
+	}
+	b.runTakeCall(ctx, c, false)
+	return b.finishTakeCall(c, dst)
+}
+
+// takeQueues runs several takes of one round robin round in one pipeline
+// (go-redis sends each master its calls at once); a call that failed is
+// sent again on its own, with its receipt. The results are appended to
+// dst, each call's after the previous one's; got[i] is how many calls[i]
+// took, and err the first error (every call's messages are returned).
+func (b *Backend) takeQueues(ctx context.Context, calls []*takeCall, dst []transport.Delivery) ([]transport.Delivery, []int, []error) {
+	got := make([]int, len(calls))
+	errs := make([]error, len(calls))
+	if len(calls) == 1 {
+		b.runTakeCall(ctx, calls[0], false)
+	} else {
+		sctx := context.WithoutCancel(ctx)
+		cmds := make([]*goredis.Cmd, len(calls))
+		_, _ = b.client.Pipelined(sctx, func(p goredis.Pipeliner) error {
+			for i, c := range calls {
+				cmds[i] = goredis.NewCmd(sctx, getScript.args(c.keys, c.args...)...)
+				cmds[i].SetFirstKeyPos(3)
+				_ = p.Process(sctx, cmds[i])
+			}
+			return nil
+		})
+		for i, c := range calls {
+			c.res, c.err = cmds[i].Result()
+			if c.err != nil && !errors.Is(c.err, goredis.Nil) {
+				b.runTakeCall(ctx, c, true)
+			}
+		}
+	}
+	for i, c := range calls {
+		before := len(dst)
+		dst, errs[i] = b.finishTakeCall(c, dst)
+		got[i] = len(dst) - before
+	}
+	return dst, got, errs
 }
 
 // shardAck deletes the unacked records of tags: MULTI, ZREM, HDEL, EXEC

@@ -3,6 +3,7 @@ package redis
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log"
 	"slices"
 	"strconv"
@@ -257,5 +258,44 @@ func ExampleOpen_clusterSharded() {
 		if err := b.Put(ctx, q, 0, []byte(`{"body": "..."}`)); err != nil {
 			log.Fatal(err)
 		}
+	}
+}
+
+// TestShardedRoundAfterScriptFlush proves a round-robin batch, whose
+// per-queue takes go out in one pipeline as EVALSHA, survives a server
+// whose script cache was flushed (a restart, a failover to a fresh
+// replica): each NOSCRIPT call is sent again on its own as EVAL, with its
+// receipt, and the batch takes exactly what it would have.
+func TestShardedRoundAfterScriptFlush(t *testing.T) {
+	mr := miniredis.RunT(t)
+	c := goredis.NewClient(&goredis.Options{Addr: mr.Addr(), Protocol: 2})
+	defer c.Close()
+	b, err := New(c, WithClusterLayout(LayoutSharded), WithWaitConnections(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	qs := []string{"a", "b", "c"}
+	for i := range 9 {
+		if err := b.Put(bg, qs[i%3], 0, shardEnvelope(fmt.Sprint("m", i), qs[i%3])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.ScriptFlush(bg).Err(); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := b.GetBatch(bg, transport.BatchGet{Queues: qs, Ack: true, Max: 6, Rotate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, d := range ds {
+		got = append(got, deliveryTag(d.Envelope))
+	}
+	if want := []string{"m0", "m1", "m2", "m3", "m4", "m5"}; !slices.Equal(got, want) {
+		t.Fatalf("batch after SCRIPT FLUSH = %v, want %v", got, want)
+	}
+	if n, _, err := b.Unacked(bg); err != nil || n != 6 {
+		t.Fatalf("unacked = %d, %v; want 6", n, err)
 	}
 }
