@@ -94,7 +94,7 @@ func TestShardedFailover(t *testing.T) {
 		go func() {
 			defer consWG.Done()
 			for cctx.Err() == nil {
-				d, err := cons.GetWait(cctx, queues, true, 200*time.Millisecond)
+				d, err := shardWait(cctx, cons, queues, 200*time.Millisecond)
 				if errors.Is(err, transport.ErrEmpty) || cctx.Err() != nil {
 					continue
 				}
@@ -108,7 +108,7 @@ func TestShardedFailover(t *testing.T) {
 				delivered[tag]++
 				perQueue[d.Queue]++
 				mu.Unlock()
-				for cctx.Err() == nil && cons.Ack(bg, tag) != nil {
+				for cctx.Err() == nil && shardAckTags(bg, cons, tag) != nil {
 					time.Sleep(50 * time.Millisecond) // the ack is retried until it lands
 				}
 			}

@@ -96,11 +96,11 @@ func loadRun(t *testing.T, b *Backend, masters []int, queues []string, n, batch 
 	var settle []string
 	for got < n {
 		if batch == 1 {
-			d, err := b.GetWait(bg, queues, true, time.Second)
+			d, err := shardWait(bg, b, queues, time.Second)
 			if err != nil {
 				t.Fatalf("take %d: %v", got, err)
 			}
-			if err := b.Ack(bg, deliveryTag(d.Envelope)); err != nil {
+			if err := shardAckTags(bg, b, deliveryTag(d.Envelope)); err != nil {
 				t.Fatal(err)
 			}
 			got++
@@ -113,7 +113,7 @@ func loadRun(t *testing.T, b *Backend, masters []int, queues []string, n, batch 
 			from = []string{queues[turn%len(queues)]}
 			turn++
 		}
-		ds, err := b.GetBatch(bg, transport.BatchGet{Queues: from, Ack: true, Max: batch, Rotate: true, Settle: settle})
+		ds, err := shardFetch(bg, b, transport.BatchGet{Queues: from, Ack: true, Max: batch, Rotate: true, Settle: settle})
 		if errors.Is(err, transport.ErrEmpty) && perQueue {
 			continue
 		}
@@ -126,7 +126,7 @@ func loadRun(t *testing.T, b *Backend, masters []int, queues []string, n, batch 
 		}
 		got += len(ds)
 	}
-	if err := b.AckBatch(bg, settle); err != nil {
+	if err := shardAckTags(bg, b, settle...); err != nil {
 		t.Fatal(err)
 	}
 	out := map[int]masterLoad{}

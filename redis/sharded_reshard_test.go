@@ -160,7 +160,7 @@ func TestShardedReshard(t *testing.T) {
 		go func() {
 			defer consWG.Done()
 			for cctx.Err() == nil {
-				ds, err := cons.GetBatch(cctx, transport.BatchGet{Queues: []string{busy, other}, Ack: true, Max: 8, Rotate: true})
+				ds, err := shardFetch(cctx, cons, transport.BatchGet{Queues: []string{busy, other}, Ack: true, Max: 8, Rotate: true})
 				if errors.Is(err, transport.ErrEmpty) {
 					time.Sleep(5 * time.Millisecond)
 					continue
@@ -179,7 +179,7 @@ func TestShardedReshard(t *testing.T) {
 					tags = append(tags, tag)
 				}
 				mu.Unlock()
-				for len(tags) > 0 && cctx.Err() == nil && cons.AckBatch(bg, tags) != nil {
+				for len(tags) > 0 && cctx.Err() == nil && shardAckTags(bg, cons, tags...) != nil {
 					time.Sleep(20 * time.Millisecond) // retried until it lands
 				}
 				time.Sleep(2 * time.Millisecond) // slower than the producers: a backlog

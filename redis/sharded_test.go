@@ -133,7 +133,7 @@ func TestShardedBadInput(t *testing.T) {
 		_, err = b.Publish(bg, "", entity.Direct, q, 0, faultEnvelope("t"))
 		check("Publish", err)
 		check("Bind", b.Bind(bg, "ex", transport.BindingRow{RoutingKey: "rk", Queue: q}))
-		_, err = b.Get(bg, []string{"ok", q}, true)
+		_, err = shardFetch(bg, b, transport.BatchGet{Queues: []string{"ok", q}, Ack: true, Max: 1})
 		check("Get", err)
 	}
 	if keys := mr.Keys(); len(keys) != 0 {
@@ -178,7 +178,7 @@ func TestShardedOpenURL(t *testing.T) {
 			t.Errorf("LLEN app:{%s} on master %d = %d, %v; want 1", q, owner[q], n, err)
 		}
 	}
-	ds, err := b.GetBatch(bg, transport.BatchGet{Queues: queues, Ack: true, Max: 10, Rotate: true})
+	ds, err := shardFetch(bg, b, transport.BatchGet{Queues: queues, Ack: true, Max: 10, Rotate: true})
 	if err != nil || len(ds) != len(queues) {
 		t.Fatalf("GetBatch = %d, %v", len(ds), err)
 	}
@@ -193,7 +193,7 @@ func TestShardedOpenURL(t *testing.T) {
 		t.Errorf("app:_kombu-go.queues = %v, want %v", got, queues)
 	}
 	for _, d := range ds {
-		if err := other.Ack(bg, deliveryTag(d.Envelope)); err != nil {
+		if err := shardAckTags(bg, other, deliveryTag(d.Envelope)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -284,7 +284,7 @@ func TestShardedRoundAfterScriptFlush(t *testing.T) {
 	if err := c.ScriptFlush(bg).Err(); err != nil {
 		t.Fatal(err)
 	}
-	ds, err := b.GetBatch(bg, transport.BatchGet{Queues: qs, Ack: true, Max: 6, Rotate: true})
+	ds, err := shardFetch(bg, b, transport.BatchGet{Queues: qs, Ack: true, Max: 6, Rotate: true})
 	if err != nil {
 		t.Fatal(err)
 	}
