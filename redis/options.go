@@ -86,7 +86,9 @@ type Options struct {
 	RestorePriority RestorePriority
 	// WaitConnections is the most connections GetWait keeps blocked in
 	// Redis at once (see the package documentation). 0 disables blocking
-	// waits: GetWait then polls.
+	// waits: GetWait then polls. In the sharded cluster layout the same
+	// watchers tell takes which queues are empty: one per priority list
+	// of each queue consumed (4 per queue with the default steps).
 	WaitConnections int
 	// PublishWaitReplicas, if positive, makes Publish and PublishBatch
 	// wait, with Redis's WAIT on the connection that wrote, until that
