@@ -2,6 +2,7 @@ package celery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/kombu-go/kombu"
 	"github.com/kombu-go/kombu/internal/testenv"
+	kredis "github.com/kombu-go/kombu/redis"
 )
 
 // Proves: the Go worker runs tasks and a chord on a local Redis Cluster
@@ -25,7 +27,9 @@ import (
 // queues runs every one with its right result, and a chord whose header
 // tasks go to the three queues runs its body once with the header's
 // results in order. Results are on NewClusterBackend under a tag of their
-// own (a chord's keys must share a slot; results are small).
+// own (a chord's keys must share a slot; results are small). A worker
+// asked to consume a queue whose name holds a brace fails to start with
+// redis.ErrShardedName.
 func TestShardedWorkerChord(t *testing.T) {
 	testenv.RedisURL(t) // an integration test: skipped (or failed, under make test) like the others
 	c := testenv.StartCluster(t)
@@ -80,6 +84,13 @@ func TestShardedWorkerChord(t *testing.T) {
 		if err != nil || l != n/3 {
 			t.Fatalf("queue %s: LLEN {%s} on its master %d = %d, %v; want %d", q, q, masterOf[q], l, err, n/3)
 		}
+	}
+
+	// A queue name with a brace is refused when the worker declares it.
+	bad := NewWorker(conn, backend, WithQueues("bad{"+base+"}"))
+	if err := bad.Start(ctx); !errors.Is(err, kredis.ErrShardedName) {
+		_ = bad.Shutdown()
+		t.Fatalf("worker on a braced queue: Start = %v, want ErrShardedName", err)
 	}
 
 	w := NewWorker(conn, backend, WithQueues(queues...), WithConcurrency(3), WithShutdownTimeout(2*time.Second),
