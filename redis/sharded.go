@@ -604,10 +604,10 @@ func (b *Backend) takeQueues(ctx context.Context, calls []*takeCall, dst []trans
 	return dst, got, errs
 }
 
-// shardAck deletes the unacked records of tags: MULTI, ZREM, HDEL, EXEC
-// per queue, the queues known from this backend's takes in one pipeline
-// (go-redis sends each master its part); a tag this backend did not
-// record is looked for in every queue with unacked bookkeeping.
+// shardAck deletes the unacked records of tags: for tags of one queue
+// MULTI, ZREM, HDEL, EXEC in its slot, as Kombu; for several queues one
+// pipeline (go-redis sends each master its part). A tag this backend did
+// not record is looked for in every queue with unacked bookkeeping.
 func (b *Backend) shardAck(ctx context.Context, tags []string) error {
 	if len(tags) == 0 {
 		return nil
@@ -635,6 +635,23 @@ func (b *Backend) settleGroups(ctx context.Context, byGroup map[string][]string,
 		}
 	}
 	err := b.retry(ctx, func() error {
+		if len(byGroup) == 1 {
+			// One queue (the usual case): Kombu's MULTI, ZREM, HDEL, EXEC,
+			// atomic in the queue's slot.
+			for g, ts := range byGroup {
+				gk := b.k.group(g)
+				zargs := make([]any, len(ts))
+				for i, t := range ts {
+					zargs[i] = t
+				}
+				_, err := b.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+					p.ZRem(ctx, gk.index, zargs...)
+					p.HDel(ctx, gk.unacked, ts...)
+					return nil
+				})
+				return err
+			}
+		}
 		// One pipeline over every queue (go-redis sends each master its
 		// part); a MULTI cannot span slots, so each queue gets HDEL before
 		// ZREM: cut off between them, an index entry without its record

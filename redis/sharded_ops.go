@@ -126,6 +126,10 @@ func (b *Backend) shardPublishBatch(ctx context.Context, items []transport.Publi
 	case len(pushes) == 0:
 	case b.waiting():
 		b.shardPushWaiting(ctx, pushes)
+	case len(pushes) == 1:
+		// The common case: one message to one queue, one command (a
+		// cluster client's pipeline machinery costs more than it saves).
+		pushes[0].cmd = b.client.LPush(ctx, pushes[0].key, pushes[0].vals...)
 	default:
 		_, _ = b.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
 			for _, ps := range pushes {
