@@ -45,6 +45,10 @@ type Backend struct {
 
 	hub *waitHub
 
+	// shard is the sharded cluster layout's state (sharded.go); nil in
+	// Kombu's layout.
+	shard *shardState
+
 	// pipe coalesces concurrent Publish and Put calls (autopipe.go); nil
 	// when Options.NoAutoPipeline is set.
 	pipe *autoPipe
@@ -123,6 +127,9 @@ func newBackend(client goredis.UniversalClient, owned bool, o Options) (*Backend
 		b.wait, b.ownsWait = newWaitCluster(c, o.WaitConnections), true // cluster.go
 	}
 	b.hub = newWaitHub(b, o.WaitConnections)
+	if k.sharded {
+		b.shard = newShardState(b) // sharded.go
+	}
 	if !o.NoAutoPipeline {
 		b.pipe = newAutoPipe(b)
 	}
@@ -217,6 +224,12 @@ func (b *Backend) putNow(ctx context.Context, queue string, priority int, envelo
 	if err := b.checkOpen(); err != nil {
 		return err
 	}
+	if b.shard != nil {
+		if err := b.checkQueueName(queue); err != nil { // sharded.go
+			return err
+		}
+		defer b.shardPushed(queue)
+	}
 	return wrap("put", b.client.LPush(ctx, b.k.queueKey(queue, priority), envelope).Err())
 }
 
@@ -228,6 +241,9 @@ func (b *Backend) PutBatch(ctx context.Context, items []transport.PutItem) error
 	}
 	if len(items) == 0 {
 		return nil
+	}
+	if b.shard != nil {
+		return b.shardPutBatch(ctx, items) // sharded_ops.go
 	}
 	_, err := b.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 		for _, it := range items {
@@ -278,6 +294,9 @@ const maxSpentReceipts = 64
 // take runs scripts/get.lua for up to n messages of queues, after
 // deleting the unacked records of settle. Deliveries are appended to dst.
 func (b *Backend) take(ctx context.Context, queues []string, ack bool, n int, rotate bool, settle []string, dst []transport.Delivery) ([]transport.Delivery, error) {
+	if b.shard != nil {
+		return b.shardTake(ctx, queues, ack, n, rotate, settle, dst) // sharded.go
+	}
 	nonce, err := newToken()
 	if err != nil {
 		return dst, err
@@ -448,6 +467,9 @@ func (b *Backend) Size(ctx context.Context, queue string) (int64, error) {
 	if err := b.checkOpen(); err != nil {
 		return 0, err
 	}
+	if err := b.checkQueueName(queue); err != nil { // declare, in the sharded layout
+		return 0, err
+	}
 	var cmds []*goredis.IntCmd
 	_, err := b.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 		for _, k := range b.k.queueKeys(queue) {
@@ -511,6 +533,9 @@ func (b *Backend) QueueExists(ctx context.Context, queue string) (bool, error) {
 	if err := b.checkOpen(); err != nil {
 		return false, err
 	}
+	if err := b.checkQueueName(queue); err != nil {
+		return false, err
+	}
 	n, err := b.client.Exists(ctx, b.k.queueKeys(queue)...).Result()
 	if err != nil {
 		return false, wrap("queue exists", err)
@@ -546,6 +571,12 @@ func (b *Backend) Bind(ctx context.Context, exchange string, row transport.Bindi
 	if err := b.checkOpen(); err != nil {
 		return err
 	}
+	if b.shard != nil {
+		if err := b.checkQueueName(row.Queue); err != nil {
+			return err
+		}
+		defer b.forgetTable(exchange) // sharded_ops.go
+	}
 	return wrap("bind", b.client.SAdd(ctx, b.k.bindingKey(exchange), b.k.bindingMember(row)).Err())
 }
 
@@ -553,6 +584,9 @@ func (b *Backend) Bind(ctx context.Context, exchange string, row transport.Bindi
 func (b *Backend) Unbind(ctx context.Context, exchange string, row transport.BindingRow) error {
 	if err := b.checkOpen(); err != nil {
 		return err
+	}
+	if b.shard != nil {
+		defer b.forgetTable(exchange)
 	}
 	return wrap("unbind", b.client.SRem(ctx, b.k.bindingKey(exchange), b.k.bindingMember(row)).Err())
 }
@@ -581,6 +615,9 @@ func (b *Backend) publish1(ctx context.Context, exchange string, typ entity.Exch
 func (b *Backend) publishNow(ctx context.Context, exchange string, typ entity.ExchangeType, routingKey string, priority int, envelope []byte) (int, error) {
 	if err := b.checkOpen(); err != nil {
 		return 0, err
+	}
+	if b.shard != nil {
+		return b.shardPublish(ctx, exchange, typ, routingKey, priority, envelope) // sharded_ops.go
 	}
 	typ = typ.Normalize()
 	n, skipped, err := b.runPublish(ctx, exchange, typ, routingKey, priority, envelope)
@@ -730,6 +767,9 @@ func (b *Backend) Ack(ctx context.Context, tags ...string) error {
 	if len(tags) == 0 {
 		return nil
 	}
+	if b.shard != nil {
+		return b.shardAck(ctx, tags) // sharded.go
+	}
 	zargs := make([]any, len(tags))
 	for i, t := range tags {
 		zargs[i] = t
@@ -771,6 +811,9 @@ func (b *Backend) RecordUnacked(ctx context.Context, tag string, envelope []byte
 	if err := b.checkOpen(); err != nil {
 		return err
 	}
+	if b.shard != nil {
+		return b.shardRecordUnacked(ctx, tag, envelope, exchange, routingKey) // sharded_ops.go
+	}
 	_, err := b.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 		p.ZAdd(ctx, b.k.unackedIndex, goredis.Z{Score: transport.UnixSeconds(b.opts.Clock.Now()), Member: tag})
 		p.HSet(ctx, b.k.unacked, tag, UnackedValue(envelope, exchange, routingKey))
@@ -793,6 +836,9 @@ func (b *Backend) RecordUnacked(ctx context.Context, tag string, envelope []byte
 func (b *Backend) Restore(ctx context.Context, tag string, leftmost bool, route transport.RouteFunc) error {
 	if err := b.checkOpen(); err != nil {
 		return err
+	}
+	if b.shard != nil {
+		return b.shardRestore(ctx, tag, leftmost, route) // sharded_ops.go
 	}
 	// A restore can be repeated safely (a second run finds no record), so
 	// connection errors are retried.
@@ -1011,6 +1057,9 @@ func envelopePriority(raw []byte) int {
 func (b *Backend) RestoreExpired(ctx context.Context, deadline time.Time, route transport.RouteFunc) (int, error) {
 	if err := b.checkOpen(); err != nil {
 		return 0, err
+	}
+	if b.shard != nil {
+		return b.shardRestoreExpired(ctx, deadline, route) // sharded_ops.go
 	}
 	token, err := newToken()
 	if err != nil {

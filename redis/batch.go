@@ -53,6 +53,9 @@ func (b *Backend) publishBatch1(ctx context.Context, items []transport.PublishIt
 		}
 		return ns, errs
 	}
+	if b.shard != nil {
+		return b.shardPublishBatch(ctx, items) // sharded_ops.go
+	}
 	type op struct {
 		from, to int // items[from:to]
 		cmd      *goredis.Cmd

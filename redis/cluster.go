@@ -95,6 +95,9 @@ func notClusterForm(u *transport.URL, o Options) error {
 	if o.HashTag != "" {
 		return fmt.Errorf("%w: hash_tag is an option of rediscluster:// URLs, not %s://", transport.ErrBadURL, u.Scheme)
 	}
+	if o.ClusterLayout == LayoutSharded {
+		return fmt.Errorf("%w: cluster_layout is an option of rediscluster:// URLs, not %s://", transport.ErrBadURL, u.Scheme)
+	}
 	return nil
 }
 

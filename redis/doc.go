@@ -173,10 +173,9 @@
 // you are given is a cluster (managed cluster-mode services). Not for
 // throughput: the tag's slot lives on one master, so one master carries
 // all of the transport's queues and the others carry none of its load.
-// Teams that need queues spread over masters need a layout Kombu does not
-// have (per-queue slots), which kombu-go does not offer yet. Separate
-// transports with different tags (one per application) may land on
-// different masters.
+// Teams that need queues spread over masters use the sharded layout
+// below (Go only). Separate transports with different tags (one per
+// application) may also land on different masters.
 //
 // Failover: kill the tag's master and a replica is promoted in about
 // cluster-node-timeout plus a second; producers and consumers follow by
@@ -225,6 +224,24 @@
 // Go to Go plus the key formula checked against the PR's (TestClusterHashTag,
 // TestClusterOpenURL). The Celery result backend on a cluster is
 // celery.NewClusterBackend with the same tag.
+//
+// The sharded layout, rediscluster://...?cluster_layout=sharded (New: the
+// option WithClusterLayout(LayoutSharded)), is kombu-go's own: each
+// queue's keys are P+"{"+queue+"}"+name (its priority lists, the unacked
+// records of what was taken from it, its restore mutex and dead-letter
+// list), so the queues spread over the masters. Takes run the take script
+// per queue (no command spans two slots), leaving out queues their
+// watchers say are empty; acks find the queue of a tag in an in-process
+// map; publishes route in Go through a briefly cached binding table; the
+// visibility sweep walks the queues with unacked records, each under its
+// own mutex; fanout is sharded pub/sub (SPUBLISH, SSUBSCRIBE). Priorities
+// are strict within a queue, not across queues (round robin); a message
+// routed to several queues is not all-or-nothing. No Python Kombu reads
+// it. hash_tag and a global_keyprefix with braces are refused with it, and
+// so is a queue name holding a brace
+// (ErrShardedName). CLUSTER-SHARDED.md in the package's source has the
+// keys, the guarantees and the measured cost (TestShardedConformance,
+// TestShardedLoadSpread).
 //
 // # Replication
 //

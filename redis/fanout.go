@@ -20,6 +20,9 @@ func (b *Backend) PublishFanout(ctx context.Context, exchange, routingKey string
 	if err := b.checkOpen(); err != nil {
 		return err
 	}
+	if b.shard != nil {
+		return b.shardPublishFanout(ctx, exchange, routingKey, envelope) // sharded_fanout.go
+	}
 	ch := b.k.fanoutChannel(exchange, routingKey)
 	if c, ok := b.client.(*goredis.ClusterClient); ok {
 		return wrap("publish fanout", clusterPublish(ctx, c, ch, envelope)) // cluster.go
@@ -39,6 +42,9 @@ func (b *Backend) SubscribeFanout(ctx context.Context, subs []transport.FanoutSu
 	}
 	if len(subs) == 0 {
 		return nil, errors.New("kombu: redis: subscribe fanout: no bindings")
+	}
+	if b.shard != nil {
+		return b.shardSubscribeFanout(ctx, subs) // sharded_fanout.go
 	}
 	seen := map[string]bool{}
 	var patterns []string
@@ -67,11 +73,16 @@ func (b *Backend) SubscribeFanout(ctx context.Context, subs []transport.FanoutSu
 
 type subscription struct {
 	patterns []string
-	c        chan transport.Delivery
-	done     chan struct{}
-	once     sync.Once
-	wg       sync.WaitGroup
-	err      error
+	// open, if set, makes the subscription's pub/sub connection (and
+	// subscribes) instead of PSUBSCRIBE to patterns; accept, if set, turns
+	// a received message into a delivery or drops it (sharded_fanout.go).
+	open   func(ctx context.Context) *goredis.PubSub
+	accept func(m *goredis.Message) (transport.Delivery, bool)
+	c      chan transport.Delivery
+	done   chan struct{}
+	once   sync.Once
+	wg     sync.WaitGroup
+	err    error
 
 	mu sync.Mutex
 	ps *goredis.PubSub // replaced when the connection is found dead
@@ -142,6 +153,11 @@ func (s *subscription) run(b *Backend) {
 			continue // subscription confirmations, pongs, empty payloads (dropped, as Kombu does)
 		}
 		d := transport.Delivery{Exchange: b.k.fanoutExchange(m.Channel), Envelope: []byte(m.Payload)}
+		if s.accept != nil {
+			if d, ok = s.accept(m); !ok {
+				continue
+			}
+		}
 		select {
 		case s.c <- d:
 		case <-s.done:
@@ -155,7 +171,12 @@ func (s *subscription) run(b *Backend) {
 func (s *subscription) resubscribe(ctx context.Context, b *Backend) {
 	delay := 50 * time.Millisecond
 	for !s.stopped() {
-		ps := b.client.PSubscribe(ctx, s.patterns...)
+		var ps *goredis.PubSub
+		if s.open != nil {
+			ps = s.open(ctx)
+		} else {
+			ps = b.client.PSubscribe(ctx, s.patterns...)
+		}
 		rctx, cancel := context.WithTimeout(ctx, max(b.opts.HealthCheckInterval, time.Second))
 		_, err := ps.ReceiveTimeout(rctx, max(b.opts.HealthCheckInterval, time.Second))
 		cancel()

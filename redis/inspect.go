@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -46,6 +47,24 @@ func (b *Backend) Exchanges(ctx context.Context) ([]string, error) {
 	}
 	base := b.k.bindingKey("")
 	var out []string
+	if c, ok := b.client.(*goredis.ClusterClient); ok {
+		// SCAN goes to one node; the binding keys may be on any master.
+		var mu sync.Mutex
+		err := c.ForEachMaster(ctx, func(ctx context.Context, node *goredis.Client) error {
+			iter := node.Scan(ctx, 0, globEscape(base)+"*", 1000).Iterator()
+			for iter.Next(ctx) {
+				mu.Lock()
+				out = append(out, strings.TrimPrefix(iter.Val(), base))
+				mu.Unlock()
+			}
+			return iter.Err()
+		})
+		if err != nil {
+			return nil, wrap("exchanges", err)
+		}
+		slices.Sort(out)
+		return slices.Compact(out), nil
+	}
 	iter := b.client.Scan(ctx, 0, globEscape(base)+"*", 1000).Iterator()
 	for iter.Next(ctx) {
 		out = append(out, strings.TrimPrefix(iter.Val(), base))
@@ -67,6 +86,9 @@ func globEscape(s string) string {
 func (b *Backend) Unacked(ctx context.Context) (int64, time.Time, error) {
 	if err := b.checkOpen(); err != nil {
 		return 0, time.Time{}, err
+	}
+	if b.shard != nil {
+		return b.shardUnacked(ctx) // sharded_ops.go
 	}
 	var n *goredis.IntCmd
 	var first *goredis.ZSliceCmd
@@ -99,6 +121,9 @@ func fromUnixSeconds(f float64) time.Time {
 func (b *Backend) UnackedEntries(ctx context.Context, limit int) ([]transport.UnackedEntry, error) {
 	if err := b.checkOpen(); err != nil {
 		return nil, err
+	}
+	if b.shard != nil {
+		return b.shardUnackedEntries(ctx, limit) // sharded_ops.go
 	}
 	stop := int64(-1)
 	if limit > 0 {

@@ -27,9 +27,10 @@ const bindingPrefix = "_kombu.binding."
 
 // keys builds the names of one backend's keys.
 type keys struct {
-	prefix string // P, global_keyprefix
-	sep    string
-	steps  []int
+	prefix  string // P, global_keyprefix
+	sep     string
+	sharded bool // ClusterLayout sharded: a queue's keys are P+"{"+queue+"}"+... (sharded.go)
+	steps   []int
 
 	unacked, unackedIndex, unackedMutex string // with P
 	malformed                           string // with P
@@ -59,6 +60,7 @@ func newKeys(o *Options, db int) (keys, error) {
 		suffixes[i] = stepSuffix(st, o.Sep)
 	}
 	return keys{
+		sharded:        o.ClusterLayout == LayoutSharded,
 		suffixes:       suffixes,
 		prefix:         prefix,
 		sep:            o.Sep,
@@ -118,12 +120,22 @@ func stepSuffix(step int, sep string) string {
 // queueKey is P + the list of queue for priority: P+queue, or
 // P+queue+sep+step (wire spec §7.2).
 func (k *keys) queueKey(queue string, priority int) string {
-	return k.prefix + queue + k.listSuffix(priority)
+	return k.queueBase(queue) + k.listSuffix(priority)
 }
 
 // stepKey is P + the list of queue for one priority step.
 func (k *keys) stepKey(queue string, step int) string {
-	return k.prefix + queue + stepSuffix(step, k.sep)
+	return k.queueBase(queue) + stepSuffix(step, k.sep)
+}
+
+// queueBase is what a queue's list names start with: P+queue, or in the
+// sharded cluster layout P+"{"+queue+"}", so that all of them hash to the
+// queue's slot (sharded.go).
+func (k *keys) queueBase(queue string) string {
+	if k.sharded {
+		return k.prefix + "{" + queue + "}"
+	}
+	return k.prefix + queue
 }
 
 // queueKeys are all priority lists of queue, lowest step first.

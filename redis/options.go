@@ -47,6 +47,13 @@ type Options struct {
 	// spelling with the braces ("{tag}") is accepted too and means the
 	// same; any other brace is an error.
 	HashTag string
+	// ClusterLayout chooses how keys spread over a Redis Cluster's slots:
+	// "" or LayoutCompatible (Kombu PR 2204's layout: every key in the
+	// hash tag's slot, or Kombu's plain names without a tag), or
+	// LayoutSharded (each queue's keys in that queue's own slot, so queues
+	// spread over the masters; Go-only, see CLUSTER-SHARDED.md). URL
+	// option cluster_layout.
+	ClusterLayout ClusterLayout
 	// Sep separates a queue name from its priority step, and the fields of
 	// binding members (Kombu: sep, "\x06\x16").
 	Sep string
@@ -79,7 +86,9 @@ type Options struct {
 	RestorePriority RestorePriority
 	// WaitConnections is the most connections a waiting Fetch keeps blocked in
 	// Redis at once (see the package documentation). 0 disables blocking
-	// waits: Fetch then polls.
+	// waits: Fetch then polls. In the sharded cluster layout the same
+	// watchers tell takes which queues are empty: one per priority list
+	// of each queue consumed (4 per queue with the default steps).
 	WaitConnections int
 	// PublishWaitReplicas, if positive, makes Publish and PublishBatch
 	// wait, with Redis's WAIT on the connection that wrote, until that
@@ -153,6 +162,11 @@ func WithKeyPrefix(p string) Option {
 // WithHashTag sets the cluster hash tag (Options.HashTag).
 func WithHashTag(tag string) Option {
 	return func(o *Options) error { o.HashTag = tag; return nil }
+}
+
+// WithClusterLayout sets Options.ClusterLayout.
+func WithClusterLayout(l ClusterLayout) Option {
+	return func(o *Options) error { o.ClusterLayout = l; return nil }
 }
 
 // WithSep sets Kombu's sep.
@@ -252,6 +266,9 @@ var ErrBadOption = errors.New("kombu: redis: bad option")
 // validate checks o and fills in what may be left empty.
 func (o *Options) validate() error {
 	if _, err := HashTagPrefix(o.HashTag); err != nil {
+		return err
+	}
+	if err := o.validateLayout(); err != nil { // sharded.go
 		return err
 	}
 	if o.Sep == "" {

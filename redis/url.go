@@ -77,7 +77,8 @@ type connConfig struct {
 // base), malformed_key, wait_connections, publish_wait_replicas,
 // publish_wait_timeout, auto_pipeline (true by default; see
 // Options.NoAutoPipeline). rediscluster:// URLs also take hash_tag (Kombu
-// PR 2204's name; see the package documentation's Redis Cluster section). The transport core's options
+// PR 2204's name; see the package documentation's Redis Cluster section)
+// and cluster_layout (compatible, the default, or sharded). The transport core's options
 // (transport.CoreOptionNames) are accepted and ignored here. Durations
 // are seconds. Anything else is an error matching transport.ErrBadURL.
 func OpenURL(ctx context.Context, u *transport.URL, opts ...Option) (*Backend, error) {
@@ -222,6 +223,8 @@ func applyURLOptions(o *Options, cc *connConfig, m map[string]string) error {
 			o.KeyPrefix = v
 		case "hash_tag":
 			o.HashTag = v
+		case "cluster_layout":
+			o.ClusterLayout = ClusterLayout(strings.ToLower(strings.TrimSpace(v)))
 		case "sep":
 			o.Sep = v
 		case "priority_steps":

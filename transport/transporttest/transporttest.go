@@ -48,6 +48,13 @@ type Features struct {
 	// (miniredis's Lua cjson refuses them; redis-server's accepts them).
 	// The round-trip case then leaves that envelope out, saying so.
 	NoNonFiniteJSON bool
+	// NoCrossQueuePriority, if set, says why the backend serves priorities
+	// strictly within each queue but not step-major across the queues of
+	// one take (the sharded Redis Cluster layout: one queue per slot, so
+	// no command sees two queues' lists). The step-major case then checks
+	// the weaker promise instead (every message taken once, each queue's
+	// own messages in priority order) and logs the reason.
+	NoCrossQueuePriority string
 	// PollingInterval is the transports' PollingInterval (the blocking-get
 	// timeout, or the sleep between empty polls). Zero means 100 ms.
 	PollingInterval time.Duration
