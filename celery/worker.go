@@ -449,6 +449,9 @@ type request struct {
 	mu      sync.Mutex
 	settle  bool
 	started time.Time // when the pool started it (runtime in task-succeeded)
+	// handoff, if set, hands the pool slot to a fresh goroutine once the
+	// handler has returned (handoff.go).
+	handoff func()
 }
 
 func (w *Worker) isStopping() bool {
@@ -674,6 +677,9 @@ func (w *Worker) execute(ctx context.Context, req *request) {
 func (w *Worker) finish(ctx context.Context, req *request, task *Task, soft, hard time.Duration, late bool) (any, error) {
 	tm, cfg := req.tm, req.reg.cfg
 	result, err, stack, hardHit := w.callWithLimits(ctx, req, task, soft, hard)
+	if req.handoff != nil {
+		req.handoff() // the handler is done: its slot may take the next task
+	}
 	softHit := errors.Is(err, ErrSoftTimeLimitExceeded) || (err != nil && errors.Is(context.Cause(ctx), ErrSoftTimeLimitExceeded))
 	bg := context.WithoutCancel(ctx)
 	if errors.Is(context.Cause(ctx), ErrTerminated) {

@@ -1,0 +1,71 @@
+package celery
+
+import "sync/atomic"
+
+// Hand-off of a pool slot when a handler returns.
+//
+// A pool goroutine runs a task from its start to its end: the handler,
+// then what its outcome calls for (result stored, chord part returned, late
+// ack, task event, log), in Celery's order (app/trace.py). The last part
+// waits on round trips to Redis while the handler slot sits idle. So once
+// the handler has returned, the goroutine hands its slot to a fresh pool
+// goroutine, which takes the next task at once, and ends after finishing
+// its own task. At most concurrency handlers still run at once (Celery's
+// concurrency), each task's steps keep their order, and the stores of
+// tasks finishing together share round trips (Backend.Store's group
+// commit). Finishing tasks stay active (inspect active) until they are
+// done, and a shutdown waits for them as for running ones.
+//
+// Hand-offs in progress are bounded (finishingPerSlot per pool slot): past
+// that, a goroutine finishes its task before taking another, as without
+// hand-offs, so a slow backend holds back new tasks rather than piling up
+// finishing ones.
+
+// finishingPerSlot bounds the tasks finishing after a hand-off, per pool
+// slot.
+const finishingPerSlot = 8
+
+// poolLoop is one pool goroutine: it takes due requests and executes them
+// until the pool shrinks, the ready queue closes, or it has handed its slot
+// over.
+func (w *Worker) poolLoop(p *poolState) {
+	defer p.wg.Done()
+	for {
+		if w.leavePool() {
+			return
+		}
+		req, ok := w.ready.pop()
+		if !ok {
+			return
+		}
+		if req == nil {
+			continue // nudged: check for a shrink
+		}
+		var handed atomic.Bool
+		req.handoff = func() {
+			if handed.Load() || !w.finishing(1) {
+				return
+			}
+			handed.Store(true)
+			p.wg.Add(1)
+			go w.poolLoop(p)
+		}
+		w.execute(p.ctx, req)
+		if handed.Load() {
+			w.finishing(-1)
+			return // a fresh goroutine holds the slot
+		}
+	}
+}
+
+// finishing takes (d = 1, reporting whether one was free) or returns (d =
+// -1) a finishing place.
+func (w *Worker) finishing(d int) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if d > 0 && w.pool.finishing >= finishingPerSlot*max(1, w.pool.size-w.pool.shrink) {
+		return false
+	}
+	w.pool.finishing += d
+	return true
+}
