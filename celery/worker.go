@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -199,7 +198,7 @@ func NewWorker(conn *kombu.Connection, backend *Backend, opts ...WorkerOption) *
 		log = conn.Logger()
 	}
 	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		log = slog.New(slog.DiscardHandler)
 	}
 	return &Worker{
 		conn: conn, backend: backend, opts: o, log: log,
@@ -492,12 +491,14 @@ func (w *Worker) dispatch(life context.Context, m *entity.Message) {
 		return
 	}
 	w.state.reserve(req)
-	w.taskEvent("task-received", req, map[string]any{
-		"name": tm.Task, "args": orRepr(tm.ArgsRepr, func() string { return argsRepr(tm.Args) }),
-		"kwargs":  orRepr(tm.KwargsRepr, func() string { return kwargsRepr(tm.Kwargs) }),
-		"root_id": tm.RootID, "parent_id": nilIfEmpty(tm.ParentID), "retries": tm.Retries,
-		"eta": isoOrNil(tm.ETA), "expires": isoOrNil(tm.Expires),
-	})
+	if w.taskEventsOn() { // the fields are built only for an event sent
+		w.taskEvent("task-received", req, map[string]any{
+			"name": tm.Task, "args": orRepr(tm.ArgsRepr, func() string { return argsRepr(tm.Args) }),
+			"kwargs":  orRepr(tm.KwargsRepr, func() string { return kwargsRepr(tm.Kwargs) }),
+			"root_id": tm.RootID, "parent_id": nilIfEmpty(tm.ParentID), "retries": tm.Retries,
+			"eta": isoOrNil(tm.ETA), "expires": isoOrNil(tm.Expires),
+		})
+	}
 	if !tm.ETA.IsZero() && tm.ETA.After(now) {
 		w.schedule(req, tm.ETA.Sub(now))
 		return
@@ -762,8 +763,12 @@ func (w *Worker) succeed(ctx context.Context, req *request, result any) {
 		w.chordPartReturn(ctx, part, StateSuccess, result)
 	}
 	w.settle(req, settleAck)
-	w.taskEvent("task-succeeded", req, map[string]any{"result": safeRepr(normalize(result), 1024), "runtime": time.Since(req.started).Seconds()})
-	w.logFor(req).Info("celery: task succeeded", "task", tm.Task, "id", tm.ID)
+	if w.taskEventsOn() {
+		w.taskEvent("task-succeeded", req, map[string]any{"result": safeRepr(normalize(result), 1024), "runtime": time.Since(req.started).Seconds()})
+	}
+	if w.log.Enabled(context.Background(), slog.LevelInfo) {
+		w.logFor(req).Info("celery: task succeeded", "task", tm.Task, "id", tm.ID)
+	}
 }
 
 // fail is Celery's mark_as_failure: store FAILURE, return the chord part,
