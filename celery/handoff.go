@@ -1,7 +1,5 @@
 package celery
 
-import "sync/atomic"
-
 // Hand-off of a pool slot when a handler returns.
 //
 // A pool goroutine runs a task from its start to its end: the handler,
@@ -26,10 +24,30 @@ import "sync/atomic"
 const finishingPerSlot = 8
 
 // poolLoop is one pool goroutine: it takes due requests and executes them
-// until the pool shrinks, the ready queue closes, or it has handed its slot
-// over.
+// until the pool shrinks or the ready queue closes. After handing its slot
+// over it finishes its task, then waits (idle) until a later hand-off gives
+// it a slot again: goroutines are reused, so their grown stacks are too.
 func (w *Worker) poolLoop(p *poolState) {
 	defer p.wg.Done()
+	var wake chan struct{} // made on the first hand-off
+	var handed bool
+	handoff := func() {
+		if handed || !w.finishing(1) {
+			return
+		}
+		handed = true
+		w.mu.Lock()
+		if n := len(p.idle); n > 0 {
+			next := p.idle[n-1]
+			p.idle = p.idle[:n-1]
+			w.mu.Unlock()
+			next <- struct{}{}
+			return
+		}
+		p.wg.Add(1)
+		w.mu.Unlock()
+		go w.poolLoop(p)
+	}
 	for {
 		if w.leavePool() {
 			return
@@ -41,19 +59,24 @@ func (w *Worker) poolLoop(p *poolState) {
 		if req == nil {
 			continue // nudged: check for a shrink
 		}
-		var handed atomic.Bool
-		req.handoff = func() {
-			if handed.Load() || !w.finishing(1) {
-				return
-			}
-			handed.Store(true)
-			p.wg.Add(1)
-			go w.poolLoop(p)
-		}
+		handed = false
+		req.handoff = handoff
 		w.execute(p.ctx, req)
-		if handed.Load() {
-			w.finishing(-1)
-			return // a fresh goroutine holds the slot
+		if !handed {
+			continue
+		}
+		// Another goroutine holds the slot: wait for one to come back.
+		if wake == nil {
+			wake = make(chan struct{}, 1)
+		}
+		w.mu.Lock()
+		p.idle = append(p.idle, wake)
+		w.mu.Unlock()
+		w.finishing(-1)
+		select {
+		case <-wake:
+		case <-w.ready.done:
+			return
 		}
 	}
 }

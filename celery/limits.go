@@ -167,6 +167,9 @@ type poolState struct {
 	// finishing counts tasks finishing after their goroutine handed its
 	// slot over (handoff.go).
 	finishing int
+	// idle holds the wake channels of goroutines that finished a task
+	// after a hand-off and wait to take a slot again (handoff.go).
+	idle []chan struct{}
 }
 
 // growPool starts n more pool goroutines (Celery's pool_grow) and raises

@@ -904,9 +904,12 @@ type readyQueue struct {
 	items  []*request
 	wake   chan struct{}
 	closed bool
+	done   chan struct{} // closed by close
 }
 
-func newReadyQueue() *readyQueue { return &readyQueue{wake: make(chan struct{})} }
+func newReadyQueue() *readyQueue {
+	return &readyQueue{wake: make(chan struct{}), done: make(chan struct{})}
+}
 
 func (q *readyQueue) push(r *request) {
 	q.mu.Lock()
@@ -955,6 +958,9 @@ func (q *readyQueue) pop() (*request, bool) {
 
 func (q *readyQueue) close() {
 	q.mu.Lock()
+	if !q.closed {
+		close(q.done)
+	}
 	q.closed = true
 	close(q.wake)
 	q.wake = make(chan struct{})
