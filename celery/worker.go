@@ -107,7 +107,9 @@ func WithQueues(queues ...string) WorkerOption {
 }
 
 // WithConcurrency sets the number of tasks run at once (default: the number
-// of CPUs, as Celery's default).
+// of CPUs, as Celery's default). It bounds the handlers running at once: a
+// slot whose handler has returned takes the next task while its task's
+// result is stored (the task stays active until then).
 func WithConcurrency(n int) WorkerOption { return func(o *workerOptions) { o.concurrency = n } }
 
 // WithPrefetchMultiplier sets worker_prefetch_multiplier (default 4): at
