@@ -57,3 +57,57 @@ func TestWorkerHandsOffSlotWhileStoring(t *testing.T) {
 		t.Fatalf("%d handlers ran at once with concurrency 1", m)
 	}
 }
+
+// Proves: with task events on and acks_late, tasks whose stores are
+// batched (held in one round trip while later tasks run) still send
+// task-succeeded only after their own result is in the backend: every
+// task-succeeded event received finds its task's SUCCESS stored.
+func TestWorkerBatchedStoreBeforeSucceededEvent(t *testing.T) {
+	e := newTestEnv(t)
+	hook := newPipeHook()
+	e.backend.Client().(*redis.Client).AddHook(hook)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type seen struct {
+		id     string
+		status State
+	}
+	events := make(chan seen, 16)
+	ready := make(chan struct{})
+	go func() {
+		_ = NewEventReceiver(e.conn).Run(ctx, func(ev Event) {
+			if ev.Type == "task-succeeded" {
+				m, _ := e.backend.Get(context.Background(), ev.UUID)
+				events <- seen{ev.UUID, m.Status}
+			}
+		}, func() { close(ready) }, nil)
+	}()
+	<-ready
+	e.worker(t, func(w *Worker) {
+		w.Register("tasks.noop", func(context.Context, *Task) (any, error) { return "ok", nil })
+	}, WithConcurrency(1), WithAcksLate(true), WithEvents(), WithoutHeartbeat())
+	first := e.send(t, "tasks.noop", nil, nil).ID
+	waitFor(t, func() bool { return len(hook.sent()) > 0 }) // its store is held
+	ids := map[string]bool{first: true}
+	for range 3 {
+		ids[e.send(t, "tasks.noop", nil, nil).ID] = true
+	}
+	queued(t, e.backend, 3) // the next three ran and wait in one batch
+	select {
+	case ev := <-events:
+		t.Fatalf("task-succeeded for %s sent while its store was held", ev.id)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(hook.release)
+	for range ids {
+		select {
+		case ev := <-events:
+			if !ids[ev.id] || ev.status != StateSuccess {
+				t.Fatalf("task-succeeded for %s found its result %s", ev.id, ev.status)
+			}
+			delete(ids, ev.id)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no task-succeeded for %v", ids)
+		}
+	}
+}
