@@ -92,3 +92,15 @@ func (w *Worker) finishing(d int) bool {
 	w.pool.finishing += d
 	return true
 }
+
+// hungry is the consumers' Hungry: the pool has run out of due tasks, so
+// the consumer fetches as soon as a prefetch slot is free. While tasks
+// wait in the ready queue it fetches a batch's worth at once instead (the
+// dispatcher hands messages on at once, so the consumer's own buffer is
+// always empty and cannot tell).
+func (w *Worker) hungry() bool {
+	q := w.ready
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items) == 0
+}

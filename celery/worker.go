@@ -297,6 +297,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.events = events
 	w.qos = kombu.NewQoS(limit)
 	w.ready = newReadyQueue()
+	w.ready.emptied = w.qos.Wake // the consumers fetch again at once (hungry)
 	w.timers = map[*request]*time.Timer{}
 	w.cancel = cancel
 	w.done = make(chan struct{})
@@ -907,6 +908,9 @@ type readyQueue struct {
 	wake   chan struct{}
 	closed bool
 	done   chan struct{} // closed by close
+	// emptied, if set, is called (without q.mu) when pop takes the last
+	// request: the consumers' Hungry turns true (handoff.go).
+	emptied func()
 }
 
 func newReadyQueue() *readyQueue {
@@ -943,7 +947,11 @@ func (q *readyQueue) pop() (*request, bool) {
 			r := q.items[0]
 			q.items[0] = nil
 			q.items = q.items[1:]
+			emptied := len(q.items) == 0
 			q.mu.Unlock()
+			if emptied && q.emptied != nil {
+				q.emptied()
+			}
 			return r, true
 		}
 		wake := q.wake
