@@ -908,6 +908,8 @@ type readyQueue struct {
 	wake   chan struct{}
 	closed bool
 	done   chan struct{} // closed by close
+	// waiting counts goroutines blocked in pop on wake.
+	waiting int
 	// emptied, if set, is called (without q.mu) when pop takes the last
 	// request: the consumers' Hungry turns true (handoff.go).
 	emptied func()
@@ -920,8 +922,10 @@ func newReadyQueue() *readyQueue {
 func (q *readyQueue) push(r *request) {
 	q.mu.Lock()
 	q.items = append(q.items, r)
-	close(q.wake)
-	q.wake = make(chan struct{})
+	if q.waiting > 0 { // nobody to wake otherwise: keep the channel
+		close(q.wake)
+		q.wake = make(chan struct{})
+	}
 	q.mu.Unlock()
 }
 
@@ -955,9 +959,11 @@ func (q *readyQueue) pop() (*request, bool) {
 			return r, true
 		}
 		wake := q.wake
+		q.waiting++
 		q.mu.Unlock()
 		<-wake
 		q.mu.Lock()
+		q.waiting--
 		empty := len(q.items) == 0 && !q.closed
 		q.mu.Unlock()
 		if empty {
