@@ -135,6 +135,15 @@ func WithDeferredAcks(maxDelay time.Duration) ConsumerOption {
 	return func(o *consumerOptions) { o.DeferredAcks = maxDelay }
 }
 
+// WithHungry tells the consumer when its handlers run out of work, for a
+// handler that hands messages on to goroutines of its own: the consumer
+// then fetches a batch's worth of messages in one round trip while they
+// have work, and as soon as one prefetch slot is free once hungry reports
+// true (ConsumeOptions.Hungry; call QoS.Wake when it turns true).
+func WithHungry(hungry func() bool) ConsumerOption {
+	return func(o *consumerOptions) { o.Hungry = hungry }
+}
+
 // WithPaused makes the consumer ask paused before each fetch whether to
 // leave a queue out: a queue for which it returns true is not fetched from
 // until it returns false again (Kombu's basic_cancel of one queue, which

@@ -33,6 +33,7 @@ type Backend struct {
 	prefix  string
 	poll    time.Duration
 	now     func() time.Time
+	batch   storeBatcher // concurrent Store calls (storebatch.go)
 }
 
 // BackendOption configures a Backend.
@@ -115,25 +116,18 @@ func (b *Backend) Get(ctx context.Context, taskID string) (*ResultMeta, error) {
 // meta and leaves a SUCCESS in place (Celery's guard against a lost worker
 // overwriting a result), else SETEX (or SET when results never expire) and
 // PUBLISH in one MULTI/EXEC. DateDone is set for ready states if zero.
+// Concurrent calls share those two round trips (group commit), each
+// returning its own result once Redis has replied.
 func (b *Backend) Store(ctx context.Context, m *ResultMeta) error {
 	if m.Status.Ready() && m.DateDone.IsZero() {
 		m.DateDone = b.now()
-	}
-	cur, err := b.Get(ctx, m.TaskID)
-	if err != nil {
-		return err
-	}
-	if cur.Status == StateSuccess {
-		return nil
 	}
 	val, err := m.Marshal()
 	if err != nil {
 		return err
 	}
-	if err := b.set(ctx, b.Key(m.TaskID), val); err != nil {
-		return fmt.Errorf("celery: store result of %s: %w", m.TaskID, err)
-	}
-	return nil
+	// Concurrent calls share the round trips (storebatch.go).
+	return b.store(ctx, &storeCall{id: m.TaskID, key: b.Key(m.TaskID), val: val, success: m.Status == StateSuccess})
 }
 
 // set is Celery's RedisBackend.set: SETEX with the result expiry (SET when

@@ -164,6 +164,12 @@ type poolState struct {
 	ctx    context.Context
 	size   int // goroutines running or about to
 	shrink int // goroutines asked to stop
+	// finishing counts tasks finishing after their goroutine handed its
+	// slot over (handoff.go).
+	finishing int
+	// idle holds the wake channels of goroutines that finished a task
+	// after a hand-off and wait to take a slot again (handoff.go).
+	idle []chan struct{}
 }
 
 // growPool starts n more pool goroutines (Celery's pool_grow) and raises
@@ -183,22 +189,7 @@ func (w *Worker) growPool(n int) {
 	}
 	for range n {
 		p.wg.Add(1)
-		go func() {
-			defer p.wg.Done()
-			for {
-				if w.leavePool() {
-					return
-				}
-				req, ok := w.ready.pop()
-				if !ok {
-					return
-				}
-				if req == nil {
-					continue // nudged: check for a shrink
-				}
-				w.execute(p.ctx, req)
-			}
-		}()
+		go w.poolLoop(p) // handoff.go
 	}
 }
 

@@ -48,7 +48,7 @@ func (w *Worker) consumer(queues ...string) *kombu.Consumer {
 	}
 	return w.conn.Consumer(qs, kombu.WithManualAck(), kombu.WithoutDeclare(), kombu.WithQoS(w.qos),
 		kombu.WithConcurrency(1), kombu.WithConsumerTag(w.opts.hostname), kombu.WithAccept(w.opts.accept...),
-		kombu.WithPaused(w.queuePaused),
+		kombu.WithPaused(w.queuePaused), kombu.WithHungry(w.hungry),
 		// Handlers in flight are the dispatcher only; the pool is drained
 		// before the consumer is cancelled.
 		kombu.WithShutdownTimeout(5*time.Second),

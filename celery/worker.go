@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -108,7 +107,9 @@ func WithQueues(queues ...string) WorkerOption {
 }
 
 // WithConcurrency sets the number of tasks run at once (default: the number
-// of CPUs, as Celery's default).
+// of CPUs, as Celery's default). It bounds the handlers running at once: a
+// slot whose handler has returned takes the next task while its task's
+// result is stored (the task stays active until then).
 func WithConcurrency(n int) WorkerOption { return func(o *workerOptions) { o.concurrency = n } }
 
 // WithPrefetchMultiplier sets worker_prefetch_multiplier (default 4): at
@@ -199,7 +200,7 @@ func NewWorker(conn *kombu.Connection, backend *Backend, opts ...WorkerOption) *
 		log = conn.Logger()
 	}
 	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		log = slog.New(slog.DiscardHandler)
 	}
 	return &Worker{
 		conn: conn, backend: backend, opts: o, log: log,
@@ -296,6 +297,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.events = events
 	w.qos = kombu.NewQoS(limit)
 	w.ready = newReadyQueue()
+	w.ready.emptied = w.qos.Wake // the consumers fetch again at once (hungry)
 	w.timers = map[*request]*time.Timer{}
 	w.cancel = cancel
 	w.done = make(chan struct{})
@@ -449,6 +451,9 @@ type request struct {
 	mu      sync.Mutex
 	settle  bool
 	started time.Time // when the pool started it (runtime in task-succeeded)
+	// handoff, if set, hands the pool slot to a fresh goroutine once the
+	// handler has returned (handoff.go).
+	handoff func()
 }
 
 func (w *Worker) isStopping() bool {
@@ -489,12 +494,14 @@ func (w *Worker) dispatch(life context.Context, m *entity.Message) {
 		return
 	}
 	w.state.reserve(req)
-	w.taskEvent("task-received", req, map[string]any{
-		"name": tm.Task, "args": orRepr(tm.ArgsRepr, func() string { return argsRepr(tm.Args) }),
-		"kwargs":  orRepr(tm.KwargsRepr, func() string { return kwargsRepr(tm.Kwargs) }),
-		"root_id": tm.RootID, "parent_id": nilIfEmpty(tm.ParentID), "retries": tm.Retries,
-		"eta": isoOrNil(tm.ETA), "expires": isoOrNil(tm.Expires),
-	})
+	if w.taskEventsOn() { // the fields are built only for an event sent
+		w.taskEvent("task-received", req, map[string]any{
+			"name": tm.Task, "args": orRepr(tm.ArgsRepr, func() string { return argsRepr(tm.Args) }),
+			"kwargs":  orRepr(tm.KwargsRepr, func() string { return kwargsRepr(tm.Kwargs) }),
+			"root_id": tm.RootID, "parent_id": nilIfEmpty(tm.ParentID), "retries": tm.Retries,
+			"eta": isoOrNil(tm.ETA), "expires": isoOrNil(tm.Expires),
+		})
+	}
 	if !tm.ETA.IsZero() && tm.ETA.After(now) {
 		w.schedule(req, tm.ETA.Sub(now))
 		return
@@ -674,6 +681,9 @@ func (w *Worker) execute(ctx context.Context, req *request) {
 func (w *Worker) finish(ctx context.Context, req *request, task *Task, soft, hard time.Duration, late bool) (any, error) {
 	tm, cfg := req.tm, req.reg.cfg
 	result, err, stack, hardHit := w.callWithLimits(ctx, req, task, soft, hard)
+	if req.handoff != nil {
+		req.handoff() // the handler is done: its slot may take the next task
+	}
 	softHit := errors.Is(err, ErrSoftTimeLimitExceeded) || (err != nil && errors.Is(context.Cause(ctx), ErrSoftTimeLimitExceeded))
 	bg := context.WithoutCancel(ctx)
 	if errors.Is(context.Cause(ctx), ErrTerminated) {
@@ -756,8 +766,12 @@ func (w *Worker) succeed(ctx context.Context, req *request, result any) {
 		w.chordPartReturn(ctx, part, StateSuccess, result)
 	}
 	w.settle(req, settleAck)
-	w.taskEvent("task-succeeded", req, map[string]any{"result": safeRepr(normalize(result), 1024), "runtime": time.Since(req.started).Seconds()})
-	w.logFor(req).Info("celery: task succeeded", "task", tm.Task, "id", tm.ID)
+	if w.taskEventsOn() {
+		w.taskEvent("task-succeeded", req, map[string]any{"result": safeRepr(normalize(result), 1024), "runtime": time.Since(req.started).Seconds()})
+	}
+	if w.log.Enabled(context.Background(), slog.LevelInfo) {
+		w.logFor(req).Info("celery: task succeeded", "task", tm.Task, "id", tm.ID)
+	}
 }
 
 // fail is Celery's mark_as_failure: store FAILURE, return the chord part,
@@ -893,15 +907,25 @@ type readyQueue struct {
 	items  []*request
 	wake   chan struct{}
 	closed bool
+	done   chan struct{} // closed by close
+	// waiting counts goroutines blocked in pop on wake.
+	waiting int
+	// emptied, if set, is called (without q.mu) when pop takes the last
+	// request: the consumers' Hungry turns true (handoff.go).
+	emptied func()
 }
 
-func newReadyQueue() *readyQueue { return &readyQueue{wake: make(chan struct{})} }
+func newReadyQueue() *readyQueue {
+	return &readyQueue{wake: make(chan struct{}), done: make(chan struct{})}
+}
 
 func (q *readyQueue) push(r *request) {
 	q.mu.Lock()
 	q.items = append(q.items, r)
-	close(q.wake)
-	q.wake = make(chan struct{})
+	if q.waiting > 0 { // nobody to wake otherwise: keep the channel
+		close(q.wake)
+		q.wake = make(chan struct{})
+	}
 	q.mu.Unlock()
 }
 
@@ -927,13 +951,19 @@ func (q *readyQueue) pop() (*request, bool) {
 			r := q.items[0]
 			q.items[0] = nil
 			q.items = q.items[1:]
+			emptied := len(q.items) == 0
 			q.mu.Unlock()
+			if emptied && q.emptied != nil {
+				q.emptied()
+			}
 			return r, true
 		}
 		wake := q.wake
+		q.waiting++
 		q.mu.Unlock()
 		<-wake
 		q.mu.Lock()
+		q.waiting--
 		empty := len(q.items) == 0 && !q.closed
 		q.mu.Unlock()
 		if empty {
@@ -944,6 +974,9 @@ func (q *readyQueue) pop() (*request, bool) {
 
 func (q *readyQueue) close() {
 	q.mu.Lock()
+	if !q.closed {
+		close(q.done)
+	}
 	q.closed = true
 	close(q.wake)
 	q.wake = make(chan struct{})

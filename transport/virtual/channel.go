@@ -490,6 +490,17 @@ type ConsumeOptions struct {
 	// lost). A failed flush is reported to OnError and retried with the
 	// next one.
 	DeferredAcks time.Duration
+	// Hungry, if set, reports whether the consumer's handlers are running
+	// out of work, for a handler that only hands messages on to goroutines
+	// of its own (a dispatcher, as a Celery worker's is): with batching,
+	// the loop fetches as soon as one prefetch slot is free while no
+	// delivered message waits and Hungry reports true; otherwise it waits
+	// until a batch's worth of slots is free, so that one round trip
+	// brings several messages. Nil means the handlers are hungry whenever
+	// no delivered message waits for them. Call QoS.Wake when its answer
+	// turns true. It is called with the QoS's lock held: it must not call
+	// the QoS.
+	Hungry func() bool
 	// Paused, if set, is asked before each fetch whether to leave a queue
 	// out: a queue for which it returns true is not fetched from until it
 	// returns false again (Kombu's basic_cancel on one queue of a running
@@ -720,7 +731,7 @@ func (c *Channel) fetchLoop(ctx context.Context, queues []string, g *gate, work 
 		f.via.fetcher = f
 	}
 	defer f.stop()
-	hungry := func() bool { return len(work) == 0 }
+	hungry := func() bool { return len(work) == 0 && (opts.Hungry == nil || opts.Hungry()) }
 	wake, unwait := g.waiter()
 	defer unwait()
 	poll := c.t.opts.PollingInterval

@@ -30,6 +30,10 @@ func (q *QoS) Increment(n int) { q.g.addLimit(n) }
 // no more are taken until enough of them are settled.
 func (q *QoS) Decrement(n int) { q.g.addLimit(-n) }
 
+// Wake makes the consumers sharing q look again whether to fetch: their
+// ConsumeOptions.Hungry may have turned true.
+func (q *QoS) Wake() { q.g.poke() }
+
 // Prefetch returns the prefetch count, 0 for no limit.
 func (q *QoS) Prefetch() int {
 	q.g.mu.Lock()
