@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -204,4 +205,48 @@ func (b *Backend) storeBatch(ctx context.Context, calls []*storeCall) {
 			c.err = fmt.Errorf("celery: store result of %s: %w", c.id, err)
 		}
 	}
+	if len(write) > 1 {
+		// On a Redis Cluster a slot being migrated refuses a transaction
+		// naming several of its keys (TRYAGAIN) where it would redirect a
+		// one-key one (ASK): such calls are stored one by one, as
+		// Celery's backend stores them.
+		for _, c := range write {
+			if c.err != nil && slotMoving(c.err) {
+				c.err = b.storeAlone(ctx, c)
+			}
+		}
+	}
+}
+
+// storeAlone writes one call's SETEX and PUBLISH in a MULTI of its own,
+// retrying for up to two seconds while its slot is being migrated.
+func (b *Backend) storeAlone(ctx context.Context, c *storeCall) error {
+	delay := 10 * time.Millisecond
+	for start := time.Now(); ; {
+		err := b.set(ctx, c.key, c.val)
+		if err == nil {
+			return nil
+		}
+		if !slotMoving(err) || time.Since(start)+delay > 2*time.Second {
+			return fmt.Errorf("celery: store result of %s: %w", c.id, err)
+		}
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return fmt.Errorf("celery: store result of %s: %w", c.id, ctx.Err())
+		}
+		delay = min(2*delay, 200*time.Millisecond)
+	}
+}
+
+// slotMoving reports a Redis Cluster error of a slot in migration or
+// moved: TRYAGAIN, ASK, MOVED (or a CROSSSLOT the migration caused).
+func slotMoving(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"TRYAGAIN", "ASK ", "MOVED ", "CROSSSLOT"} {
+		if strings.Contains(msg, p) {
+			return true
+		}
+	}
+	return false
 }

@@ -321,3 +321,20 @@ func TestWorkerBatchedStoreFailure(t *testing.T) {
 		t.Fatalf("pipelines %v, want the lone store (GET, MULTI) then one batch of 3 GETs and its MULTI", pipes)
 	}
 }
+
+// Proves: the errors of a slot in migration or moved (which make a
+// batched store fall back to one MULTI per call) are told from others.
+func TestSlotMoving(t *testing.T) {
+	for msg, want := range map[string]bool{
+		"TRYAGAIN Multiple keys request during rehashing of slot":     true,
+		"ASK 866 127.0.0.1:7001":                                      true,
+		"MOVED 866 127.0.0.1:7001":                                    true,
+		"CROSSSLOT Keys in request don't hash to the same slot":       true,
+		"WRONGTYPE Operation against a key holding the wrong kind":    false,
+		"EXECABORT Transaction discarded because of previous errors.": false,
+	} {
+		if got := slotMoving(errors.New(msg)); got != want {
+			t.Errorf("slotMoving(%q) = %v, want %v", msg, got, want)
+		}
+	}
+}

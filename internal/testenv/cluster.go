@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,13 +23,22 @@ type Cluster struct {
 	Dir   string
 	Ports []int // every node's port, the masters first (as created)
 	procs map[int]*exec.Cmd
+	// exited is closed when the node's process has exited and been reaped
+	// (by the one goroutine that waits for it).
+	exited map[int]chan struct{}
 }
 
-// maxClusterPort is the highest port a cluster node may take: Redis puts
-// its cluster bus on port+10000 and refuses a port whose bus would not fit.
-const maxClusterPort = 55535
+// Cluster nodes take ports in [minClusterPort, maxClusterPort]: Redis puts
+// the cluster bus on port+10000, and this range keeps both the port and
+// its bus below Linux's ephemeral range (32768 up), where the client
+// connections of tests running in parallel would otherwise take them
+// between the check below and redis-server's bind.
+const (
+	minClusterPort = 10000
+	maxClusterPort = 22767
+)
 
-// clusterPorts picks n ports below maxClusterPort such that each port and
+// clusterPorts picks n ports in the cluster range such that each port and
 // its bus port (port+10000) are free on 127.0.0.1 right now.
 func clusterPorts(t testing.TB, n int) []int {
 	t.Helper()
@@ -43,7 +53,7 @@ func clusterPorts(t testing.TB, n int) []int {
 	seen := map[int]bool{}
 	var out []int
 	for tries := 0; len(out) < n && tries < 10000; tries++ {
-		p := 20000 + rand.IntN(maxClusterPort-20000)
+		p := minClusterPort + rand.IntN(maxClusterPort-minClusterPort+1)
 		if seen[p] || seen[p+10000] || seen[p-10000] {
 			continue
 		}
@@ -72,10 +82,29 @@ func StartCluster(t testing.TB) *Cluster {
 			Missing(t, bin+" (for a local Redis Cluster)", "apt-get install redis-server (redis-cli comes with it, in redis-tools)")
 		}
 	}
-	c := &Cluster{t: t, Dir: t.TempDir(), Ports: clusterPorts(t, 6), procs: map[int]*exec.Cmd{}}
+	c := &Cluster{t: t, Dir: t.TempDir(), Ports: clusterPorts(t, 6), procs: map[int]*exec.Cmd{}, exited: map[int]chan struct{}{}}
 	t.Cleanup(c.stopAll)
-	for _, p := range c.Ports {
-		c.StartNode(p)
+	for i := range c.Ports {
+		// Another process may take a port between the check and the
+		// bind (tests start servers in parallel): then the node gets
+		// another one.
+		for attempt := 1; ; attempt++ {
+			err := c.startNode(c.Ports[i])
+			if err == nil {
+				break
+			}
+			if attempt == 5 {
+				t.Fatalf("testenv: %v", err)
+			}
+			t.Logf("testenv: %v; trying another port", err)
+			for {
+				p := clusterPorts(t, 1)[0]
+				if !slices.Contains(c.Ports, p) && !slices.Contains(c.Ports, p-10000) && !slices.Contains(c.Ports, p+10000) {
+					c.Ports[i] = p
+					break
+				}
+			}
+		}
 	}
 	args := []string{"--cluster", "create"}
 	for _, p := range c.Ports {
@@ -107,6 +136,15 @@ func (c *Cluster) URL() string {
 // and waits until it answers PING.
 func (c *Cluster) StartNode(port int) {
 	c.t.Helper()
+	if err := c.startNode(port); err != nil {
+		c.t.Fatalf("testenv: %v", err)
+	}
+}
+
+// startNode starts the node on port and waits until it answers PING. It
+// returns an error, with the end of the node's log, when the server exits
+// (a port taken meanwhile) or does not answer within 30 s.
+func (c *Cluster) startNode(port int) error {
 	ps := strconv.Itoa(port)
 	cmd := exec.Command("redis-server",
 		"--port", ps, "--bind", "127.0.0.1", "--dir", c.Dir,
@@ -119,17 +157,31 @@ func (c *Cluster) StartNode(port int) {
 		"--logfile", filepath.Join(c.Dir, "redis-"+ps+".log"))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		c.t.Fatalf("testenv: start redis-server on %d: %v", port, err)
+		return fmt.Errorf("start redis-server on %d: %w", port, err)
 	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
 	c.procs[port] = cmd
-	deadline := time.Now().Add(10 * time.Second)
+	c.exited[port] = exited
+	logTail := func() string {
+		b, _ := os.ReadFile(filepath.Join(c.Dir, "redis-"+ps+".log"))
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		return strings.Join(lines[max(0, len(lines)-3):], "\n")
+	}
+	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			delete(c.procs, port)
+			return fmt.Errorf("cluster node on port %d exited at start: %s", port, logTail())
+		default:
+		}
 		if out, err := c.cli(port, "PING"); err == nil && out == "PONG" {
-			return
+			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	c.t.Fatalf("testenv: cluster node on port %d did not answer within 10s", port)
+	return fmt.Errorf("cluster node on port %d did not answer within 30s: %s", port, logTail())
 }
 
 // Kill sends SIGKILL to the node on port (an abrupt crash) and waits for
@@ -140,7 +192,7 @@ func (c *Cluster) Kill(port int) {
 		return
 	}
 	_ = cmd.Process.Signal(syscall.SIGKILL)
-	_, _ = cmd.Process.Wait()
+	<-c.exited[port]
 	delete(c.procs, port)
 }
 
