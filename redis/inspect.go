@@ -144,7 +144,13 @@ func (b *Backend) UnackedEntries(ctx context.Context, limit int) ([]transport.Un
 	if err != nil {
 		return nil, wrap("unacked entries", err)
 	}
-	out := make([]transport.UnackedEntry, 0, len(zs))
+	return appendUnackedEntries(make([]transport.UnackedEntry, 0, len(zs)), tags, zs, vals), nil
+}
+
+// appendUnackedEntries appends the entries of the records vals (HMGET of
+// tags, whose index scores are zs) to out, leaving out records gone
+// meanwhile; a record that does not parse is returned raw as its envelope.
+func appendUnackedEntries(out []transport.UnackedEntry, tags []string, zs []goredis.Z, vals []any) []transport.UnackedEntry {
 	for i, v := range vals {
 		s, ok := v.(string)
 		if !ok {
@@ -158,7 +164,7 @@ func (b *Backend) UnackedEntries(ctx context.Context, limit int) ([]transport.Un
 		}
 		out = append(out, e)
 	}
-	return out, nil
+	return out
 }
 
 // Peek returns up to n envelopes of queue in the order Get would take them

@@ -528,19 +528,7 @@ func (b *Backend) shardUnackedEntries(ctx context.Context, limit int) ([]transpo
 		if err != nil {
 			return nil, wrap("unacked entries", err)
 		}
-		for i, v := range vals {
-			s, ok := v.(string)
-			if !ok {
-				continue
-			}
-			e := transport.UnackedEntry{Tag: tags[i], Since: fromUnixSeconds(zs[i].Score)}
-			if env, ex, rk, err := ParseUnackedValue([]byte(s)); err == nil {
-				e.Envelope, e.Exchange, e.RoutingKey = env, ex, rk
-			} else {
-				e.Envelope = []byte(s)
-			}
-			out = append(out, e)
-		}
+		out = appendUnackedEntries(out, tags, zs, vals)
 	}
 	slices.SortStableFunc(out, func(a, b transport.UnackedEntry) int { return a.Since.Compare(b.Since) })
 	if limit > 0 && len(out) > limit {
