@@ -377,21 +377,9 @@ func (c *Cluster) Reshard(slot, from, to int) (int, error) {
 		return 0, fmt.Errorf("nodes: %v: %s", err, nodes)
 	}
 	n := 0
-	for _, line := range strings.Split(nodes, "\n") {
-		f := strings.Fields(line)
-		if len(f) < 9 || f[0] != fromID {
-			continue
-		}
-		for _, r := range f[8:] {
-			lo, hi, found := strings.Cut(r, "-")
-			if !found {
-				hi = lo
-			}
-			l, err1 := strconv.Atoi(lo)
-			h, err2 := strconv.Atoi(hi)
-			if err1 == nil && err2 == nil && l <= slot {
-				n += min(h, slot) - l + 1
-			}
+	for _, r := range slotRanges(nodes, fromID) {
+		if r[0] <= slot {
+			n += min(r[1], slot) - r[0] + 1
 		}
 	}
 	if n == 0 {
@@ -425,6 +413,19 @@ func (c *Cluster) Reshard(slot, from, to int) (int, error) {
 
 // servesSlot reports whether CLUSTER NODES output says node id serves slot.
 func servesSlot(nodes, id string, slot int) bool {
+	for _, r := range slotRanges(nodes, id) {
+		if slot >= r[0] && slot <= r[1] {
+			return true
+		}
+	}
+	return false
+}
+
+// slotRanges returns the slot ranges, [first, last], that CLUSTER NODES
+// output says node id serves (migration markers such as [5->-id] are
+// left out).
+func slotRanges(nodes, id string) [][2]int {
+	var out [][2]int
 	for _, line := range strings.Split(nodes, "\n") {
 		f := strings.Fields(line)
 		if len(f) < 9 || f[0] != id {
@@ -437,10 +438,10 @@ func servesSlot(nodes, id string, slot int) bool {
 			}
 			l, err1 := strconv.Atoi(lo)
 			h, err2 := strconv.Atoi(hi)
-			if err1 == nil && err2 == nil && slot >= l && slot <= h {
-				return true
+			if err1 == nil && err2 == nil {
+				out = append(out, [2]int{l, h})
 			}
 		}
 	}
-	return false
+	return out
 }
