@@ -1061,11 +1061,22 @@ func (b *Backend) RestoreExpired(ctx context.Context, deadline time.Time, route 
 	if b.shard != nil {
 		return b.shardRestoreExpired(ctx, deadline, route) // sharded_ops.go
 	}
+	return b.sweepExpired(ctx, b.k.unackedMutex, b.k.unackedIndex, deadline, b.opts.UnackedRestoreLimit,
+		func(tag string) (bool, error) { return b.restore(ctx, tag, false, route) })
+}
+
+// sweepExpired is one restore sweep over one unacked index: under the
+// restore mutex (held elsewhere: it does nothing, as Kombu's
+// restore_visible), it restores, newest first, up to limit (<= 0: all)
+// records of index scored before deadline with restoreOne, retried on
+// connection errors, and returns how many it restored. logAttrs go with
+// its log record.
+func (b *Backend) sweepExpired(ctx context.Context, mutex, index string, deadline time.Time, limit int, restoreOne func(tag string) (bool, error), logAttrs ...any) (int, error) {
 	token, err := newToken()
 	if err != nil {
 		return 0, err
 	}
-	err = b.client.Do(ctx, "SET", b.k.unackedMutex, token, "PX",
+	err = b.client.Do(ctx, "SET", mutex, token, "PX",
 		strconv.FormatInt(b.opts.UnackedMutexExpire.Milliseconds(), 10), "NX").Err()
 	if errors.Is(err, goredis.Nil) {
 		return 0, nil // held elsewhere
@@ -1076,15 +1087,15 @@ func (b *Backend) RestoreExpired(ctx context.Context, deadline time.Time, route 
 	defer func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		if err := releaseLockScript.call(rctx, b.client, []string{b.k.unackedMutex}, token).Err(); err != nil && !errors.Is(err, goredis.Nil) {
-			b.log.Warn("kombu: redis: cannot release the restore mutex (it expires by itself)", "error", err)
+		if err := releaseLockScript.call(rctx, b.client, []string{mutex}, token).Err(); err != nil && !errors.Is(err, goredis.Nil) {
+			b.log.Warn("kombu: redis: cannot release the restore mutex (it expires by itself)", append(logAttrs, "error", err)...)
 		}
 	}()
 	by := &goredis.ZRangeBy{Max: formatScore(deadline), Min: "0"}
-	if b.opts.UnackedRestoreLimit > 0 {
-		by.Count = int64(b.opts.UnackedRestoreLimit)
+	if limit > 0 {
+		by.Count = int64(limit)
 	}
-	zs, err := b.client.ZRevRangeByScoreWithScores(ctx, b.k.unackedIndex, by).Result()
+	zs, err := b.client.ZRevRangeByScoreWithScores(ctx, index, by).Result()
 	if err != nil {
 		return 0, wrap("restore: scan unacked_index", err)
 	}
@@ -1094,7 +1105,7 @@ func (b *Backend) RestoreExpired(ctx context.Context, deadline time.Time, route 
 		tag, _ := z.Member.(string)
 		var ok bool
 		err := b.retry(ctx, func() (err error) {
-			ok, err = b.restore(ctx, tag, false, route)
+			ok, err = restoreOne(tag)
 			return err
 		})
 		if err != nil {

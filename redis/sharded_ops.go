@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -401,55 +400,11 @@ func (b *Backend) shardRestoreExpired(ctx context.Context, deadline time.Time, r
 
 func (b *Backend) shardRestoreGroup(ctx context.Context, g string, deadline time.Time, route transport.RouteFunc, limit int) (int, error) {
 	gk := b.k.group(g)
-	token, err := newToken()
-	if err != nil {
-		return 0, err
-	}
-	err = b.client.Do(ctx, "SET", gk.mutex, token, "PX",
-		strconv.FormatInt(b.opts.UnackedMutexExpire.Milliseconds(), 10), "NX").Err()
-	if errors.Is(err, goredis.Nil) {
-		return 0, nil // held elsewhere
-	}
-	if err != nil {
-		return 0, wrap("restore: take mutex", err)
-	}
-	defer func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if err := releaseLockScript.call(rctx, b.client, []string{gk.mutex}, token).Err(); err != nil && !errors.Is(err, goredis.Nil) {
-			b.log.Warn("kombu: redis: cannot release the restore mutex (it expires by itself)", "queue", g, "error", err)
-		}
-	}()
-	by := &goredis.ZRangeBy{Max: formatScore(deadline), Min: "0"}
-	if limit > 0 {
-		by.Count = int64(limit)
-	}
-	zs, err := b.client.ZRevRangeByScoreWithScores(ctx, gk.index, by).Result()
-	if err != nil {
-		return 0, wrap("restore: scan unacked_index", err)
-	}
-	n := 0
-	var errs []error
-	for _, z := range zs {
-		tag, _ := z.Member.(string)
-		var ok bool
-		err := b.retry(ctx, func() (err error) {
-			ok, err = b.shardRestoreOne(ctx, g, tag, false, route)
-			return err
-		})
+	return b.sweepExpired(ctx, gk.mutex, gk.index, deadline, limit, func(tag string) (bool, error) {
+		ok, err := b.shardRestoreOne(ctx, g, tag, false, route)
 		b.shard.forget(tag)
-		if err != nil {
-			errs = append(errs, err)
-			if ctx.Err() != nil {
-				break
-			}
-			continue
-		}
-		if ok {
-			n++
-		}
-	}
-	return n, errors.Join(errs...)
+		return ok, err
+	}, "queue", g)
 }
 
 // shardRecordUnacked is RecordUnacked in the sharded layout: the record
