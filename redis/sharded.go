@@ -556,18 +556,6 @@ func (b *Backend) finishTakeCall(c *takeCall, dst []transport.Delivery) ([]trans
 	return dst, nil
 }
 
-// takeQueue runs scripts/get.lua on one queue's keys for up to n messages,
-// after deleting the unacked records of settle (tags of that queue), and
-// appends the deliveries to dst.
-func (b *Backend) takeQueue(ctx context.Context, q string, ack bool, n int, settle []string, dst []transport.Delivery) ([]transport.Delivery, error) {
-	c, err := b.newTakeCall(ctx, q, ack, n, settle)
-	if err != nil {
-		return dst, err
-	}
-	b.runTakeCall(ctx, c, false)
-	return b.finishTakeCall(c, dst)
-}
-
 // takeQueues runs several takes of one round robin round in one pipeline
 // (go-redis sends each master its calls at once); a call that failed is
 // sent again on its own, with its receipt. The results are appended to
