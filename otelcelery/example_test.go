@@ -3,6 +3,7 @@ package otelcelery_test
 import (
 	"context"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/kombu-go/kombu"
@@ -44,7 +45,11 @@ func Example() {
 	for deadline := time.Now().Add(5 * time.Second); len(exp.GetSpans()) < 3 && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}
-	for _, s := range exp.GetSpans() {
+	// The spans end on different goroutines (the worker may finish the task
+	// before SendTask returns), so print them in a fixed order.
+	spans := exp.GetSpans()
+	sort.Slice(spans, func(i, j int) bool { return spans[i].Name < spans[j].Name })
+	for _, s := range spans {
 		fmt.Println(s.Name, s.SpanKind, s.SpanContext.TraceID() == span.SpanContext().TraceID())
 	}
 	// Output:
