@@ -63,6 +63,10 @@ type Backend struct {
 	spentMu sync.Mutex
 	spent   []string
 
+	// windowSkip counts the takes of many queues still to go to the full
+	// list after a windowed take found nothing (take).
+	windowSkip atomic.Int32
+
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
@@ -291,12 +295,53 @@ func (b *Backend) Fetch(ctx context.Context, req transport.FetchRequest, dst []t
 // maxSpentReceipts bounds the receipts kept for deletion by the next take.
 const maxSpentReceipts = 64
 
+// takeWindow is how many queues, at the head of the order, a windowed
+// take looks at (take); windowMissSkip is how many takes go straight to
+// the full list after a windowed take found nothing.
+const (
+	takeWindow     = 16
+	windowMissSkip = 8
+)
+
 // take runs scripts/get.lua for up to n messages of queues, after
 // deleting the unacked records of settle. Deliveries are appended to dst.
+//
+// A consumer of many queues sends every name with every call, which costs
+// Redis and the client in proportion to the number of queues. A take of
+// more than 2*takeWindow queues therefore first looks at the highest
+// priority step of the first takeWindow queues only. Because they head
+// the order and that step comes first, the message it finds first is the
+// one the full call would have taken (and so is each next one of a
+// batch: after a rotation the window's remainder still heads the order);
+// it stops at the first take the window cannot answer (a queue rotated to
+// the end of the order leaves the window). Only when it takes
+// nothing is the full list sent, in the same take; after such a miss the
+// next windowMissSkip takes go to the full list directly, so a consumer
+// whose busy queues sit deep in the order pays for the window rarely.
 func (b *Backend) take(ctx context.Context, queues []string, ack bool, n int, rotate bool, settle []string, dst []transport.Delivery) ([]transport.Delivery, error) {
 	if b.shard != nil {
 		return b.shardTake(ctx, queues, ack, n, rotate, settle, dst) // sharded.go
 	}
+	suffixes := b.k.stepSuffixes()
+	if len(queues) > 2*takeWindow {
+		if b.windowSkip.Load() > 0 {
+			b.windowSkip.Add(-1)
+		} else {
+			out, err := b.takeCall(ctx, queues[:takeWindow], suffixes[:1], ack, n, rotate, true, settle, dst)
+			if !errors.Is(err, transport.ErrEmpty) {
+				return out, err
+			}
+			settle = nil // deleted by the windowed call
+			b.windowSkip.Store(windowMissSkip)
+		}
+	}
+	return b.takeCall(ctx, queues, suffixes, ack, n, rotate, false, settle, dst)
+}
+
+// takeCall is one get.lua call over queues at the priority steps whose
+// list suffixes are given (take); head says queues are the head of a
+// longer order, so that a rotated queue leaves the call.
+func (b *Backend) takeCall(ctx context.Context, queues, suffixes []string, ack bool, n int, rotate, head bool, settle []string, dst []transport.Delivery) ([]transport.Delivery, error) {
 	nonce, err := newToken()
 	if err != nil {
 		return dst, err
@@ -306,7 +351,6 @@ func (b *Backend) take(ctx context.Context, queues []string, ack bool, n int, ro
 	keys := make([]string, 0, 4+len(spent))
 	keys = append(keys, b.k.unacked, b.k.unackedIndex, b.k.malformed, receipt)
 	keys = append(keys, spent...)
-	suffixes := b.k.stepSuffixes()
 	args := make([]any, 0, 8+len(suffixes)+len(queues)+len(settle))
 	flag, rot := "0", "0"
 	if ack {
@@ -319,6 +363,9 @@ func (b *Backend) take(ctx context.Context, queues []string, ack bool, n int, ro
 	}
 	if rotate {
 		rot = "1"
+		if head {
+			rot = "2"
+		}
 	}
 	args = append(args, flag, formatScore(b.opts.Clock.Now()), strconv.Itoa(n), rot,
 		strconv.Itoa(len(queues)), strconv.Itoa(len(suffixes)), strconv.Itoa(len(settle)), b.k.prefix)

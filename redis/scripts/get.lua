@@ -16,7 +16,9 @@
 -- ARGV[2]    the receive time as Unix float seconds (text), the ZADD score
 -- ARGV[3]    the most messages to take (at least 1)
 -- ARGV[4]    "1": after each take, move its queue to the end of the queue
---            order (Kombu's round_robin cycle); "0": fixed order
+--            order (Kombu's round_robin cycle); "0": fixed order; "2":
+--            the queues are the head of a longer order, rotated as "1"
+--            does: a taken queue moves past their end, out of this call
 -- ARGV[5]    N, the number of queues
 -- ARGV[6]    S, the number of priority steps
 -- ARGV[7]    T, the number of tags to settle
@@ -158,8 +160,10 @@ end
 
 local record = ARGV[1] ~= '0'
 local max = tonumber(ARGV[3])
-local rotate = ARGV[4] == '1'
+local rotate = ARGV[4] ~= '0'
+local drop = ARGV[4] == '2'
 local nq = tonumber(ARGV[5])
+local nall = nq   -- the lists are numbered (s - 1) * nall + q
 local nsteps = tonumber(ARGV[6])
 local nsettle = tonumber(ARGV[7])
 local prefix = ARGV[8]
@@ -211,7 +215,7 @@ while #out < 3 * max do
   local msg, queue, pos
   for s = 1, nsteps do
     for k = 1, nq do
-      local list = (s - 1) * nq + order[k]
+      local list = (s - 1) * nall + order[k]
       if not empty[list] then
         msg = redis.call('RPOP', prefix .. ARGV[qbase + order[k]] .. ARGV[8 + s])
         if msg then
@@ -224,7 +228,10 @@ while #out < 3 * max do
     if msg then break end
   end
   if not msg then break end
-  if rotate and pos < nq then
+  if drop then
+    table.remove(order, pos)
+    nq = nq - 1
+  elseif rotate and pos < nq then
     local q = table.remove(order, pos)
     order[nq] = q
   end
