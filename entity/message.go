@@ -80,7 +80,9 @@ type Message struct {
 	DeliveryTag string
 	// Redelivered is true when the message was restored or requeued before.
 	Redelivered bool
-	// Raw is the envelope exactly as it was read from the broker.
+	// Raw is the envelope exactly as it was read from the broker. It is
+	// read-only (it may share memory with the broker's reply; Body too,
+	// when it was not encoded): copy it before changing it.
 	Raw []byte
 
 	// Acknowledger settles the message; nil for messages received with

@@ -420,7 +420,7 @@ func (b *Backend) takeCall(ctx context.Context, queues, suffixes []string, ack b
 		switch status {
 		case 1:
 			recorded = recorded || ack
-			dst = append(dst, transport.Delivery{Queue: queue, Envelope: []byte(msg)})
+			dst = append(dst, transport.Delivery{Queue: queue, Envelope: replyBytes(msg)})
 		case 2:
 			if recorded {
 				b.putSpent([]string{receipt})

@@ -529,11 +529,12 @@ func (b *Backend) finishTakeCall(c *takeCall, dst []transport.Delivery) ([]trans
 		msg, _ := arr[i+2].(string)
 		switch status {
 		case 1:
+			env := replyBytes(msg)
 			if c.ack {
 				recorded = true
-				s.remember(deliveryTag([]byte(msg)), c.q)
+				s.remember(deliveryTag(env), c.q)
 			}
-			dst = append(dst, transport.Delivery{Queue: c.q, Envelope: []byte(msg)})
+			dst = append(dst, transport.Delivery{Queue: c.q, Envelope: env})
 		case 2:
 			if recorded {
 				s.putSpent(c.q, c.receipt)

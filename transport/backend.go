@@ -101,7 +101,8 @@ type BindingRow struct {
 type Delivery struct {
 	// Queue the message was taken from.
 	Queue string
-	// Envelope is the raw envelope.
+	// Envelope is the raw envelope. It is read-only: a backend may hand
+	// out memory it shares with the reply it read (redis does).
 	Envelope []byte
 	// Exchange is set for fanout deliveries: the exchange the message was
 	// published to.
