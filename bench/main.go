@@ -683,6 +683,7 @@ func (r *runner) profile() {
 		{"consume-default", "consume + ack, 1 consumer, 1 connection, defaults (prefetch 4, acks awaited)", r.consumeBench(one, nil)},
 		{"consume-batched", "consume + ack, prefetch 1000, batches of 256, deferred acks, 1 connection", r.consumeBench(batched, nil)},
 		{"floor-lpush", "go-redis alone: LPUSH of a 426-byte value, 1 connection", r.goFloor(false)},
+		{"publish-shared-64", "publish, direct exchange, 64 goroutines, 1 Connection (auto-pipelined)", r.sharedPublishBench("", 64)},
 	} {
 		path := filepath.Join(*flagProfDir, w.file+".pprof")
 		f, err := os.Create(path)

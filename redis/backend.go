@@ -295,26 +295,30 @@ func (b *Backend) Fetch(ctx context.Context, req transport.FetchRequest, dst []t
 // maxSpentReceipts bounds the receipts kept for deletion by the next take.
 const maxSpentReceipts = 64
 
-// takeWindow is how many queues, at the head of the order, a windowed
-// take looks at (take); windowMissSkip is how many takes go straight to
-// the full list after a windowed take found nothing.
+// minTakeWindow is the fewest queues, at the head of the order, that a
+// windowed take looks at; windowMissSkip is how many takes go straight to
+// the full list after a windowed take found nothing (take).
 const (
-	takeWindow     = 16
+	minTakeWindow  = 8
 	windowMissSkip = 8
 )
+
+// takeWindow is how many queues a windowed take of n messages looks at:
+// n at least, since a queue rotated after a take leaves the window.
+func takeWindow(n int) int { return max(minTakeWindow, n) }
 
 // take runs scripts/get.lua for up to n messages of queues, after
 // deleting the unacked records of settle. Deliveries are appended to dst.
 //
 // A consumer of many queues sends every name with every call, which costs
 // Redis and the client in proportion to the number of queues. A take of
-// more than 2*takeWindow queues therefore first looks at the highest
-// priority step of the first takeWindow queues only. Because they head
-// the order and that step comes first, the message it finds first is the
-// one the full call would have taken (and so is each next one of a
-// batch: after a rotation the window's remainder still heads the order);
-// it stops at the first take the window cannot answer (a queue rotated to
-// the end of the order leaves the window). Only when it takes
+// more than twice takeWindow(n) queues therefore first looks at the
+// highest priority step of the first takeWindow(n) queues only. Because
+// they head the order and that step comes first, the message it finds
+// first is the one the full call would have taken (and so is each next
+// one of a batch: after a rotation the window's remainder still heads the
+// order); it stops at the first take the window cannot answer (a queue
+// rotated to the end of the order leaves the window). Only when it takes
 // nothing is the full list sent, in the same take; after such a miss the
 // next windowMissSkip takes go to the full list directly, so a consumer
 // whose busy queues sit deep in the order pays for the window rarely.
@@ -323,11 +327,11 @@ func (b *Backend) take(ctx context.Context, queues []string, ack bool, n int, ro
 		return b.shardTake(ctx, queues, ack, n, rotate, settle, dst) // sharded.go
 	}
 	suffixes := b.k.stepSuffixes()
-	if len(queues) > 2*takeWindow {
+	if w := takeWindow(n); len(queues) > 2*w {
 		if b.windowSkip.Load() > 0 {
 			b.windowSkip.Add(-1)
 		} else {
-			out, err := b.takeCall(ctx, queues[:takeWindow], suffixes[:1], ack, n, rotate, true, settle, dst)
+			out, err := b.takeCall(ctx, queues[:w], suffixes[:1], ack, n, rotate, true, settle, dst)
 			if !errors.Is(err, transport.ErrEmpty) {
 				return out, err
 			}

@@ -27,7 +27,7 @@ func windowQueues(n int) []string {
 // order.
 func TestWindowedTake(t *testing.T) {
 	ctx := context.Background()
-	qs := windowQueues(3 * takeWindow)
+	qs := windowQueues(3 * minTakeWindow)
 	fetch := func(b *Backend, max int) []string {
 		t.Helper()
 		ds, err := b.Fetch(ctx, transport.FetchRequest{Queues: qs, Ack: true, Max: max, Rotate: true}, nil)
@@ -44,12 +44,12 @@ func TestWindowedTake(t *testing.T) {
 	t.Run("Priority", func(t *testing.T) {
 		e := newMiniEnv(t)
 		b := e.backend()
-		for _, q := range qs[:takeWindow] {
+		for _, q := range qs[:minTakeWindow] {
 			if err := b.Put(ctx, q, 9, []byte(testEnvelope("low-"+q, "", q, 9))); err != nil {
 				t.Fatal(err)
 			}
 		}
-		far := qs[2*takeWindow+1]
+		far := qs[2*minTakeWindow+1]
 		if err := b.Put(ctx, far, 0, []byte(testEnvelope("high", "", far, 0))); err != nil {
 			t.Fatal(err)
 		}
@@ -102,13 +102,13 @@ func TestWindowedTakeMatchesFull(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 11))
 	hits, misses := 0, 0
 	for round := range 20 {
-		qs := windowQueues(2*takeWindow + 1 + rng.IntN(40))
+		qs := windowQueues(2*minTakeWindow + 1 + rng.IntN(40))
 		ew, ef := newMiniEnv(t), newMiniEnv(t)
 		bw, bf := ew.backend(), ef.backend()
 		for i := range 3 * len(qs) {
 			q := qs[rng.IntN(len(qs))]
 			if rng.IntN(2) == 0 {
-				q = qs[rng.IntN(takeWindow)] // crowd the window
+				q = qs[rng.IntN(minTakeWindow)] // crowd the window
 			}
 			prio := []int{0, 0, 0, 3, 6, 9}[rng.IntN(6)]
 			env := []byte(testEnvelope(fmt.Sprintf("t%d-%d", round, i), "", q, prio))
@@ -121,7 +121,7 @@ func TestWindowedTakeMatchesFull(t *testing.T) {
 		rotate := round%2 == 0
 		ow, of := slices.Clone(qs), slices.Clone(qs)
 		for {
-			max := 1 + rng.IntN(6)
+			max := 1 + rng.IntN(12) // windows of 8 to 12
 			bf.windowSkip.Store(1 << 30)
 			before := bw.windowSkip.Load()
 			dw, errw := bw.Fetch(ctx, transport.FetchRequest{Queues: ow, Ack: true, Max: max, Rotate: rotate}, nil)
