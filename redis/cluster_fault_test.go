@@ -61,6 +61,8 @@ func TestClusterFailover(t *testing.T) {
 		unconfirmed int // written on the master only (ErrNotReplicated)
 		failed      int // error: may or may not be written
 		delivered   = map[string]int{}
+		pubStart    = map[string]time.Time{} // for the report of a loss
+		pubEnd      = map[string]time.Time{}
 		takeErrs    atomic.Int64
 	)
 	ctx, stopProducers := context.WithCancel(bg)
@@ -73,9 +75,11 @@ func TestClusterFailover(t *testing.T) {
 				id := fmt.Sprintf("p%d-%d", p, i)
 				mu.Lock()
 				attempted[id] = true
+				pubStart[id] = time.Now()
 				mu.Unlock()
 				_, err := pub.Publish(bg, "", entity.Direct, "q", 0, faultEnvelope(id))
 				mu.Lock()
+				pubEnd[id] = time.Now()
 				switch {
 				case err == nil:
 					confirmed[id] = true
@@ -203,7 +207,42 @@ func TestClusterFailover(t *testing.T) {
 	t.Logf("delivered %d distinct, %d duplicates, %d never published; confirmed but not delivered %d; unconfirmed and not delivered %d; take errors %d",
 		len(delivered), dups, unknown, miss, lostUnconfirmed, takeErrs.Load())
 	if miss > 0 {
+		var dupIDs []string
+		for id, n := range delivered {
+			if n > 1 && len(dupIDs) < 10 {
+				dupIDs = append(dupIDs, id)
+			}
+		}
+		t.Logf("delivered more than once: %v", dupIDs)
 		t.Errorf("%d confirmed publishes were lost", miss)
+		// Where they are, if anywhere: the queue, an unacked record, the
+		// malformed list, on the slot's master now.
+		m, _ := c.MasterOf("{kombu}")
+		for id := range confirmed {
+			if delivered[id] > 0 {
+				continue
+			}
+			var where []string
+			for _, k := range cons.k.queueKeys("q") {
+				if out, _ := c.CLI(m, "LPOS", k, string(faultEnvelope(id))); out != "" {
+					where = append(where, k+" at "+out)
+				}
+			}
+			if out, _ := c.CLI(m, "HEXISTS", cons.k.unacked, id); out == "1" {
+				where = append(where, "unacked record")
+			}
+			if out, _ := c.CLI(m, "ZSCORE", cons.k.unackedIndex, id); out != "" {
+				where = append(where, "unacked index "+out)
+			}
+			if out, _ := c.CLI(m, "LPOS", cons.k.malformed, string(faultEnvelope(id))); out != "" {
+				where = append(where, "malformed list")
+			}
+			t.Logf("lost %s (published by the producer that counted it confirmed): found in %v on master %d; its Publish ran from %v to %v after the kill, promotion seen at %v",
+				id, where, m, pubStart[id].Sub(killedAt), pubEnd[id].Sub(killedAt), failover)
+		}
+		for _, p := range c.Ports {
+			t.Logf("log of %d:\n%s", p, c.Log(p))
+		}
 	}
 	if unknown > 0 {
 		t.Errorf("%d deliveries were never published", unknown)
