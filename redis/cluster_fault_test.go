@@ -160,18 +160,12 @@ func TestClusterFailover(t *testing.T) {
 	// Drain: sweep the unacked records left by replies lost in the
 	// failover back to the queue, until every confirmed publish arrived.
 	deadline := time.Now().Add(30 * time.Second)
-	missing := func() []string {
+	missing := func() int {
 		mu.Lock()
 		defer mu.Unlock()
-		var out []string
-		for id := range confirmed {
-			if delivered[id] == 0 {
-				out = append(out, id)
-			}
-		}
-		return out
+		return undelivered(confirmed, delivered)
 	}
-	for len(missing()) > 0 && time.Now().Before(deadline) {
+	for missing() > 0 && time.Now().Before(deadline) {
 		time.Sleep(500 * time.Millisecond)
 		_, _ = cons.RestoreExpired(bg, time.Now().Add(-2*time.Second), route)
 	}
@@ -181,26 +175,7 @@ func TestClusterFailover(t *testing.T) {
 
 	mu.Lock()
 	defer mu.Unlock()
-	dups, unknown, lostUnconfirmed := 0, 0, 0
-	for id, n := range delivered {
-		if n > 1 {
-			dups += n - 1
-		}
-		if !attempted[id] {
-			unknown++
-		}
-	}
-	for id := range attempted {
-		if !confirmed[id] && delivered[id] == 0 {
-			lostUnconfirmed++
-		}
-	}
-	miss := 0
-	for id := range confirmed {
-		if delivered[id] == 0 {
-			miss++
-		}
-	}
+	dups, unknown, miss, lostUnconfirmed := tally(attempted, confirmed, delivered)
 	t.Logf("failover: master %d killed, replica %d promoted after %v", old, promoted, failover.Round(time.Millisecond))
 	t.Logf("published %d: confirmed by a replica %d (%d before the kill), on the master only %d, failed %d",
 		len(attempted), len(confirmed), before, unconfirmed, failed)

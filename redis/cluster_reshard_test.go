@@ -397,13 +397,7 @@ func TestClusterReshard(t *testing.T) {
 	missing := func() int {
 		mu.Lock()
 		defer mu.Unlock()
-		n := 0
-		for id := range confirmed {
-			if delivered[id] == 0 {
-				n++
-			}
-		}
-		return n
+		return undelivered(confirmed, delivered)
 	}
 	for deadline := time.Now().Add(15 * time.Second); missing() > 0 && time.Now().Before(deadline); {
 		time.Sleep(100 * time.Millisecond)
@@ -423,25 +417,7 @@ func TestClusterReshard(t *testing.T) {
 
 	mu.Lock()
 	defer mu.Unlock()
-	dups, unknown, miss, lostFailed := 0, 0, 0, 0
-	for id, n := range delivered {
-		if n > 1 {
-			dups += n - 1
-		}
-		if !attempted[id] {
-			unknown++
-		}
-	}
-	for id := range confirmed {
-		if delivered[id] == 0 {
-			miss++
-		}
-	}
-	for id := range attempted {
-		if !confirmed[id] && delivered[id] == 0 {
-			lostFailed++
-		}
-	}
+	dups, unknown, miss, lostFailed := tally(attempted, confirmed, delivered)
 	receipts := 0
 	var named []string
 	for _, k := range order {

@@ -228,26 +228,6 @@ func TestClusterLoadOnOneMaster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	type sample struct {
-		cmds int64
-		cpu  float64
-	}
-	read := func(port int) sample {
-		cl := goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:" + strconv.Itoa(port), Protocol: 2})
-		defer cl.Close()
-		var s sample
-		for _, line := range strings.Split(cl.Info(bg, "stats", "cpu").Val(), "\r\n") {
-			k, v, _ := strings.Cut(line, ":")
-			switch k {
-			case "total_commands_processed":
-				s.cmds, _ = strconv.ParseInt(v, 10, 64)
-			case "used_cpu_sys", "used_cpu_user":
-				f, _ := strconv.ParseFloat(v, 64)
-				s.cpu += f
-			}
-		}
-		return s
-	}
 	var masters []int
 	for _, p := range c.Ports {
 		cl := goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:" + strconv.Itoa(p), Protocol: 2})
@@ -256,9 +236,9 @@ func TestClusterLoadOnOneMaster(t *testing.T) {
 		}
 		_ = cl.Close()
 	}
-	before := map[int]sample{}
+	before := map[int]masterLoad{}
 	for _, p := range masters {
-		before[p] = read(p)
+		before[p] = readLoad(p)
 	}
 	const n = 2000
 	queues := []string{"a", "b", "c", "d"}
@@ -286,10 +266,10 @@ func TestClusterLoadOnOneMaster(t *testing.T) {
 		}
 	}
 	var total int64
-	delta := map[int]sample{}
+	delta := map[int]masterLoad{}
 	for _, p := range masters {
-		a := read(p)
-		delta[p] = sample{cmds: a.cmds - before[p].cmds, cpu: a.cpu - before[p].cpu}
+		a := readLoad(p)
+		delta[p] = masterLoad{cmds: a.cmds - before[p].cmds, cpu: a.cpu - before[p].cpu}
 		total += delta[p].cmds
 	}
 	for _, p := range masters {

@@ -142,13 +142,7 @@ func TestShardedFailover(t *testing.T) {
 	missing := func() int {
 		mu.Lock()
 		defer mu.Unlock()
-		n := 0
-		for id := range confirmed {
-			if delivered[id] == 0 {
-				n++
-			}
-		}
-		return n
+		return undelivered(confirmed, delivered)
 	}
 	for missing() > 0 && time.Now().Before(deadline) {
 		time.Sleep(500 * time.Millisecond)
@@ -160,21 +154,7 @@ func TestShardedFailover(t *testing.T) {
 
 	mu.Lock()
 	defer mu.Unlock()
-	dups, unknown := 0, 0
-	for id, n := range delivered {
-		if n > 1 {
-			dups += n - 1
-		}
-		if !attempted[id] {
-			unknown++
-		}
-	}
-	miss := 0
-	for id := range confirmed {
-		if delivered[id] == 0 {
-			miss++
-		}
-	}
+	dups, unknown, miss, _ := tally(attempted, confirmed, delivered)
 	t.Logf("failover: master %d (queue %s) killed, replica %d promoted after %v", victim, queues[0], promoted, failover.Round(time.Millisecond))
 	t.Logf("published %d: confirmed by a replica %d (%d before the kill), on the master only %d, failed %d",
 		len(attempted), len(confirmed), before, unconfirmed, failed)

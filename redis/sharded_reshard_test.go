@@ -117,15 +117,14 @@ func TestShardedReshard(t *testing.T) {
 	}
 
 	var (
-		mu                  sync.Mutex
-		published           = map[string]bool{}
-		attempted           = map[string]bool{}
-		delivered           = map[string]int{}
-		perQueue            = map[string]int{}
-		pubErrs, takeErrs   atomic.Int64
-		ackErrs, firstError atomic.Value
+		mu                sync.Mutex
+		published         = map[string]bool{}
+		attempted         = map[string]bool{}
+		delivered         = map[string]int{}
+		perQueue          = map[string]int{}
+		pubErrs, takeErrs atomic.Int64
+		firstError        atomic.Value
 	)
-	_ = ackErrs
 	ctx, stopProducers := context.WithCancel(bg)
 	var prod sync.WaitGroup
 	for p := range 2 {
@@ -205,13 +204,7 @@ func TestShardedReshard(t *testing.T) {
 	missing := func() int {
 		mu.Lock()
 		defer mu.Unlock()
-		n := 0
-		for id := range published {
-			if delivered[id] == 0 {
-				n++
-			}
-		}
-		return n
+		return undelivered(published, delivered)
 	}
 	for missing() > 0 && time.Now().Before(deadline) {
 		time.Sleep(300 * time.Millisecond)
@@ -222,20 +215,7 @@ func TestShardedReshard(t *testing.T) {
 
 	mu.Lock()
 	defer mu.Unlock()
-	dups, unknown, miss := 0, 0, 0
-	for id, n := range delivered {
-		if n > 1 {
-			dups += n - 1
-		}
-		if !attempted[id] {
-			unknown++
-		}
-	}
-	for id := range published {
-		if delivered[id] == 0 {
-			miss++
-		}
-	}
+	dups, unknown, miss, _ := tally(attempted, published, delivered)
 	first, _ := firstError.Load().(string)
 	t.Logf("slot %d of %s moved from master %d to %d: %d keys in %v", slot, busy, from, to, moved, took.Round(time.Millisecond))
 	t.Logf("published %d (attempted %d, %d publish errors); delivered %d distinct (per queue %v, %d from %s before the move ended), %d duplicates, %d never published, %d published but not delivered; take errors %d; first error: %q; takes and acks retried after %d errors (%v)",
