@@ -287,17 +287,8 @@ func (c *Cluster) MasterOf(key string) (int, error) {
 		if len(f) < 9 || !strings.Contains(f[2], "master") || strings.Contains(f[2], "fail") {
 			continue
 		}
-		for _, r := range f[8:] {
-			lo, hi, found := strings.Cut(r, "-")
-			if !found {
-				hi = lo
-			}
-			l, err1 := strconv.Atoi(lo)
-			h, err2 := strconv.Atoi(hi)
-			if err1 != nil || err2 != nil {
-				continue // importing/migrating markers
-			}
-			if slot >= l && slot <= h {
+		for _, r := range lineRanges(f) {
+			if slot >= r[0] && slot <= r[1] {
 				addr, _, _ := strings.Cut(f[1], "@")
 				_, ps, _ := strings.Cut(addr, ":")
 				return strconv.Atoi(ps)
@@ -431,16 +422,25 @@ func slotRanges(nodes, id string) [][2]int {
 		if len(f) < 9 || f[0] != id {
 			continue
 		}
-		for _, r := range f[8:] {
-			lo, hi, found := strings.Cut(r, "-")
-			if !found {
-				hi = lo
-			}
-			l, err1 := strconv.Atoi(lo)
-			h, err2 := strconv.Atoi(hi)
-			if err1 == nil && err2 == nil {
-				out = append(out, [2]int{l, h})
-			}
+		out = append(out, lineRanges(f)...)
+	}
+	return out
+}
+
+// lineRanges parses the slot ranges of one CLUSTER NODES line, split into
+// fields (the ninth field on), leaving out migration markers such as
+// [5->-id].
+func lineRanges(f []string) [][2]int {
+	var out [][2]int
+	for _, r := range f[8:] {
+		lo, hi, found := strings.Cut(r, "-")
+		if !found {
+			hi = lo
+		}
+		l, err1 := strconv.Atoi(lo)
+		h, err2 := strconv.Atoi(hi)
+		if err1 == nil && err2 == nil {
+			out = append(out, [2]int{l, h})
 		}
 	}
 	return out
