@@ -8,6 +8,7 @@ import (
 
 	"github.com/kombu-go/kombu/entity"
 	"github.com/kombu-go/kombu/serialization"
+	"github.com/kombu-go/kombu/transport"
 	"github.com/kombu-go/kombu/transport/virtual"
 )
 
@@ -164,7 +165,8 @@ func (c *Consumer) deadLetter(ctx context.Context, m *Message) error {
 	if q == "" {
 		q = virtual.DefaultBadMessageQueue
 	}
-	if err := c.conn.t.Backend().Put(ctx, q, 0, m.Raw); err != nil {
+	// A copy on the master only (ErrNotReplicated) is moved all the same.
+	if err := c.conn.t.Backend().Put(ctx, q, 0, m.Raw); err != nil && !errors.Is(err, transport.ErrNotReplicated) {
 		return errors.Join(fmt.Errorf("kombu: move undecodable message %s to %q: %w", m.DeliveryTag, q, err), m.Requeue(ctx))
 	}
 	return m.Ack(ctx)

@@ -217,6 +217,17 @@ func (b *Backend) Ping(ctx context.Context) error {
 
 // Put LPUSHes envelope to queue's list for priority (Kombu's _put).
 func (b *Backend) Put(ctx context.Context, queue string, priority int, envelope []byte) error {
+	err := b.put1(ctx, queue, priority, envelope)
+	if err != nil && clusterMoving(err) {
+		_, err = b.whileMoving(ctx, func() (int, error) { // cluster.go
+			return 1, b.put1(ctx, queue, priority, envelope)
+		})
+	}
+	return err
+}
+
+// put1 is one attempt of Put.
+func (b *Backend) put1(ctx context.Context, queue string, priority int, envelope []byte) error {
 	if b.pipe != nil {
 		return b.pipePut(ctx, queue, priority, envelope) // autopipe.go
 	}
@@ -234,12 +245,52 @@ func (b *Backend) putNow(ctx context.Context, queue string, priority int, envelo
 		}
 		defer b.shardPushed(queue)
 	}
+	if b.waiting() {
+		return b.putWaiting(ctx, "put", []transport.PutItem{{Queue: queue, Priority: priority, Envelope: envelope}})
+	}
 	return wrap("put", b.client.LPush(ctx, b.k.queueKey(queue, priority), envelope).Err())
+}
+
+// putWaiting writes items with Options.PublishWaitReplicas: on a single
+// instance or the compatible layout, in one MULTI/EXEC followed by WAIT on
+// the same connection (pushWaiting); in the sharded layout, one pipeline
+// per master (shardPushWaiting). It returns the first write error, else a
+// *NotReplicatedError if the replicas fell short (every item was written).
+func (b *Backend) putWaiting(ctx context.Context, op string, items []transport.PutItem) error {
+	if b.shard == nil {
+		return b.pushWaiting(ctx, op, items)
+	}
+	pushes := make([]*shardPush, len(items))
+	for i, it := range items {
+		pushes[i] = &shardPush{key: b.k.queueKey(it.Queue, it.Priority), queue: it.Queue, vals: []any{it.Envelope}, items: []int{i}}
+	}
+	b.shardPushWaiting(ctx, pushes) // sharded_ops.go
+	var notReplicated error
+	for _, ps := range pushes {
+		if err := ps.cmd.Err(); err != nil {
+			return wrap(op, err)
+		}
+		if notReplicated == nil {
+			notReplicated = ps.notReplicated
+		}
+	}
+	return notReplicated
 }
 
 // PutBatch LPUSHes many envelopes in one MULTI/EXEC round trip
 // (transport.BatchPutter).
 func (b *Backend) PutBatch(ctx context.Context, items []transport.PutItem) error {
+	err := b.putBatch1(ctx, items)
+	if err != nil && clusterMoving(err) {
+		_, err = b.whileMoving(ctx, func() (int, error) { // cluster.go
+			return len(items), b.putBatch1(ctx, items)
+		})
+	}
+	return err
+}
+
+// putBatch1 is one attempt of PutBatch.
+func (b *Backend) putBatch1(ctx context.Context, items []transport.PutItem) error {
 	if err := b.checkOpen(); err != nil {
 		return err
 	}
@@ -248,6 +299,9 @@ func (b *Backend) PutBatch(ctx context.Context, items []transport.PutItem) error
 	}
 	if b.shard != nil {
 		return b.shardPutBatch(ctx, items) // sharded_ops.go
+	}
+	if b.waiting() {
+		return b.pushWaiting(ctx, "put batch", items)
 	}
 	_, err := b.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 		for _, it := range items {
@@ -649,7 +703,9 @@ func (b *Backend) Unbind(ctx context.Context, exchange string, row transport.Bin
 func (b *Backend) Publish(ctx context.Context, exchange string, typ entity.ExchangeType, routingKey string, priority int, envelope []byte) (int, error) {
 	n, err := b.publish1(ctx, exchange, typ, routingKey, priority, envelope)
 	if err != nil && clusterMoving(err) {
-		return b.publishMigrating(ctx, exchange, typ, routingKey, priority, envelope) // cluster.go
+		return b.whileMoving(ctx, func() (int, error) { // cluster.go
+			return b.publish1(ctx, exchange, typ, routingKey, priority, envelope)
+		})
 	}
 	return n, err
 }
@@ -697,14 +753,14 @@ func (b *Backend) publishNow(ctx context.Context, exchange string, typ entity.Ex
 	if len(queues) == 0 {
 		return 0, nil
 	}
-	if b.waiting() {
-		return len(queues), b.pushWaiting(ctx, queues, priority, envelope)
-	}
 	items := make([]transport.PutItem, len(queues))
 	for i, q := range queues {
 		items[i] = transport.PutItem{Queue: q, Priority: priority, Envelope: envelope}
 	}
 	if err := b.PutBatch(ctx, items); err != nil {
+		if errors.Is(err, ErrNotReplicated) {
+			return len(queues), err // published, on the master only
+		}
 		return 0, err
 	}
 	return len(queues), nil
@@ -724,7 +780,7 @@ func (b *Backend) process(ctx context.Context, cmd goredis.Cmder) *goredis.IntCm
 	}
 	_ = pipe.Process(ctx, cmd)
 	w := b.queueWait(ctx, pipe)
-	_, _ = pipe.Exec(ctx) // each command carries its own error
+	b.execWrite(ctx, pipe) // cluster.go
 	return w
 }
 

@@ -110,8 +110,10 @@ func (b *Backend) publishBatch1(ctx context.Context, items []transport.PublishIt
 	var wait *goredis.IntCmd
 	if b.waiting() {
 		wait = b.queueWait(ctx, pipe) // covers every write above: same connection
+		b.execWrite(ctx, pipe)        // cluster.go
+	} else {
+		_, _ = pipe.Exec(ctx) // each command carries its own error
 	}
-	_, _ = pipe.Exec(ctx) // each command carries its own error
 
 	for _, o := range ops {
 		if o.push != nil {

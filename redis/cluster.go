@@ -12,7 +12,6 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
-	"github.com/kombu-go/kombu/entity"
 	"github.com/kombu-go/kombu/transport"
 )
 
@@ -302,7 +301,7 @@ func (b *Backend) writePipeline(ctx context.Context) (goredis.Pipeliner, error) 
 // scripts also declare the slot guard, P+"kombu-go.slot-guard", a key no
 // one writes: while the slot migrates, a publish always has a missing
 // key, gets TRYAGAIN and does not run, and Publish tries it again until
-// the slot is assigned (publishMigrating; clusterMoving). The take script needs no
+// the slot is assigned (whileMoving; clusterMoving). The take script needs no
 // guard: its receipt key is new to each call (scripts/get.lua), so it
 // does not run during a migration either (a TRYAGAIN its retry loop waits
 // out; the same receipt keeps a take that did run from taking twice). The
@@ -338,24 +337,47 @@ func clusterMoving(err error) bool {
 		goredis.HasErrorPrefix(err, "MOVED ")
 }
 
-// publishMigrating is Publish after clusterMoving: the slot of the hash
-// tag is migrating and the script did not run (see above). It tries again,
-// with a backoff from 5 ms to 200 ms, until the publish runs, fails
+// whileMoving runs a write again after it failed with clusterMoving:
+// the hash tag's slot (or, in the sharded layout, the queue's) is
+// migrating or has moved, and the write did not run (see above). It tries
+// again, with a backoff from 5 ms to 200 ms, until the write runs, fails
 // otherwise, ctx ends or getRetryBudget has passed since the first try.
-func (b *Backend) publishMigrating(ctx context.Context, exchange string, typ entity.ExchangeType, routingKey string, priority int, envelope []byte) (int, error) {
+// Publish, Put and PutBatch use it.
+func (b *Backend) whileMoving(ctx context.Context, write func() (int, error)) (int, error) {
 	start := time.Now()
 	delay := 5 * time.Millisecond
 	for {
 		select {
 		case <-time.After(delay):
 		case <-ctx.Done():
-			return 0, fmt.Errorf("kombu: redis: publish while the hash tag's slot migrates: %w", ctx.Err())
+			return 0, fmt.Errorf("kombu: redis: write while the slot migrates: %w", ctx.Err())
 		}
-		n, err := b.publish1(ctx, exchange, typ, routingKey, priority, envelope)
+		n, err := write()
 		if err == nil || !clusterMoving(err) || b.closed.Load() || time.Since(start)+delay > getRetryBudget {
 			return n, err
 		}
 		delay = min(2*delay, 200*time.Millisecond)
+	}
+}
+
+// execWrite runs a pipeline of writePipeline's, or of a master's node
+// client (shardPushWaiting), and has a cluster client's slot map reloaded
+// when the reply says the slot moved (MOVED) or the master did not answer
+// (a connection error: it may be dead, its replica promoted). Such a
+// pipeline follows no redirection and finds no other node by itself, and
+// go-redis reloads its map on its own only every 60 s: without the
+// reload, publishes that wait for replicas would go to a dead master's
+// address for that long (TestClusterFailover). The reload runs in the
+// background; each command of pipe carries its own result.
+func (b *Backend) execWrite(ctx context.Context, pipe goredis.Pipeliner) {
+	_, err := pipe.Exec(ctx)
+	c, ok := b.client.(*goredis.ClusterClient)
+	if err == nil || !ok || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return
+	}
+	var reply goredis.Error
+	if !errors.As(err, &reply) || goredis.HasErrorPrefix(err, "MOVED ") {
+		c.ReloadState(ctx)
 	}
 }
 
@@ -380,7 +402,7 @@ func movingTail(errs []error) int {
 
 // publishBatchMigrating is PublishBatch after its messages from index
 // from on were not written because the hash tag's slot is migrating (see
-// movingTail): it sends them again, with publishMigrating's backoff and
+// movingTail): it sends them again, with whileMoving's backoff and
 // budget, for as long as a tail of the batch is left in that state, and
 // fills in their results.
 func (b *Backend) publishBatchMigrating(ctx context.Context, items []transport.PublishItem, ns []int, errs []error, from int) ([]int, []error) {

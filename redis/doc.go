@@ -185,11 +185,12 @@
 // Failover: kill the tag's master and a replica is promoted in about
 // cluster-node-timeout plus a second; producers and consumers follow by
 // themselves (go-redis reloads the slot map on MOVED and on connection
-// errors). Replication is asynchronous, so use publish_wait_replicas=1
-// (see Replication; on a cluster the WAIT runs on the tag's master): then
-// a publish that returned nil survives the failover
-// (TestClusterFailover: about 40,000 publishes, the master SIGKILLed, none
-// confirmed lost). Takes and acks written just before the crash may be
+// errors; so does the backend after a write that waited for replicas,
+// which goes in a pipeline on the master's own connection). Replication
+// is asynchronous, so use publish_wait_replicas=1 (see Replication; on a
+// cluster the WAIT runs on the tag's master): then a publish that
+// returned nil survives the failover (TestClusterFailover: about 15,000
+// to 25,000 publishes a run, the master SIGKILLed, none confirmed lost). Takes and acks written just before the crash may be
 // undone by it: a message can then be delivered twice (at-least-once),
 // never lost; the visibility sweep brings back records whose reply was
 // lost. go-redis's cluster client resends a command whose connection
@@ -199,8 +200,8 @@
 // --cluster reshard`, or CLUSTER SETSLOT and MIGRATE by hand) while the
 // transport runs loses nothing. While the slot migrates, takes get
 // TRYAGAIN (or a redirect go-redis gave up on) and retry with their
-// receipt; Publish and PublishBatch wait it out (up to 8 s) and then run
-// on the target; acks retry; single-key commands follow ASK. The publish
+// receipt; Publish, PublishBatch, Put and PutBatch wait it out (up to
+// 8 s) and then run on the target; acks retry; single-key commands follow ASK. The publish
 // scripts declare a slot guard key that no one writes, so they never run
 // on the target while the source still holds their queues (cluster.go
 // says why). TestClusterReshard keeps a migration in progress
@@ -253,12 +254,16 @@
 // Redis replicates asynchronously: a publish the master acknowledged just
 // before it is lost (a crash, or a failover that demotes it) can be lost
 // with it. With publish_wait_replicas=N (Options.PublishWaitReplicas, and
-// publish_wait_timeout, 1 s by default) Publish and PublishBatch send
-// Redis's WAIT after the write on the same connection and return nil only
-// once N replicas have the message; otherwise the message is published,
-// on the master only, and the call returns a *NotReplicatedError
-// (errors.Is transport.ErrNotReplicated), which retry policies do not
-// retry. kombu-go's own option; Kombu has none.
+// publish_wait_timeout, 1 s by default) every write of a new message
+// (Publish, PublishBatch, and Put and PutBatch, which a publish to the
+// default exchange is) sends Redis's WAIT after the write on the same
+// connection and returns nil only once N replicas have the message;
+// otherwise the message is published, on the master only, and the call
+// returns a *NotReplicatedError (errors.Is transport.ErrNotReplicated),
+// which retry policies do not retry. Moves inside the library (a bad
+// message to the dead-letter queue, a no-ack message given back at
+// shutdown) treat such a write as done. kombu-go's own option; Kombu has
+// none.
 //
 // Redis's cjson rejects some JSON
 // that Python accepts (lone UTF-16 surrogate escapes, nesting deeper than

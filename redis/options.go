@@ -90,10 +90,12 @@ type Options struct {
 	// watchers tell takes which queues are empty: one per priority list
 	// of each queue consumed (4 per queue with the default steps).
 	WaitConnections int
-	// PublishWaitReplicas, if positive, makes Publish and PublishBatch
-	// wait, with Redis's WAIT on the connection that wrote, until that
-	// many replicas have the message, for at most PublishWaitTimeout
-	// (kombu-go's own, URL option publish_wait_replicas). Replication is
+	// PublishWaitReplicas, if positive, makes every write of a new
+	// message (Publish, PublishBatch, Put, PutBatch; a publish to the
+	// default exchange is a Put) wait, with Redis's WAIT on the connection
+	// that wrote, until that many replicas have the message, for at most
+	// PublishWaitTimeout (kombu-go's own, URL option
+	// publish_wait_replicas). Replication is
 	// asynchronous, so without it a publish the master acknowledged just
 	// before a failover can be lost with it; with it, a publish that
 	// returns nil survives the loss of the master (given the replicas

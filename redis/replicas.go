@@ -39,29 +39,48 @@ func (b *Backend) queueWait(ctx context.Context, pipe goredis.Pipeliner) *goredi
 	return w
 }
 
-// pushWaiting LPUSHes envelope onto each queue's list for priority in one
-// MULTI/EXEC, as PutBatch does, and sends the WAIT on the same connection
-// after it (a WAIT inside MULTI would not wait). The write's error, or
-// else replicated's verdict, is returned.
-func (b *Backend) pushWaiting(ctx context.Context, queues []string, priority int, envelope []byte) error {
+// pushWaiting LPUSHes each item's envelope onto its queue's list for its
+// priority, several in one MULTI/EXEC as PutBatch does, and sends the WAIT
+// on the same connection after them (a WAIT inside MULTI would not wait).
+// The write's error, or else replicated's verdict, is returned. Put,
+// PutBatch and Publish's Go-routed fallback write through it when
+// publishes wait for replicas.
+func (b *Backend) pushWaiting(ctx context.Context, op string, items []transport.PutItem) error {
 	pipe, err := b.writePipeline(ctx) // cluster.go
 	if err != nil {
 		return err
 	}
-	pipe.Do(ctx, "multi")
-	for _, q := range queues {
-		pipe.Do(ctx, "lpush", b.k.queueKey(q, priority), envelope)
+	multi := len(items) > 1
+	if multi {
+		pipe.Do(ctx, "multi")
 	}
-	exec := pipe.Do(ctx, "exec")
+	pushes := make([]*goredis.Cmd, len(items))
+	for i, it := range items {
+		pushes[i] = pipe.Do(ctx, "lpush", b.k.queueKey(it.Queue, it.Priority), it.Envelope)
+	}
+	var exec *goredis.Cmd
+	if multi {
+		exec = pipe.Do(ctx, "exec")
+	}
 	w := b.queueWait(ctx, pipe)
-	_, _ = pipe.Exec(ctx) // each command carries its own error
-	res, err := exec.Slice()
-	if err != nil {
-		return wrap("publish", err)
+	b.execWrite(ctx, pipe) // cluster.go
+	// In a MULTI, a push refused when queued (a MOVED, ASK or TRYAGAIN
+	// while the slot migrates: the pipeline follows no redirection) says
+	// why EXEC answered EXECABORT; nothing was written.
+	for _, p := range pushes {
+		if err := p.Err(); err != nil {
+			return wrap(op, err)
+		}
 	}
-	for _, r := range res {
-		if rerr, ok := r.(error); ok {
-			return wrap("publish", rerr)
+	if multi {
+		res, err := exec.Slice()
+		if err != nil {
+			return wrap(op, err)
+		}
+		for _, r := range res {
+			if rerr, ok := r.(error); ok {
+				return wrap(op, rerr)
+			}
 		}
 	}
 	return b.replicated(w)

@@ -17,7 +17,10 @@ import (
 // Proves: with publish_wait_replicas, a publish returns nil only once the
 // replica has the message (WAIT on the connection that wrote), for
 // Publish through a direct exchange, a topic route in Lua and one in Go
-// (a pattern the Lua matcher declines), and PublishBatch;
+// (a pattern the Lua matcher declines), Publish to the default exchange
+// (a lone LPUSH: it returned nil without waiting before, which is how
+// TestClusterFailover lost a "confirmed" publish), Put, PutBatch and
+// PublishBatch;
 // when the replica is gone, the same publishes still write the message
 // to the master and return a *NotReplicatedError (errors.Is
 // ErrNotReplicated, Want 1, Got 0) after the timeout, with the routed
@@ -61,6 +64,14 @@ func TestIntegrationPublishWaitReplicas(t *testing.T) {
 		ns, errs = append(ns, n), append(errs, err)
 		n, err = b.Publish(bg, "gx", entity.Topic, "ab", 0, env)
 		ns, errs = append(ns, n), append(errs, err)
+		// The default exchange: a Put, alone (the auto-pipeline's lone
+		// send) and through the backend's Put and PutBatch.
+		n, err = b.Publish(bg, "", entity.Direct, "q", 0, env)
+		ns, errs = append(ns, n), append(errs, err)
+		err = b.Put(bg, "q", 0, env)
+		ns, errs = append(ns, 1), append(errs, err)
+		err = b.PutBatch(bg, []transport.PutItem{{Queue: "q", Envelope: env}, {Queue: "q2", Priority: 3, Envelope: env}})
+		ns, errs = append(ns, 2), append(errs, err)
 		bn, berrs := b.PublishBatch(bg, []transport.PublishItem{
 			{Exchange: "ex", Type: entity.Direct, RoutingKey: "rk", Envelope: env},
 			{Exchange: "ex", Type: entity.Direct, RoutingKey: "nomatch", Envelope: env},
@@ -70,13 +81,13 @@ func TestIntegrationPublishWaitReplicas(t *testing.T) {
 	}
 	ns, errs := publishAll()
 	for i, err := range errs {
-		if err != nil || ns[i] != []int{1, 1, 1, 1, 0, 1}[i] {
+		if err != nil || ns[i] != []int{1, 1, 1, 1, 1, 2, 1, 0, 1}[i] {
 			t.Fatalf("with the replica up, publish %d: routed %d, %v", i, ns[i], err)
 		}
 	}
 	// Acknowledged means on the replica already (read right away, no wait).
-	if n := replica.LLen(bg, "q").Val(); n != 5 {
-		t.Fatalf("replica has %d messages right after 5 confirmed publishes", n)
+	if n := replica.LLen(bg, "q").Val() + replica.LLen(bg, b.k.queueKey("q2", 3)).Val(); n != 9 {
+		t.Fatalf("replica has %d messages right after 9 confirmed writes", n)
 	}
 
 	rserver.Stop() // SIGKILL
@@ -88,7 +99,7 @@ func TestIntegrationPublishWaitReplicas(t *testing.T) {
 	start := time.Now()
 	ns, errs = publishAll()
 	for i, err := range errs {
-		want := []int{1, 1, 1, 1, 0, 1}[i]
+		want := []int{1, 1, 1, 1, 1, 2, 1, 0, 1}[i]
 		if ns[i] != want {
 			t.Fatalf("without the replica, publish %d routed %d, want %d", i, ns[i], want)
 		}
@@ -103,11 +114,11 @@ func TestIntegrationPublishWaitReplicas(t *testing.T) {
 			t.Fatalf("without the replica, publish %d: %v, want a *NotReplicatedError{1, 0}", i, err)
 		}
 	}
-	if took := time.Since(start); took < 1200*time.Millisecond {
-		t.Fatalf("four waits of 0.3 s took %v", took)
+	if took := time.Since(start); took < 2100*time.Millisecond {
+		t.Fatalf("seven waits of 0.3 s took %v", took)
 	}
-	if n := master.LLen(bg, "q").Val(); n != 10 {
-		t.Fatalf("master has %d messages, want 10 (the unconfirmed ones are published too)", n)
+	if n := master.LLen(bg, "q").Val() + master.LLen(bg, b.k.queueKey("q2", 3)).Val(); n != 18 {
+		t.Fatalf("master has %d messages, want 18 (the unconfirmed ones are published too)", n)
 	}
 
 	for _, bad := range []string{"publish_wait_replicas=-1", "publish_wait_replicas=1&publish_wait_timeout=0", "publish_wait_replicas=x"} {

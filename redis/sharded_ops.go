@@ -212,7 +212,7 @@ func (b *Backend) shardPushWaiting(ctx context.Context, pushes []*shardPush) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, _ = g.pipe.Exec(ctx) // each command carries its own error
+			b.execWrite(ctx, g.pipe) // cluster.go
 		}()
 	}
 	wg.Wait()
@@ -500,17 +500,23 @@ func (b *Backend) shardPutBatch(ctx context.Context, items []transport.PutItem) 
 			return err
 		}
 	}
-	_, err := b.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
-		for _, it := range items {
-			p.LPush(ctx, b.k.queueKey(it.Queue, it.Priority), it.Envelope)
-		}
-		return nil
-	})
-	if err != nil {
-		return wrap("put batch", err)
+	var err error
+	if b.waiting() {
+		err = b.putWaiting(ctx, "put batch", items) // backend.go
+	} else {
+		_, err = b.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			for _, it := range items {
+				p.LPush(ctx, b.k.queueKey(it.Queue, it.Priority), it.Envelope)
+			}
+			return nil
+		})
+		err = wrap("put batch", err)
+	}
+	if err != nil && !errors.Is(err, ErrNotReplicated) {
+		return err
 	}
 	for _, it := range items {
 		b.shardPushed(it.Queue)
 	}
-	return nil
+	return err
 }

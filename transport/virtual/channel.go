@@ -346,7 +346,9 @@ func (c *Channel) badMessage(ctx context.Context, d transport.Delivery, m *entit
 	if dlq == "" {
 		dlq = DefaultBadMessageQueue
 	}
-	if err := c.t.backend.Put(ctx, dlq, 0, d.Envelope); err != nil {
+	// A copy on the master only (ErrNotReplicated) is a copy: as safe as
+	// any write without publish_wait_replicas.
+	if err := c.t.backend.Put(ctx, dlq, 0, d.Envelope); err != nil && !errors.Is(err, transport.ErrNotReplicated) {
 		log.Error("kombu: cannot move bad message to dead-letter queue; left unacked", "queue", d.Queue, "dead_letter_queue", dlq, "error", err)
 		return
 	}
@@ -1024,7 +1026,7 @@ func (c *Channel) giveBack(m *entity.Message, opts ConsumeOptions) {
 	if !opts.NoAck || c.t.IsFanoutQueue(queue) {
 		return // fanout is at-most-once: nothing reads its lists
 	}
-	if err := c.t.backend.Put(context.Background(), queue, m.Properties.Priority, m.Raw); err != nil {
+	if err := c.t.backend.Put(context.Background(), queue, m.Properties.Priority, m.Raw); err != nil && !errors.Is(err, transport.ErrNotReplicated) {
 		opts.OnError(fmt.Errorf("kombu: no-ack message %s taken during shutdown could not be put back on %q: %w", m.DeliveryTag, queue, err))
 	}
 }

@@ -11,6 +11,7 @@
 package virtual
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -493,6 +494,7 @@ func (t *Transport) PublishRaw(ctx context.Context, exchange, routingKey string,
 }
 
 func (t *Transport) publishRaw(ctx context.Context, exchange, routingKey string, priority int, raw []byte, mandatory bool) (int, error) {
+	var notReplicated error
 	if t.isClosed() {
 		return 0, transport.ErrClosed
 	}
@@ -522,18 +524,27 @@ func (t *Transport) publishRaw(ctx context.Context, exchange, routingKey string,
 		if err != nil {
 			return 0, err
 		}
+		// A write that fell short of the replicas asked for
+		// (ErrNotReplicated) is published all the same: the rest are
+		// written, and the error is returned with the count.
 		if bp, ok := t.backend.(transport.BatchPutter); ok && len(qs) > 1 {
 			items := make([]transport.PutItem, len(qs))
 			for i, q := range qs {
 				items[i] = transport.PutItem{Queue: q, Priority: priority, Envelope: raw}
 			}
 			if err := bp.PutBatch(ctx, items); err != nil {
-				return 0, err
+				if !errors.Is(err, transport.ErrNotReplicated) {
+					return 0, err
+				}
+				notReplicated = err
 			}
 		} else {
 			for i, q := range qs {
 				if err := t.backend.Put(ctx, q, priority, raw); err != nil {
-					return i, err
+					if !errors.Is(err, transport.ErrNotReplicated) {
+						return i, err
+					}
+					notReplicated = cmp.Or(notReplicated, err)
 				}
 			}
 		}
@@ -542,7 +553,7 @@ func (t *Transport) publishRaw(ctx context.Context, exchange, routingKey string,
 	if n == 0 && mandatory {
 		return 0, &transport.NoRouteError{Exchange: exchange, RoutingKey: routingKey}
 	}
-	return n, nil
+	return n, notReplicated
 }
 
 func (t *Transport) isClosed() bool {
