@@ -28,7 +28,8 @@ func shardEnvelope(id, q string) []byte {
 // Proves: every publish confirmed by a replica is delivered; nothing is
 // delivered that was not published; the queues on the other masters are
 // served throughout, and the killed master's queue resumes on the
-// promoted replica. Duplicates (at-least-once) and unconfirmed publishes
+// promoted replica before the killed node returns, its publishes
+// returning ErrNotReplicated until then (none confirmed). Duplicates (at-least-once) and unconfirmed publishes
 // are counted in the test's output, not failed.
 func TestShardedFailover(t *testing.T) {
 	c := startCluster(t)
@@ -56,7 +57,10 @@ func TestShardedFailover(t *testing.T) {
 		failed      int
 		delivered   = map[string]int{}
 		perQueue    = map[string]int{}
-		takeErrs    atomic.Int64
+		// per queue: confirmed, and written on the master only
+		confirmedIn   = map[string]int{}
+		unconfirmedIn = map[string]int{}
+		takeErrs      atomic.Int64
 	)
 	ctx, stopProducers := context.WithCancel(bg)
 	var prod sync.WaitGroup
@@ -75,8 +79,10 @@ func TestShardedFailover(t *testing.T) {
 				switch {
 				case err == nil:
 					confirmed[id] = true
+					confirmedIn[q]++
 				case errors.Is(err, ErrNotReplicated):
 					unconfirmed++
+					unconfirmedIn[q]++
 				default:
 					failed++
 				}
@@ -133,6 +139,29 @@ func TestShardedFailover(t *testing.T) {
 		}
 	}
 	failover := time.Since(killedAt)
+	// The promoted master has no replica until the killed node returns:
+	// a publish to its queue must return ErrNotReplicated, none may be
+	// confirmed. Waiting for one proves the producers found the promoted
+	// master by themselves (the backend reloads the slot map after a
+	// waiting write's connection error) and that their publishes to the
+	// default exchange wait for a replica.
+	mu.Lock()
+	confirmedAtPromotion := confirmedIn[queues[0]]
+	mu.Unlock()
+	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		mu.Lock()
+		n, confirmedNow, nfailed := unconfirmedIn[queues[0]], confirmedIn[queues[0]], failed
+		mu.Unlock()
+		if confirmedNow != confirmedAtPromotion {
+			t.Fatalf("%d publishes to %s confirmed while its promoted master had no replica", confirmedNow-confirmedAtPromotion, queues[0])
+		}
+		if n > 0 {
+			break
+		}
+		if time.Since(start) > 15*time.Second {
+			t.Fatalf("no publish to %s reached its promoted master within 15 s (failed %d)", queues[0], nfailed)
+		}
+	}
 	c.StartNode(victim)
 	time.Sleep(2 * time.Second)
 	stopProducers()
