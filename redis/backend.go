@@ -382,9 +382,7 @@ func (b *Backend) take(ctx context.Context, queues []string, ack bool, n int, ro
 	}
 	suffixes := b.k.stepSuffixes()
 	if w := takeWindow(n); len(queues) > 2*w {
-		if b.windowSkip.Load() > 0 {
-			b.windowSkip.Add(-1)
-		} else {
+		if !b.skipWindow() {
 			out, err := b.takeCall(ctx, queues[:w], suffixes[:1], ack, n, rotate, true, settle, dst)
 			if !errors.Is(err, transport.ErrEmpty) {
 				return out, err
@@ -394,6 +392,21 @@ func (b *Backend) take(ctx context.Context, queues []string, ack bool, n int, ro
 		}
 	}
 	return b.takeCall(ctx, queues, suffixes, ack, n, rotate, false, settle, dst)
+}
+
+// skipWindow reports whether this take goes straight to the full list,
+// using up one of the windowMissSkip takes a windowed miss left; racing
+// takes never count below zero.
+func (b *Backend) skipWindow() bool {
+	for {
+		k := b.windowSkip.Load()
+		if k <= 0 {
+			return false
+		}
+		if b.windowSkip.CompareAndSwap(k, k-1) {
+			return true
+		}
+	}
 }
 
 // takeCall is one get.lua call over queues at the priority steps whose

@@ -145,23 +145,11 @@ func TestShardedFailover(t *testing.T) {
 	// master by themselves (the backend reloads the slot map after a
 	// waiting write's connection error) and that their publishes to the
 	// default exchange wait for a replica.
-	mu.Lock()
-	confirmedAtPromotion := confirmedIn[queues[0]]
-	mu.Unlock()
-	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+	awaitNotReplicated(t, queues[0], func() (int, int, int) {
 		mu.Lock()
-		n, confirmedNow, nfailed := unconfirmedIn[queues[0]], confirmedIn[queues[0]], failed
-		mu.Unlock()
-		if confirmedNow != confirmedAtPromotion {
-			t.Fatalf("%d publishes to %s confirmed while its promoted master had no replica", confirmedNow-confirmedAtPromotion, queues[0])
-		}
-		if n > 0 {
-			break
-		}
-		if time.Since(start) > 15*time.Second {
-			t.Fatalf("no publish to %s reached its promoted master within 15 s (failed %d)", queues[0], nfailed)
-		}
-	}
+		defer mu.Unlock()
+		return confirmedIn[queues[0]], unconfirmedIn[queues[0]], failed
+	})
 	c.StartNode(victim)
 	time.Sleep(2 * time.Second)
 	stopProducers()

@@ -87,16 +87,11 @@ func (b *Backend) shardPublish(ctx context.Context, exchange string, typ entity.
 
 // shardPublishBatch is PublishBatch in the sharded layout: each item
 // routed (binding tables cached), the pushes in one pipeline, consecutive
-// pushes to one list in one LPUSH, in order.
+// pushes to one list in one LPUSH, in order. Its callers (publishNow,
+// publishBatch1) have checked that the backend is open.
 func (b *Backend) shardPublishBatch(ctx context.Context, items []transport.PublishItem) ([]int, []error) {
 	ns := make([]int, len(items))
 	errs := make([]error, len(items))
-	if err := b.checkOpen(); err != nil {
-		for i := range errs {
-			errs[i] = err
-		}
-		return ns, errs
-	}
 	var pushes []*shardPush
 	for i, it := range items {
 		if it.Exchange == "" {
