@@ -252,9 +252,9 @@ func (b *Backend) putNow(ctx context.Context, queue string, priority int, envelo
 }
 
 // putWaiting writes items with Options.PublishWaitReplicas: on a single
-// instance or the compatible layout, in one MULTI/EXEC followed by WAIT on
-// the same connection (pushWaiting); in the sharded layout, one pipeline
-// per master (shardPushWaiting). It returns the first write error, else a
+// instance or the compatible layout, one LPUSH (several in a MULTI/EXEC)
+// followed by WAIT on the same connection (pushWaiting); in the sharded
+// layout, one pipeline per master (shardPushWaiting). It returns the first write error, else a
 // *NotReplicatedError if the replicas fell short (every item was written).
 func (b *Backend) putWaiting(ctx context.Context, op string, items []transport.PutItem) error {
 	if b.shard == nil {
@@ -770,7 +770,9 @@ func (b *Backend) publishNow(ctx context.Context, exchange string, typ entity.Ex
 	for i, q := range queues {
 		items[i] = transport.PutItem{Queue: q, Priority: priority, Envelope: envelope}
 	}
-	if err := b.PutBatch(ctx, items); err != nil {
+	// putBatch1, not PutBatch: Publish itself sends again a write the
+	// slot's migration refused.
+	if err := b.putBatch1(ctx, items); err != nil {
 		if errors.Is(err, ErrNotReplicated) {
 			return len(queues), err // published, on the master only
 		}
