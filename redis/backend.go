@@ -239,42 +239,20 @@ func (b *Backend) putNow(ctx context.Context, queue string, priority int, envelo
 	if err := b.checkOpen(); err != nil {
 		return err
 	}
+	if b.waiting() {
+		items := []transport.PutItem{{Queue: queue, Priority: priority, Envelope: envelope}}
+		if b.shard != nil {
+			return b.shardPutBatch(ctx, items) // sharded_ops.go
+		}
+		return b.pushWaiting(ctx, "put", items) // replicas.go
+	}
 	if b.shard != nil {
 		if err := b.checkQueueName(queue); err != nil { // sharded.go
 			return err
 		}
 		defer b.shardPushed(queue)
 	}
-	if b.waiting() {
-		return b.putWaiting(ctx, "put", []transport.PutItem{{Queue: queue, Priority: priority, Envelope: envelope}})
-	}
 	return wrap("put", b.client.LPush(ctx, b.k.queueKey(queue, priority), envelope).Err())
-}
-
-// putWaiting writes items with Options.PublishWaitReplicas: on a single
-// instance or the compatible layout, one LPUSH (several in a MULTI/EXEC)
-// followed by WAIT on the same connection (pushWaiting); in the sharded
-// layout, one pipeline per master (shardPushWaiting). It returns the first write error, else a
-// *NotReplicatedError if the replicas fell short (every item was written).
-func (b *Backend) putWaiting(ctx context.Context, op string, items []transport.PutItem) error {
-	if b.shard == nil {
-		return b.pushWaiting(ctx, op, items)
-	}
-	pushes := make([]*shardPush, len(items))
-	for i, it := range items {
-		pushes[i] = &shardPush{key: b.k.queueKey(it.Queue, it.Priority), queue: it.Queue, vals: []any{it.Envelope}, items: []int{i}}
-	}
-	b.shardPushWaiting(ctx, pushes) // sharded_ops.go
-	var notReplicated error
-	for _, ps := range pushes {
-		if err := ps.cmd.Err(); err != nil {
-			return wrap(op, err)
-		}
-		if notReplicated == nil {
-			notReplicated = ps.notReplicated
-		}
-	}
-	return notReplicated
 }
 
 // PutBatch LPUSHes many envelopes in one MULTI/EXEC round trip

@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -487,31 +488,31 @@ func (b *Backend) shardUnackedEntries(ctx context.Context, limit int) ([]transpo
 	return out, nil
 }
 
-// shardPutBatch is PutBatch in the sharded layout: one pipeline of
-// LPUSHes (a MULTI cannot span the queues' slots).
+// shardPutBatch is PutBatch in the sharded layout: shardPublishBatch's
+// pushes of messages to the default exchange (one pipeline, or one per
+// master waiting for replicas; a MULTI cannot span the queues' slots).
+// It returns the first error, else the first *NotReplicatedError (every
+// message was written).
 func (b *Backend) shardPutBatch(ctx context.Context, items []transport.PutItem) error {
 	for _, it := range items {
 		if err := b.checkQueueName(it.Queue); err != nil {
 			return err
 		}
 	}
-	var err error
-	if b.waiting() {
-		err = b.putWaiting(ctx, "put batch", items) // backend.go
-	} else {
-		_, err = b.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
-			for _, it := range items {
-				p.LPush(ctx, b.k.queueKey(it.Queue, it.Priority), it.Envelope)
-			}
-			return nil
-		})
-		err = wrap("put batch", err)
+	pub := make([]transport.PublishItem, len(items))
+	for i, it := range items {
+		pub[i] = transport.PublishItem{RoutingKey: it.Queue, Priority: it.Priority, Envelope: it.Envelope}
 	}
-	if err != nil && !errors.Is(err, ErrNotReplicated) {
-		return err
+	_, errs := b.shardPublishBatch(ctx, pub)
+	var notReplicated error
+	for _, err := range errs {
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrNotReplicated):
+			notReplicated = cmp.Or(notReplicated, err)
+		default:
+			return err
+		}
 	}
-	for _, it := range items {
-		b.shardPushed(it.Queue)
-	}
-	return err
+	return notReplicated
 }
