@@ -443,10 +443,23 @@ func TestWorkerConcurrency(t *testing.T) {
 // Proves: a warm shutdown lets the running task finish and store its
 // result, and puts back on the queue every message the worker held but had
 // not started: prefetched ones and eta ones.
+//
+// The five messages are queued before the worker starts, the eta one
+// first, so that it takes all of them whatever the timing: its first fetch
+// takes four (the prefetch count), the eta one raises the count by one and
+// the running task's early ack frees another, which brings the fifth. (Sent
+// after the first task started, the eta message could arrive once three
+// others held three of the four slots: the fetch loop then waits for two
+// free slots, which the blocked task never gives.)
 func TestWorkerShutdownRestores(t *testing.T) {
 	e := newTestEnv(t)
 	started := make(chan struct{}, 10)
 	release := make(chan struct{})
+	e.send(t, "tasks.block", nil, nil, WithCountdown(time.Hour))
+	first := e.send(t, "tasks.block", nil, nil)
+	for i := 0; i < 3; i++ {
+		e.send(t, "tasks.block", nil, nil)
+	}
 	w := e.worker(t, func(w *Worker) {
 		w.Register("tasks.block", func(context.Context, *Task) (any, error) {
 			started <- struct{}{}
@@ -454,12 +467,7 @@ func TestWorkerShutdownRestores(t *testing.T) {
 			return "done", nil
 		})
 	}, WithConcurrency(1), WithPrefetchMultiplier(4))
-	first := e.send(t, "tasks.block", nil, nil)
 	<-started
-	for i := 0; i < 3; i++ {
-		e.send(t, "tasks.block", nil, nil)
-	}
-	e.send(t, "tasks.block", nil, nil, WithCountdown(time.Hour))
 	waitEmpty(t, e) // the worker took (prefetched or holds) all of them
 	done := make(chan error)
 	go func() { done <- w.Shutdown() }()
