@@ -269,7 +269,9 @@ func (b *Backend) shardTake(ctx context.Context, queues []string, ack bool, n in
 	// there are several) and keeps the hints.
 	takeMany := func(qs []string, want []int, dst []transport.Delivery) ([]transport.Delivery, []int, error) {
 		calls := make([]*takeCall, 0, len(qs))
+		marks := make([]uint64, len(qs))
 		for i, q := range qs {
+			marks[i] = h.mark(q)
 			c, err := b.newTakeCall(ctx, q, ack, want[i], ride[q])
 			if err != nil {
 				return dst, make([]int, len(qs)), err
@@ -283,7 +285,7 @@ func (b *Backend) shardTake(ctx context.Context, queues []string, ack bool, n in
 			var mal *transport.MalformedError
 			switch e := errs[i]; {
 			case e == nil && got[i] < want[i]:
-				h.drained(q)
+				h.drained(q, marks[i])
 			case e == nil || errors.As(e, &mal):
 				h.busy(q)
 			}

@@ -17,7 +17,10 @@ import (
 // after a take found the queue drained, and the watchers are armed after
 // that, so their next BLMOVE starts after the take; a BLMOVE on a
 // non-empty list returns at once, so a message pushed at any time after
-// the take signals. A local Put or Publish clears the hint at once.
+// the take signals. A local Put or Publish clears the hint at once, and
+// one that returned while the take was on the wire keeps the take from
+// setting it (each hint counts the local pushes: mark and drained), so a
+// Fetch after a Put of this backend returned always looks at the queue.
 //
 // Queues the watchers do not cover (Options.WaitConnections reached, or
 // 0) are looked at again after a backoff from 2 ms to 100 ms instead. A
@@ -36,6 +39,7 @@ type qhint struct {
 	w       *waiter // registered with the hub; nil if not
 	covered bool    // every list of the queue has a watcher
 	empty   bool
+	pushes  uint64    // calls of busy so far (local pushes, full takes): see mark
 	retryAt time.Time // not covered: look again from then
 	backoff time.Duration
 	used    time.Time
@@ -98,9 +102,27 @@ func (h *hints) skip(queue string) bool {
 	return qh.covered || now.Before(qh.retryAt)
 }
 
+// mark is called before a take of queue is sent; what it returns goes to
+// drained, which then knows whether this backend pushed to queue while
+// the take was on the wire.
+func (h *hints) mark(queue string) uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	qh := h.q[queue]
+	if qh == nil {
+		qh = &qhint{lists: h.b.k.queueKeys(queue), used: time.Now()}
+		h.q[queue] = qh
+	}
+	return qh.pushes
+}
+
 // drained records that a take found queue empty (it returned fewer
-// messages than asked for), and arms the queue's watchers.
-func (h *hints) drained(queue string) {
+// messages than asked for), and arms the queue's watchers. mark is what
+// mark returned before the take was sent: if this backend pushed to the
+// queue since, the push may have landed after the take ran, and the
+// queue is not marked empty (the push's own busy came first and must
+// not be undone).
+func (h *hints) drained(queue string, mark uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	qh := h.q[queue]
@@ -126,6 +148,9 @@ func (h *hints) drained(queue string) {
 		}
 		h.b.hub.arm(qh.lists)
 	}
+	if qh.pushes != mark {
+		return
+	}
 	qh.empty = true
 	if !qh.covered {
 		qh.backoff = min(max(2*qh.backoff, pollMin), pollMax)
@@ -139,6 +164,7 @@ func (h *hints) busy(queue string) {
 	h.mu.Lock()
 	if qh := h.q[queue]; qh != nil {
 		qh.empty, qh.backoff = false, 0
+		qh.pushes++
 	}
 	h.mu.Unlock()
 }

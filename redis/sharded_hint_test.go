@@ -2,12 +2,15 @@ package redis
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
+	"github.com/kombu-go/kombu/transport"
 	goredis "github.com/redis/go-redis/v9"
 )
 
@@ -119,5 +122,82 @@ func TestShardedHintsSkipEmptyQueues(t *testing.T) {
 		t.Logf("a message put by another backend on a hinted-empty queue was taken after %v", time.Since(start).Round(time.Millisecond))
 	case <-time.After(3 * time.Second):
 		t.Fatal("the wait did not return the message put on a hinted-empty queue within 3 s")
+	}
+}
+
+// putAfterTake is a go-redis hook that, once armed, runs put right after
+// the next take script's reply arrives and before the backend sees it:
+// a Put that lands after the take ran but returns before the take does.
+type putAfterTake struct {
+	put   atomic.Pointer[func()]
+	fired atomic.Bool
+}
+
+func (h *putAfterTake) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+
+func (h *putAfterTake) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		err := next(ctx, cmd)
+		ran := err == nil || errors.Is(err, goredis.Nil) // not NOSCRIPT
+		if name := strings.ToLower(cmd.Name()); ran && (name == "evalsha" || name == "eval") {
+			if put := h.put.Swap(nil); put != nil {
+				(*put)()
+				h.fired.Store(true)
+			}
+		}
+		return err
+	}
+}
+
+func (h *putAfterTake) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return next
+}
+
+// TestShardedHintPutDuringTake proves that a Put of this backend which
+// returned before a Fetch was called is always seen by that Fetch, even
+// when the Put landed while an earlier take of the queue was on the wire:
+// that take comes back drained, but must not mark the queue empty over
+// the Put's own "busy" (it used to, and the next Fetch skipped the queue
+// until a watcher's BLMOVE came back, or the polling backoff ran out:
+// the conformance suite's FetchWait case failed on a cluster now and
+// then with "a message of the batch is missing"). It runs with watchers
+// (the default) and without (WaitConnections 0, polling), on miniredis.
+func TestShardedHintPutDuringTake(t *testing.T) {
+	for _, wc := range []int{8, 0} {
+		t.Run("wait_connections_"+strconv.Itoa(wc), func(t *testing.T) {
+			mr := miniredis.RunT(t)
+			hook := &putAfterTake{}
+			c := goredis.NewClient(&goredis.Options{Addr: mr.Addr(), Protocol: 2})
+			c.AddHook(hook)
+			defer c.Close()
+			b, err := New(c, WithClusterLayout(LayoutSharded), WithWaitConnections(wc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			bg := context.Background()
+			for round := range 20 {
+				q := "hint.race." + strconv.Itoa(round) // a queue not yet hinted empty: the take runs
+				put := func() {
+					if err := b.Put(bg, q, 0, shardEnvelope("late"+strconv.Itoa(round), q)); err != nil {
+						t.Errorf("Put: %v", err)
+					}
+				}
+				hook.fired.Store(false)
+				hook.put.Store(&put)
+				// The take finds the queue empty; the hook's Put lands
+				// after it ran and returns before the take does.
+				if ds, err := shardFetch(bg, b, transport.FetchRequest{Queues: []string{q}, Max: 2}); !errors.Is(err, transport.ErrEmpty) {
+					t.Fatalf("round %d: first Fetch = %d messages, %v; want ErrEmpty", round, len(ds), err)
+				}
+				if !hook.fired.Load() {
+					t.Fatalf("round %d: the hook did not put during the take", round)
+				}
+				ds, err := shardFetch(bg, b, transport.FetchRequest{Queues: []string{q}, Max: 2})
+				if err != nil || len(ds) != 1 || deliveryTag(ds[0].Envelope) != "late"+strconv.Itoa(round) {
+					t.Fatalf("round %d: Fetch after the Put returned = %d messages, %v; want the message put", round, len(ds), err)
+				}
+			}
+		})
 	}
 }
