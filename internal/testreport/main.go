@@ -53,8 +53,9 @@ type pkgState struct {
 	passed    int
 	nfailed   int
 	nskipped  int
-	pyTests   map[string]string // top-level test -> "set versions"
-	pyResults map[string]string // top-level test -> pass/fail/skip
+	pyTests   map[string]string // top-level test -> "set versions", this file (read)
+	pyResults map[string]string // top-level test -> pass/fail/skip, this file
+	pyRan     map[string]bool   // top-level tests that ran Python, every file
 	order     []string
 }
 
@@ -62,12 +63,18 @@ type report struct {
 	pkgs  map[string]*pkgState
 	order []string
 	stray []string // non-JSON lines
+
+	sets     map[string]*setCounts // "set versions" -> interop results, every file
+	setOrder []string
 }
+
+// setCounts are the results of the tests that ran one Python version set.
+type setCounts struct{ pass, fail, skip int }
 
 func (r *report) pkg(name string) *pkgState {
 	p := r.pkgs[name]
 	if p == nil {
-		p = &pkgState{name: name, tests: map[string][]string{}, pyTests: map[string]string{}, pyResults: map[string]string{}}
+		p = &pkgState{name: name, tests: map[string][]string{}, pyTests: map[string]string{}, pyResults: map[string]string{}, pyRan: map[string]bool{}}
 		r.pkgs[name] = p
 		r.order = append(r.order, name)
 	}
@@ -130,6 +137,7 @@ func (r *report) read(path string) error {
 			p.tests[e.Test] = append(p.tests[e.Test], out)
 			if i := strings.Index(out, marker); i >= 0 {
 				p.pyTests[top(e.Test)] = strings.TrimSpace(out[i+len(marker):])
+				p.pyRan[top(e.Test)] = true
 			}
 		case "pass", "fail", "skip":
 			if e.Test == "" {
@@ -154,7 +162,41 @@ func (r *report) read(path string) error {
 			}
 		}
 	}
-	return sc.Err()
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	r.tallyInterop()
+	return nil
+}
+
+// tallyInterop adds the Python tests of the file just read to r.sets and
+// forgets them, so that the same test run again with another set (a
+// second file) counts for that set too.
+func (r *report) tallyInterop() {
+	if r.sets == nil {
+		r.sets = map[string]*setCounts{}
+	}
+	for _, name := range r.order {
+		p := r.pkgs[name]
+		for t, set := range p.pyTests {
+			c := r.sets[set]
+			if c == nil {
+				c = &setCounts{}
+				r.sets[set] = c
+				r.setOrder = append(r.setOrder, set)
+			}
+			switch p.pyResults[t] {
+			case "pass":
+				c.pass++
+			case "skip":
+				c.skip++
+			default:
+				c.fail++
+			}
+		}
+		clear(p.pyTests)
+		clear(p.pyResults)
+	}
 }
 
 func tail(lines []string, n int) []string {
@@ -180,11 +222,11 @@ func main() {
 		var b strings.Builder
 		for _, name := range r.order {
 			p := r.pkgs[name]
-			if len(p.pyTests) == 0 {
+			if len(p.pyRan) == 0 {
 				continue
 			}
-			names := make([]string, 0, len(p.pyTests))
-			for t := range p.pyTests {
+			names := make([]string, 0, len(p.pyRan))
+			for t := range p.pyRan {
 				names = append(names, regexp.QuoteMeta(t))
 			}
 			sort.Strings(names)
@@ -252,31 +294,10 @@ func main() {
 		}
 	}
 	// Interop per version set: top-level tests that ran Python.
-	type counts struct{ pass, fail, skip int }
-	sets := map[string]*counts{}
-	var setOrder []string
-	for _, name := range r.order {
-		p := r.pkgs[name]
-		for t, set := range p.pyTests {
-			c := sets[set]
-			if c == nil {
-				c = &counts{}
-				sets[set] = c
-				setOrder = append(setOrder, set)
-			}
-			switch p.pyResults[t] {
-			case "pass":
-				c.pass++
-			case "skip":
-				c.skip++
-			default:
-				c.fail++
-			}
-		}
-	}
+	setOrder := append([]string(nil), r.setOrder...)
 	sort.Strings(setOrder)
 	for _, set := range setOrder {
-		c := sets[set]
+		c := r.sets[set]
 		_, versions, _ := strings.Cut(set, " ")
 		line := fmt.Sprintf("interop %s: %d passed, %d failed", versions, c.pass, c.fail)
 		if c.skip > 0 {
