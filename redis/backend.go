@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -242,7 +243,8 @@ func (b *Backend) putNow(ctx context.Context, queue string, priority int, envelo
 	if b.waiting() {
 		items := []transport.PutItem{{Queue: queue, Priority: priority, Envelope: envelope}}
 		if b.shard != nil {
-			return b.shardPutBatch(ctx, items) // sharded_ops.go
+			_, nr, err := b.shardPutBatch(ctx, items) // sharded_ops.go
+			return cmp.Or(err, nr)
 		}
 		return b.pushWaiting(ctx, "put", items) // replicas.go
 	}
@@ -258,36 +260,54 @@ func (b *Backend) putNow(ctx context.Context, queue string, priority int, envelo
 // PutBatch LPUSHes many envelopes in one MULTI/EXEC round trip
 // (transport.BatchPutter).
 func (b *Backend) PutBatch(ctx context.Context, items []transport.PutItem) error {
-	err := b.putBatch1(ctx, items)
-	if err != nil && clusterMoving(err) {
-		_, err = b.whileMoving(ctx, func() (int, error) { // cluster.go
-			return len(items), b.putBatch1(ctx, items)
-		})
+	left := items
+	var notReplicated error
+	attempt := func() (int, error) {
+		var nr, err error
+		left, nr, err = b.putBatch1(ctx, left)
+		notReplicated = cmp.Or(notReplicated, nr)
+		return len(items), err
 	}
-	return err
+	_, err := attempt()
+	if err != nil && clusterMoving(err) {
+		// Only what was not written goes again (sharded: the messages
+		// whose slot moved; else the whole MULTI), so nothing doubles.
+		_, err = b.whileMoving(ctx, attempt) // cluster.go
+	}
+	return cmp.Or(err, notReplicated)
 }
 
-// putBatch1 is one attempt of PutBatch.
-func (b *Backend) putBatch1(ctx context.Context, items []transport.PutItem) error {
+// putBatch1 is one attempt of PutBatch. It returns the items it did not
+// write when err says their slot was moving (clusterMoving), and a
+// *NotReplicatedError for messages written on the master only.
+func (b *Backend) putBatch1(ctx context.Context, items []transport.PutItem) (left []transport.PutItem, notReplicated, err error) {
 	if err := b.checkOpen(); err != nil {
-		return err
+		return items, nil, err
 	}
 	if len(items) == 0 {
-		return nil
+		return nil, nil, nil
 	}
 	if b.shard != nil {
 		return b.shardPutBatch(ctx, items) // sharded_ops.go
 	}
 	if b.waiting() {
-		return b.pushWaiting(ctx, "put batch", items)
+		err = b.pushWaiting(ctx, "put batch", items)
+	} else {
+		_, err = b.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+			for _, it := range items {
+				p.LPush(ctx, b.k.queueKey(it.Queue, it.Priority), it.Envelope)
+			}
+			return nil
+		})
+		err = wrap("put batch", err)
 	}
-	_, err := b.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-		for _, it := range items {
-			p.LPush(ctx, b.k.queueKey(it.Queue, it.Priority), it.Envelope)
-		}
-		return nil
-	})
-	return wrap("put batch", err)
+	if errors.Is(err, ErrNotReplicated) {
+		return nil, err, nil // written, on the master only
+	}
+	if err != nil {
+		return items, nil, err // one MULTI: all or nothing
+	}
+	return nil, nil, nil
 }
 
 // Fetch takes up to req.Max messages of req.Queues in one get.lua call,
@@ -750,11 +770,10 @@ func (b *Backend) publishNow(ctx context.Context, exchange string, typ entity.Ex
 	}
 	// putBatch1, not PutBatch: Publish itself sends again a write the
 	// slot's migration refused.
-	if err := b.putBatch1(ctx, items); err != nil {
-		if errors.Is(err, ErrNotReplicated) {
-			return len(queues), err // published, on the master only
-		}
+	if _, nr, err := b.putBatch1(ctx, items); err != nil {
 		return 0, err
+	} else if nr != nil {
+		return len(queues), nr // published, on the master only
 	}
 	return len(queues), nil
 }

@@ -491,12 +491,15 @@ func (b *Backend) shardUnackedEntries(ctx context.Context, limit int) ([]transpo
 // shardPutBatch is PutBatch in the sharded layout: shardPublishBatch's
 // pushes of messages to the default exchange (one pipeline, or one per
 // master waiting for replicas; a MULTI cannot span the queues' slots).
-// It returns the first error, else the first *NotReplicatedError (every
-// message was written).
-func (b *Backend) shardPutBatch(ctx context.Context, items []transport.PutItem) error {
+// It returns the first error other than a moving slot's, else, with the
+// items whose slot was moving (in their order: sending them again keeps
+// each list's order, since a key that has moved does not move back), the
+// first such error; and the first *NotReplicatedError of the messages it
+// wrote.
+func (b *Backend) shardPutBatch(ctx context.Context, items []transport.PutItem) (left []transport.PutItem, notReplicated, err error) {
 	for _, it := range items {
 		if err := b.checkQueueName(it.Queue); err != nil {
-			return err
+			return items, nil, err
 		}
 	}
 	pub := make([]transport.PublishItem, len(items))
@@ -504,15 +507,18 @@ func (b *Backend) shardPutBatch(ctx context.Context, items []transport.PutItem) 
 		pub[i] = transport.PublishItem{RoutingKey: it.Queue, Priority: it.Priority, Envelope: it.Envelope}
 	}
 	_, errs := b.shardPublishBatch(ctx, pub)
-	var notReplicated error
-	for _, err := range errs {
+	var moving error
+	for i, e := range errs {
 		switch {
-		case err == nil:
-		case errors.Is(err, ErrNotReplicated):
-			notReplicated = cmp.Or(notReplicated, err)
+		case e == nil:
+		case errors.Is(e, ErrNotReplicated):
+			notReplicated = cmp.Or(notReplicated, e)
+		case clusterMoving(e):
+			moving = cmp.Or(moving, e)
+			left = append(left, items[i])
 		default:
-			return err
+			return nil, notReplicated, e
 		}
 	}
-	return notReplicated
+	return left, notReplicated, moving
 }
