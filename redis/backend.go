@@ -1,7 +1,6 @@
 package redis
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -219,7 +218,7 @@ func (b *Backend) Ping(ctx context.Context) error {
 // Put LPUSHes envelope to queue's list for priority (Kombu's _put).
 func (b *Backend) Put(ctx context.Context, queue string, priority int, envelope []byte) error {
 	err := b.put1(ctx, queue, priority, envelope)
-	if err != nil && clusterMoving(err) {
+	if err != nil && clusterMoving(err) && b.shard == nil { // sharded: shardSend retries
 		_, err = b.whileMoving(ctx, func() (int, error) { // cluster.go
 			return 1, b.put1(ctx, queue, priority, envelope)
 		})
@@ -243,8 +242,7 @@ func (b *Backend) putNow(ctx context.Context, queue string, priority int, envelo
 	if b.waiting() {
 		items := []transport.PutItem{{Queue: queue, Priority: priority, Envelope: envelope}}
 		if b.shard != nil {
-			_, nr, err := b.shardPutBatch(ctx, items) // sharded_ops.go
-			return cmp.Or(err, nr)
+			return b.shardPutBatch(ctx, items) // sharded_ops.go
 		}
 		return b.pushWaiting(ctx, "put", items) // replicas.go
 	}
@@ -252,7 +250,13 @@ func (b *Backend) putNow(ctx context.Context, queue string, priority int, envelo
 		if err := b.checkQueueName(queue); err != nil { // sharded.go
 			return err
 		}
-		defer b.shardPushed(queue)
+		err := b.client.LPush(ctx, b.k.queueKey(queue, priority), envelope).Err()
+		if err != nil && clusterMoving(err) {
+			// Not written: shardSend sends it again while the slot moves.
+			return b.shardPutBatch(ctx, []transport.PutItem{{Queue: queue, Priority: priority, Envelope: envelope}})
+		}
+		b.shardPushed(queue)
+		return wrap("put", err)
 	}
 	return wrap("put", b.client.LPush(ctx, b.k.queueKey(queue, priority), envelope).Err())
 }
@@ -260,54 +264,38 @@ func (b *Backend) putNow(ctx context.Context, queue string, priority int, envelo
 // PutBatch LPUSHes many envelopes in one MULTI/EXEC round trip
 // (transport.BatchPutter).
 func (b *Backend) PutBatch(ctx context.Context, items []transport.PutItem) error {
-	left := items
-	var notReplicated error
-	attempt := func() (int, error) {
-		var nr, err error
-		left, nr, err = b.putBatch1(ctx, left)
-		notReplicated = cmp.Or(notReplicated, nr)
-		return len(items), err
+	err := b.putBatch1(ctx, items)
+	if err != nil && clusterMoving(err) && b.shard == nil {
+		// One MULTI: nothing of it was written. (The sharded layout
+		// sends again only the refused pushes itself: shardSend.)
+		_, err = b.whileMoving(ctx, func() (int, error) { // cluster.go
+			return len(items), b.putBatch1(ctx, items)
+		})
 	}
-	_, err := attempt()
-	if err != nil && clusterMoving(err) {
-		// Only what was not written goes again (sharded: the messages
-		// whose slot moved; else the whole MULTI), so nothing doubles.
-		_, err = b.whileMoving(ctx, attempt) // cluster.go
-	}
-	return cmp.Or(err, notReplicated)
+	return err
 }
 
-// putBatch1 is one attempt of PutBatch. It returns the items it did not
-// write when err says their slot was moving (clusterMoving), and a
-// *NotReplicatedError for messages written on the master only.
-func (b *Backend) putBatch1(ctx context.Context, items []transport.PutItem) (left []transport.PutItem, notReplicated, err error) {
+// putBatch1 is one attempt of PutBatch.
+func (b *Backend) putBatch1(ctx context.Context, items []transport.PutItem) error {
 	if err := b.checkOpen(); err != nil {
-		return items, nil, err
+		return err
 	}
 	if len(items) == 0 {
-		return nil, nil, nil
+		return nil
 	}
 	if b.shard != nil {
 		return b.shardPutBatch(ctx, items) // sharded_ops.go
 	}
 	if b.waiting() {
-		err = b.pushWaiting(ctx, "put batch", items)
-	} else {
-		_, err = b.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-			for _, it := range items {
-				p.LPush(ctx, b.k.queueKey(it.Queue, it.Priority), it.Envelope)
-			}
-			return nil
-		})
-		err = wrap("put batch", err)
+		return b.pushWaiting(ctx, "put batch", items)
 	}
-	if errors.Is(err, ErrNotReplicated) {
-		return nil, err, nil // written, on the master only
-	}
-	if err != nil {
-		return items, nil, err // one MULTI: all or nothing
-	}
-	return nil, nil, nil
+	_, err := b.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+		for _, it := range items {
+			p.LPush(ctx, b.k.queueKey(it.Queue, it.Priority), it.Envelope)
+		}
+		return nil
+	})
+	return wrap("put batch", err)
 }
 
 // Fetch takes up to req.Max messages of req.Queues in one get.lua call,
@@ -713,7 +701,7 @@ func (b *Backend) Unbind(ctx context.Context, exchange string, row transport.Bin
 // understands, it routes with transport.Lookup and LPUSHes in one MULTI.
 func (b *Backend) Publish(ctx context.Context, exchange string, typ entity.ExchangeType, routingKey string, priority int, envelope []byte) (int, error) {
 	n, err := b.publish1(ctx, exchange, typ, routingKey, priority, envelope)
-	if err != nil && clusterMoving(err) {
+	if err != nil && clusterMoving(err) && b.shard == nil { // sharded: shardSend retries
 		return b.whileMoving(ctx, func() (int, error) { // cluster.go
 			return b.publish1(ctx, exchange, typ, routingKey, priority, envelope)
 		})
@@ -770,10 +758,11 @@ func (b *Backend) publishNow(ctx context.Context, exchange string, typ entity.Ex
 	}
 	// putBatch1, not PutBatch: Publish itself sends again a write the
 	// slot's migration refused.
-	if _, nr, err := b.putBatch1(ctx, items); err != nil {
+	if err := b.putBatch1(ctx, items); err != nil {
+		if errors.Is(err, ErrNotReplicated) {
+			return len(queues), err // published, on the master only
+		}
 		return 0, err
-	} else if nr != nil {
-		return len(queues), nr // published, on the master only
 	}
 	return len(queues), nil
 }

@@ -117,22 +117,7 @@ func (b *Backend) shardPublishBatch(ctx context.Context, items []transport.Publi
 			pushes = append(pushes, &shardPush{key: key, queue: q, vals: []any{it.Envelope}, items: []int{i}})
 		}
 	}
-	switch {
-	case len(pushes) == 0:
-	case b.waiting():
-		b.shardPushWaiting(ctx, pushes)
-	case len(pushes) == 1:
-		// The common case: one message to one queue, one command (a
-		// cluster client's pipeline machinery costs more than it saves).
-		pushes[0].cmd = b.client.LPush(ctx, pushes[0].key, pushes[0].vals...)
-	default:
-		_, _ = b.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
-			for _, ps := range pushes {
-				ps.cmd = p.LPush(ctx, ps.key, ps.vals...)
-			}
-			return nil
-		})
-	}
+	b.shardSend(ctx, pushes)
 	for _, ps := range pushes {
 		err := wrap("publish", ps.cmd.Err())
 		for _, i := range ps.items {
@@ -152,6 +137,61 @@ func (b *Backend) shardPublishBatch(ctx context.Context, items []transport.Publi
 		}
 	}
 	return ns, errs
+}
+
+// shardSend sends pushes, and sends again, with a backoff from 5 ms to
+// 200 ms for up to getRetryBudget, those their slot's migration refused
+// (clusterMoving), until none is refused, ctx ends or the backend
+// closes. Only the refused pushes go again, so no list gets a message
+// twice; each list's order holds, since a key that has moved does not
+// move back (a push to it after a refused one was refused too). Each
+// push carries its own result in cmd. Publish, Put, PutBatch and
+// PublishBatch in the sharded layout all push through it, so they need
+// no retry of their own (whileMoving is for the other layouts).
+func (b *Backend) shardSend(ctx context.Context, pushes []*shardPush) {
+	b.shardSendOnce(ctx, pushes)
+	start := time.Now()
+	delay := 5 * time.Millisecond
+	for {
+		var again []*shardPush
+		for _, ps := range pushes {
+			if ps.cmd != nil && clusterMoving(ps.cmd.Err()) {
+				again = append(again, ps)
+			}
+		}
+		if len(again) == 0 || b.closed.Load() || time.Since(start)+delay > getRetryBudget {
+			return
+		}
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return
+		}
+		b.shardSendOnce(ctx, again)
+		pushes = again
+		delay = min(2*delay, 200*time.Millisecond)
+	}
+}
+
+// shardSendOnce sends pushes once: waiting for replicas, alone, or in
+// one pipeline.
+func (b *Backend) shardSendOnce(ctx context.Context, pushes []*shardPush) {
+	switch {
+	case len(pushes) == 0:
+	case b.waiting():
+		b.shardPushWaiting(ctx, pushes)
+	case len(pushes) == 1:
+		// The common case: one message to one queue, one command (a
+		// cluster client's pipeline machinery costs more than it saves).
+		pushes[0].cmd = b.client.LPush(ctx, pushes[0].key, pushes[0].vals...)
+	default:
+		_, _ = b.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			for _, ps := range pushes {
+				ps.cmd = p.LPush(ctx, ps.key, ps.vals...)
+			}
+			return nil
+		})
+	}
 }
 
 // shardPush is one LPUSH of a sharded publish.
@@ -491,15 +531,12 @@ func (b *Backend) shardUnackedEntries(ctx context.Context, limit int) ([]transpo
 // shardPutBatch is PutBatch in the sharded layout: shardPublishBatch's
 // pushes of messages to the default exchange (one pipeline, or one per
 // master waiting for replicas; a MULTI cannot span the queues' slots).
-// It returns the first error other than a moving slot's, else, with the
-// items whose slot was moving (in their order: sending them again keeps
-// each list's order, since a key that has moved does not move back), the
-// first such error; and the first *NotReplicatedError of the messages it
-// wrote.
-func (b *Backend) shardPutBatch(ctx context.Context, items []transport.PutItem) (left []transport.PutItem, notReplicated, err error) {
+// It returns the first error, else the first *NotReplicatedError (every
+// message was written).
+func (b *Backend) shardPutBatch(ctx context.Context, items []transport.PutItem) error {
 	for _, it := range items {
 		if err := b.checkQueueName(it.Queue); err != nil {
-			return items, nil, err
+			return err
 		}
 	}
 	pub := make([]transport.PublishItem, len(items))
@@ -507,18 +544,15 @@ func (b *Backend) shardPutBatch(ctx context.Context, items []transport.PutItem) 
 		pub[i] = transport.PublishItem{RoutingKey: it.Queue, Priority: it.Priority, Envelope: it.Envelope}
 	}
 	_, errs := b.shardPublishBatch(ctx, pub)
-	var moving error
-	for i, e := range errs {
+	var notReplicated error
+	for _, err := range errs {
 		switch {
-		case e == nil:
-		case errors.Is(e, ErrNotReplicated):
-			notReplicated = cmp.Or(notReplicated, e)
-		case clusterMoving(e):
-			moving = cmp.Or(moving, e)
-			left = append(left, items[i])
+		case err == nil:
+		case errors.Is(err, ErrNotReplicated):
+			notReplicated = cmp.Or(notReplicated, err)
 		default:
-			return nil, notReplicated, e
+			return err
 		}
 	}
-	return left, notReplicated, moving
+	return notReplicated
 }

@@ -301,8 +301,8 @@ func TestShardedRoundAfterScriptFlush(t *testing.T) {
 	}
 }
 
-// movedOnce is a go-redis hook that fails the pipelined LPUSHes to key of
-// the first pipeline that has any with a MOVED reply, without sending
+// movedOnce is a go-redis hook that fails the LPUSHes to key of the first
+// command or pipeline that has any with a MOVED reply, without sending
 // them: what a slot migration does to one queue of a batch (every push to
 // a moved slot is refused; a key that has moved does not move back).
 type movedOnce struct {
@@ -317,7 +317,15 @@ func (fakeMoved) RedisError()     {}
 
 func (h *movedOnce) DialHook(next goredis.DialHook) goredis.DialHook { return next }
 
-func (h *movedOnce) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook { return next }
+func (h *movedOnce) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, c goredis.Cmder) error {
+		if a := c.Args(); len(a) > 1 && strings.EqualFold(c.Name(), "lpush") && a[1] == h.key && h.done.CompareAndSwap(false, true) {
+			c.SetErr(fakeMoved("MOVED 1234 127.0.0.1:1"))
+			return c.Err()
+		}
+		return next(ctx, c)
+	}
+}
 
 func (h *movedOnce) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []goredis.Cmder) error {
@@ -339,46 +347,97 @@ func (h *movedOnce) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredi
 	}
 }
 
-// TestShardedPutBatchMovedOnce proves that a PutBatch in the sharded layout
+// TestShardedPushMovedOnce proves that a publish in the sharded layout
 // whose push to one queue is refused with MOVED (its slot migrating) sends
-// again only that queue's messages: every queue ends with each message
-// once, in the order of the batch. It used to send the whole batch again,
-// doubling the messages of the queues whose push had gone through. On
-// miniredis, with a hook playing the migrating slot.
-func TestShardedPutBatchMovedOnce(t *testing.T) {
-	mr := miniredis.RunT(t)
-	hook := &movedOnce{key: "{b}"}
-	c := goredis.NewClient(&goredis.Options{Addr: mr.Addr(), Protocol: 2})
-	c.AddHook(hook)
-	defer c.Close()
-	b, err := New(c, WithClusterLayout(LayoutSharded))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+// again only that queue's push: every queue ends with each message once,
+// in order. It used to send the whole write again, doubling the messages
+// of the queues whose push had gone through. It covers PutBatch, Put,
+// Publish of one message routed to three queues, and PublishBatch (which
+// had no retry: it returned the MOVED). On miniredis, with a hook playing the
+// migrating slot.
+func TestShardedPushMovedOnce(t *testing.T) {
 	bg := context.Background()
-	var items []transport.PutItem
-	for i := range 6 {
-		q := []string{"a", "b", "c"}[i%3]
-		items = append(items, transport.PutItem{Queue: q, Envelope: shardEnvelope(q+strconv.Itoa(i), q)})
-	}
-	if err := b.PutBatch(bg, items); err != nil {
-		t.Fatal(err)
-	}
-	if !hook.done.Load() {
-		t.Fatal("the hook refused no push: the test proves nothing")
-	}
-	for i, q := range []string{"a", "b", "c"} {
-		ds, err := shardFetch(bg, b, transport.FetchRequest{Queues: []string{q}, Max: 10})
+	open := func(t *testing.T) (*Backend, *goredis.Client, *movedOnce) {
+		mr := miniredis.RunT(t)
+		hook := &movedOnce{key: "{b}"}
+		c := goredis.NewClient(&goredis.Options{Addr: mr.Addr(), Protocol: 2})
+		c.AddHook(hook)
+		t.Cleanup(func() { _ = c.Close() })
+		b, err := New(c, WithClusterLayout(LayoutSharded))
 		if err != nil {
-			t.Fatalf("Fetch(%s): %v", q, err)
+			t.Fatal(err)
 		}
-		var got []string
-		for _, d := range ds {
-			got = append(got, deliveryTag(d.Envelope))
+		t.Cleanup(func() { _ = b.Close() })
+		for _, q := range []string{"a", "b", "c"} {
+			if err := b.Bind(bg, "ex", transport.BindingRow{RoutingKey: "k", Queue: q}); err != nil {
+				t.Fatal(err)
+			}
 		}
-		if want := []string{q + strconv.Itoa(i), q + strconv.Itoa(i+3)}; !slices.Equal(got, want) {
-			t.Errorf("queue %s holds %v, want %v", q, got, want)
+		return b, c, hook
+	}
+	check := func(t *testing.T, b *Backend, hook *movedOnce, want func(q string, i int) []string) {
+		t.Helper()
+		if !hook.done.Load() {
+			t.Fatal("the hook refused no push: the test proves nothing")
+		}
+		for i, q := range []string{"a", "b", "c"} {
+			ds, err := shardFetch(bg, b, transport.FetchRequest{Queues: []string{q}, Max: 10})
+			if err != nil && !errors.Is(err, transport.ErrEmpty) {
+				t.Fatalf("Fetch(%s): %v", q, err)
+			}
+			var got []string
+			for _, d := range ds {
+				got = append(got, deliveryTag(d.Envelope))
+			}
+			if w := want(q, i); !slices.Equal(got, w) {
+				t.Errorf("queue %s holds %v, want %v", q, got, w)
+			}
 		}
 	}
+	t.Run("PutBatch", func(t *testing.T) {
+		b, _, hook := open(t)
+		var items []transport.PutItem
+		for i := range 6 {
+			q := []string{"a", "b", "c"}[i%3]
+			items = append(items, transport.PutItem{Queue: q, Envelope: shardEnvelope(q+strconv.Itoa(i), q)})
+		}
+		if err := b.PutBatch(bg, items); err != nil {
+			t.Fatal(err)
+		}
+		check(t, b, hook, func(q string, i int) []string { return []string{q + strconv.Itoa(i), q + strconv.Itoa(i+3)} })
+	})
+	t.Run("Put", func(t *testing.T) {
+		b, _, hook := open(t)
+		if err := b.Put(bg, "b", 0, shardEnvelope("m", "b")); err != nil {
+			t.Fatal(err)
+		}
+		check(t, b, hook, func(q string, _ int) []string {
+			if q == "b" {
+				return []string{"m"}
+			}
+			return nil
+		})
+	})
+	t.Run("Publish", func(t *testing.T) {
+		b, _, hook := open(t)
+		n, err := b.Publish(bg, "ex", entity.Direct, "k", 0, shardEnvelope("m", "k"))
+		if err != nil || n != 3 {
+			t.Fatalf("Publish = %d, %v; want 3 queues", n, err)
+		}
+		check(t, b, hook, func(string, int) []string { return []string{"m"} })
+	})
+	t.Run("PublishBatch", func(t *testing.T) {
+		b, _, hook := open(t)
+		items := []transport.PublishItem{
+			{Exchange: "ex", Type: entity.Direct, RoutingKey: "k", Envelope: shardEnvelope("m1", "k")},
+			{Exchange: "ex", Type: entity.Direct, RoutingKey: "k", Envelope: shardEnvelope("m2", "k")},
+		}
+		ns, errs := b.PublishBatch(bg, items)
+		for i := range items {
+			if errs[i] != nil || ns[i] != 3 {
+				t.Fatalf("PublishBatch item %d = %d, %v; want 3 queues", i, ns[i], errs[i])
+			}
+		}
+		check(t, b, hook, func(string, int) []string { return []string{"m1", "m2"} })
+	})
 }
