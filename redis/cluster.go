@@ -342,8 +342,8 @@ func clusterMoving(err error) bool {
 // migrating or has moved, and the write did not run (see above). It tries
 // again, with a backoff from 5 ms to 200 ms, until the write runs, fails
 // otherwise, ctx ends or getRetryBudget has passed since the first try.
-// Publish, Put and PutBatch use it outside the sharded layout (where
-// shardSend sends again only the refused pushes).
+// Publish, Put and PutBatch use it outside the sharded layout; there
+// shardSend uses it to send again only the refused pushes.
 func (b *Backend) whileMoving(ctx context.Context, write func() (int, error)) (int, error) {
 	start := time.Now()
 	delay := 5 * time.Millisecond

@@ -147,30 +147,33 @@ func (b *Backend) shardPublishBatch(ctx context.Context, items []transport.Publi
 // move back (a push to it after a refused one was refused too). Each
 // push carries its own result in cmd. Publish, Put, PutBatch and
 // PublishBatch in the sharded layout all push through it, so they need
-// no retry of their own (whileMoving is for the other layouts).
+// no retry of their own around it.
 func (b *Backend) shardSend(ctx context.Context, pushes []*shardPush) {
 	b.shardSendOnce(ctx, pushes)
-	start := time.Now()
-	delay := 5 * time.Millisecond
-	for {
-		var again []*shardPush
-		for _, ps := range pushes {
-			if ps.cmd != nil && clusterMoving(ps.cmd.Err()) {
-				again = append(again, ps)
-			}
-		}
-		if len(again) == 0 || b.closed.Load() || time.Since(start)+delay > getRetryBudget {
-			return
-		}
-		select {
-		case <-time.After(delay):
-		case <-ctx.Done():
-			return
-		}
-		b.shardSendOnce(ctx, again)
-		pushes = again
-		delay = min(2*delay, 200*time.Millisecond)
+	again := refusedPushes(pushes)
+	if len(again) == 0 {
+		return
 	}
+	// whileMoving's backoff and budget; each push keeps its own result,
+	// so the error it returns adds nothing.
+	_, _ = b.whileMoving(ctx, func() (int, error) { // cluster.go
+		b.shardSendOnce(ctx, again)
+		if again = refusedPushes(again); len(again) > 0 {
+			return 0, again[0].cmd.Err()
+		}
+		return 0, nil
+	})
+}
+
+// refusedPushes returns the pushes a moving slot refused (clusterMoving).
+func refusedPushes(pushes []*shardPush) []*shardPush {
+	var out []*shardPush
+	for _, ps := range pushes {
+		if ps.cmd != nil && clusterMoving(ps.cmd.Err()) {
+			out = append(out, ps)
+		}
+	}
+	return out
 }
 
 // shardSendOnce sends pushes once: waiting for replicas, alone, or in
